@@ -1,0 +1,40 @@
+# clawker — build, generate, test. See README.md.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/bin:$(PATH)
+export CGO_ENABLED := 0
+
+PROTOS := api/agent/v1/agent.proto api/clawkerd/v1/clawkerd.proto api/admin/v1/admin.proto
+
+.PHONY: deps build generate check-generated lint test e2e demo bench clean
+
+deps:
+	./scripts/install-deps.sh
+
+build:
+	mkdir -p bin
+	go build -o bin/ ./cmd/...
+
+generate: deps
+	protoc -I . --go_out=. --go_opt=paths=source_relative \
+	  --go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTOS)
+
+# Fails when the checked-in generated code differs from a fresh generation.
+check-generated: generate
+	git diff --exit-code -- api/ || (echo "generated code is stale: run make generate" >&2; exit 1)
+
+lint: deps
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	go vet ./...
+	staticcheck ./...
+
+test:
+	./scripts/test.sh
+
+demo:
+	./scripts/demo.sh
+
+bench:
+	go run ./bench
+
+clean:
+	rm -rf bin

@@ -1,0 +1,72 @@
+// Package consts holds the fixed names shared by the three programs: the
+// wire and on-disk contracts of ARCHITECTURE.md. It owns no behaviour.
+package consts
+
+const (
+	// NetworkName is the user-defined bridge every agent and the CP join.
+	NetworkName = "clawker-net"
+
+	LabelPurpose = "dev.clawker.purpose"
+	LabelAgent   = "dev.clawker.agent"
+	LabelProject = "dev.clawker.project"
+	LabelManaged = "dev.clawker.managed"
+	// LabelTest marks Docker objects created by tests so sweeps can find them.
+	LabelTest = "dev.clawker.test"
+
+	PurposeAgent        = "agent"
+	PurposeControlPlane = "controlplane"
+
+	// Certificate common names.
+	ContainerClawkerd = "clawker-clawkerd"
+	ControlPlaneCN    = "clawker-controlplane"
+	CLICN             = "clawker-cli"
+	CACN              = "clawker-ca"
+
+	// ControlPlaneContainer is the CP container's name and DNS name on clawker-net.
+	ControlPlaneContainer = "clawker-controlplane"
+	ControlPlaneImage     = "clawker-controlplane:local"
+	ControlPlaneVolume    = "clawker-cp-data"
+
+	// URN prefixes of the agent leaf cert's URI SANs.
+	AgentURNPrefix     = "urn:clawker:agent:"
+	ContainerURNPrefix = "urn:clawker:container:"
+
+	PortSession = 7700 // clawkerd Session
+	PortAgent   = 7444 // CP AgentService (gRPC)
+	PortToken   = 7445 // CP token endpoint (HTTPS)
+	PortAdmin   = 7443 // CP AdminService
+	PortHealth  = 7446 // CP /healthz and /metrics (plain HTTP)
+
+	BootstrapDir      = "/run/clawker/bootstrap"
+	BootstrapCert     = "cert.pem"
+	BootstrapKey      = "key.pem"
+	BootstrapCA       = "ca.pem"
+	BootstrapAssert   = "assertion.jwt"
+	ClawkerdPath      = "/run/clawker/clawkerd"
+	InitMarkerPath    = "/var/lib/clawker/initialized"
+	StagingDir        = "/run/clawker/staging"
+	ClawkerdLogPath   = "/var/log/clawker/clawkerd.log"
+	TokenPath         = "/oauth2/token"
+	ScopeRegister     = "agent:self:register"
+	RegisterMethod    = "/clawker.agent.v1.AgentService/Register"
+	AssertionAudience = "clawker-controlplane/token"
+	TokenAudience     = "clawker-controlplane/agent"
+
+	EnvAgent       = "CLAWKER_AGENT"
+	EnvProject     = "CLAWKER_PROJECT"
+	EnvUser        = "CLAWKER_USER"
+	EnvCPAgentAddr = "CLAWKER_CP_AGENT_ADDR"
+	EnvCPTokenURL  = "CLAWKER_CP_TOKEN_URL"
+	EnvHome        = "CLAWKER_HOME"
+	EnvE2E         = "CLAWKER_E2E"
+
+	// Files in the CLI home ($CLAWKER_HOME).
+	CACertFile     = "ca.pem"
+	CAKeyFile      = "ca-key.pem"
+	CPCertFile     = "cp.pem"
+	CPKeyFile      = "cp-key.pem"
+	CLICertFile    = "cli.pem"
+	CLIKeyFile     = "cli-key.pem"
+	SigningKeyFile = "assertion-signing-key.pem"
+	SigningPubFile = "assertion-signing-pub.pem"
+)
