@@ -1,0 +1,40 @@
+// Package clawkerd is the in-container daemon: PID 1 of every agent
+// container and the only way the control plane acts inside it.
+//
+// It owns:
+//   - the strict mTLS Session listener (server.go, tls.go): chain to the
+//     clawker CA, peer CN pinned to clawker-controlplane (constant time),
+//     ClientAuth EKU, checked at the TLS layer and again in the handler;
+//   - Session dispatch (session.go) and ShellCommand pipelines (shell.go);
+//   - process bookkeeping and PID 1 reaping (procs.go);
+//   - the user CMD supervisor and signal forwarding (supervisor.go);
+//   - the one-time Register client (register.go);
+//   - process wiring for cmd/clawkerd (run.go, config.go, audit.go).
+//
+// Sessions: several Sessions may be open at once and are independent; a
+// reconnecting CP is therefore never locked out by a half-dead old stream
+// (gRPC keepalive eventually tears that one down). command_ids are scoped
+// to their Session. When a Session's transport breaks, its live commands
+// are SIGKILLed and reaped; when the CP half-closes (CloseSend), live
+// commands run to completion and their replies are still delivered. The
+// user CMD (AgentReady), the init marker and the Register state are
+// process-wide and outlive every Session.
+//
+// Pipelines: every stage of one ShellCommand runs in one process group, so
+// Signal and timeout reach every stage and its descendants. The final exit
+// code of a pipeline is that of its last stage (POSIX sh semantics, no
+// pipefail); each stage's own status is reported by StageExit.
+// exit_on_non_zero exits clawkerd after the terminal reply is flushed: with
+// the Done code when non-zero, 124 on TIMEOUT, 127 on SPAWN_FAILED.
+//
+// Flow control: output is read in 32 KiB chunks and each Send blocks on
+// gRPC flow control, so a command's memory is bounded whatever it writes.
+// Stdin frames queue (16 deep) per command; beyond that the Session's recv
+// loop blocks, pushing back on the CP. A Signal that arrives before every
+// stage has started is delivered as soon as they have. After the last
+// stage exits, output is still read for OutputDrainGrace so descendants
+// holding the pipe cannot stall Done.
+//
+// It must not touch the control plane's state or Docker: it only answers
+// the CP over the Session and calls AgentService.Register once.
+package clawkerd

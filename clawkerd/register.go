@@ -1,0 +1,120 @@
+package clawkerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+
+	agentv1 "github.com/clawker/clawker/api/agent/v1"
+	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/logger"
+)
+
+const (
+	// JWTBearerAssertionType is the RFC 7523 client_assertion_type.
+	JWTBearerAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+	// RegisterClientID is the client_id clawkerd sends at the token endpoint.
+	RegisterClientID = "clawkerd"
+
+	registerTimeout = 30 * time.Second
+)
+
+// registrar performs the one-time Register. It is serialised: concurrent
+// RegisterRequired wait for the one in flight. The single-use assertion is
+// exchanged at most once per successful exchange: the access token is kept
+// and reused until it expires, so a failed Register call is retried with
+// the same token instead of spending the assertion again. After success
+// every later request answers ok without network traffic.
+type registrar struct {
+	cfg *Config
+	log *logger.Logger
+
+	mu        sync.Mutex
+	done      bool
+	token     *oauth2.Token
+	exchanges int // for tests: token exchanges performed
+}
+
+func newRegistrar(cfg *Config, log *logger.Logger) *registrar {
+	return &registrar{cfg: cfg, log: log}
+}
+
+func (r *registrar) register(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		r.log.Info().Str("event", "register_repeat").Msg("already registered")
+		return nil
+	}
+	if r.cfg.CPAgentAddr == "" || r.cfg.CPTokenURL == "" {
+		return fmt.Errorf("register: %s and %s must be set", consts.EnvCPAgentAddr, consts.EnvCPTokenURL)
+	}
+	// Detached from the Session: once the assertion is on the wire the
+	// exchange must complete so its token is kept, even if the Session
+	// that asked drops meanwhile.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registerTimeout)
+	defer cancel()
+	tlsCfg := ClientTLSConfig(r.cfg.Cert, r.cfg.CAPool)
+
+	if r.token == nil || !r.token.Valid() {
+		assertion, err := r.cfg.readAssertion()
+		if err != nil {
+			return err
+		}
+		httpClient := &http.Client{
+			Timeout:   registerTimeout,
+			Transport: &http.Transport{TLSClientConfig: tlsCfg.Clone(), ForceAttemptHTTP2: true},
+		}
+		defer httpClient.CloseIdleConnections()
+		cc := clientcredentials.Config{
+			ClientID:  RegisterClientID,
+			TokenURL:  r.cfg.CPTokenURL,
+			Scopes:    []string{consts.ScopeRegister},
+			AuthStyle: oauth2.AuthStyleInParams,
+			EndpointParams: url.Values{
+				"client_assertion_type": {JWTBearerAssertionType},
+				"client_assertion":      {assertion},
+			},
+		}
+		r.exchanges++
+		tok, err := cc.Token(context.WithValue(ctx, oauth2.HTTPClient, httpClient))
+		if err != nil {
+			return fmt.Errorf("token exchange: %w", err)
+		}
+		if tok.AccessToken == "" {
+			return errors.New("token exchange: empty access token")
+		}
+		r.token = tok
+		r.log.Info().Str("event", "token_exchanged").Time("expiry", tok.Expiry).Msg("assertion exchanged for access token")
+	}
+
+	conn, err := grpc.NewClient(r.cfg.CPAgentAddr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
+	)
+	if err != nil {
+		return fmt.Errorf("dial agent service: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	md := metadata.Pairs("authorization", "Bearer "+r.token.AccessToken)
+	_, err = agentv1.NewAgentServiceClient(conn).Register(metadata.NewOutgoingContext(ctx, md),
+		&agentv1.RegisterRequest{AgentName: r.cfg.AgentName, Project: r.cfg.Project}, grpc.WaitForReady(true))
+	if err != nil {
+		return fmt.Errorf("register call: %w", err)
+	}
+	r.done = true
+	r.token = nil
+	r.log.Info().Str("event", "registered").Str("agent", r.cfg.AgentName).Str("project", r.cfg.Project).Msg("registered with control plane")
+	return nil
+}

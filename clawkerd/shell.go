@@ -1,0 +1,464 @@
+package clawkerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
+)
+
+// outputChunkSize bounds one OutputChunk and the reader's only buffer, so
+// streaming memory is O(chunk) per command regardless of output volume
+// (gRPC's per-stream write quota blocks the reader when the CP is slow).
+const outputChunkSize = 32 << 10
+
+// stdinQueue bounds buffered Stdin frames per command; the Session's recv
+// loop blocks (backpressure to the CP) rather than buffer more.
+const stdinQueue = 16
+
+// maxStages bounds a pipeline so a request cannot exhaust fds.
+const maxStages = 64
+
+// Exit codes used by exit_on_non_zero for terminal errors.
+const (
+	exitCodeTimeout     = 124
+	exitCodeSpawnFailed = 127
+)
+
+type stdinMsg struct {
+	data  []byte
+	close bool
+}
+
+// shellCmd is one live ShellCommand of a Session.
+type shellCmd struct {
+	id   string
+	spec *clawkerdv1.ShellCommand
+	sess *session
+
+	stdinCh chan stdinMsg
+	done    chan struct{} // closed when the command has fully ended
+
+	mu        sync.Mutex
+	pids      []int
+	live      []bool
+	stdinShut bool
+	spawned   bool             // every stage started
+	pending   []syscall.Signal // Signals that arrived before spawn finished
+}
+
+func newShellCmd(sess *session, id string, spec *clawkerdv1.ShellCommand) *shellCmd {
+	return &shellCmd{id: id, spec: spec, sess: sess, stdinCh: make(chan stdinMsg, stdinQueue), done: make(chan struct{})}
+}
+
+// validateShell checks a ShellCommand before anything is spawned.
+func validateShell(spec *clawkerdv1.ShellCommand) error {
+	if len(spec.GetStages()) == 0 {
+		return errors.New("no stages")
+	}
+	if len(spec.GetStages()) > maxStages {
+		return fmt.Errorf("more than %d stages", maxStages)
+	}
+	for i, st := range spec.GetStages() {
+		if len(st.GetArgv()) == 0 || st.GetArgv()[0] == "" {
+			return fmt.Errorf("stage %d: empty argv", i)
+		}
+	}
+	return nil
+}
+
+// enqueueStdin hands a Stdin/CloseStdin frame to the writer, blocking
+// (backpressure) while the queue is full and the command lives.
+func (c *shellCmd) enqueueStdin(ctx context.Context, m stdinMsg) {
+	c.mu.Lock()
+	shut := c.stdinShut
+	if m.close {
+		c.stdinShut = true
+	}
+	c.mu.Unlock()
+	if shut {
+		c.sess.log.Debug().Str("event", "stdin_after_close").Str("command_id", c.id).Msg("stdin frame after CloseStdin dropped")
+		return
+	}
+	select {
+	case c.stdinCh <- m:
+	case <-c.done:
+	case <-ctx.Done():
+	}
+}
+
+// signal delivers sig to every live stage; a Signal that races the spawn
+// is held and delivered as soon as every stage exists.
+func (c *shellCmd) signal(sig syscall.Signal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.spawned {
+		c.pending = append(c.pending, sig)
+		return
+	}
+	c.signalLocked(sig)
+}
+
+// signalNow signals the stages started so far (spawn cleanup, timeout).
+func (c *shellCmd) signalNow(sig syscall.Signal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.signalLocked(sig)
+}
+
+// signalLocked sends sig to every live stage's process group.
+func (c *shellCmd) signalLocked(sig syscall.Signal) {
+	for i, pid := range c.pids {
+		if c.live[i] {
+			// Each stage leads its own group; its descendants get it too.
+			if err := unix.Kill(-pid, sig); err != nil {
+				_ = unix.Kill(pid, sig)
+			}
+		}
+	}
+}
+
+// run executes the command and sends its replies; it returns after the
+// terminal reply (or after the Session died and every stage was reaped).
+func (c *shellCmd) run(ctx context.Context) {
+	defer close(c.done)
+	log := c.sess.log
+	started := time.Now()
+	stages := c.spec.GetStages()
+
+	exits, outR, inW, err := c.spawn()
+	if err != nil {
+		log.Warn().Str("event", "shell_command_done").Str("command_id", c.id).Str("outcome", "spawn_failed").
+			Dur("duration", time.Since(started)).Err(err).Msg("spawn failed")
+		c.sess.sendError(c.id, clawkerdv1.ErrorCode_ERROR_CODE_SPAWN_FAILED, err.Error())
+		c.maybeExit(exitCodeSpawnFailed)
+		return
+	}
+	for i, st := range stages {
+		log.Info().Str("event", "shell_command_started").Str("command_id", c.id).Int("stage", i).
+			Strs("argv", st.GetArgv()).Str("cwd", stageCwd(st)).Uint32("uid", st.GetUid()).Uint32("gid", st.GetGid()).
+			Uint32("timeout_seconds", c.spec.GetTimeoutSeconds()).Int("pid", c.pids[i]).Msg("stage started")
+	}
+	c.sess.send(&clawkerdv1.Response{CommandId: c.id, Payload: &clawkerdv1.Response_Started{Started: &clawkerdv1.Started{}}})
+
+	var stdinOnce sync.Once
+	closeStdin := func() { stdinOnce.Do(func() { _ = inW.Close() }) }
+	go c.writeStdin(inW, closeStdin)
+	outDone := make(chan struct{})
+	go c.readOutput(outR, outDone)
+
+	var timeout <-chan time.Time
+	if s := c.spec.GetTimeoutSeconds(); s > 0 {
+		t := time.NewTimer(time.Duration(s) * time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
+
+	type stageResult struct {
+		idx int
+		st  exitStatus
+	}
+	results := make(chan stageResult, len(exits))
+	for i, ch := range exits {
+		go func() {
+			defer recoverLog(log, "stage_wait")
+			results <- stageResult{idx: i, st: <-ch}
+		}()
+	}
+
+	timedOut, sessionGone := false, false
+	sessDone := ctx.Done()
+	statuses := make([]exitStatus, len(stages))
+	for remaining := len(stages); remaining > 0; {
+		select {
+		case r := <-results:
+			remaining--
+			c.mu.Lock()
+			c.live[r.idx] = false
+			c.mu.Unlock()
+			statuses[r.idx] = r.st
+			se := &clawkerdv1.StageExit{StageIndex: uint32(r.idx), ExitCode: int32(r.st.ws.ExitStatus())}
+			if r.st.ws.Signaled() {
+				se.ExitCode, se.Signo = -1, int32(r.st.ws.Signal())
+			}
+			c.sess.send(&clawkerdv1.Response{CommandId: c.id, Payload: &clawkerdv1.Response_StageExit{StageExit: se}})
+		case <-timeout:
+			timeout = nil
+			timedOut = true
+			c.signalNow(syscall.SIGKILL)
+		case <-sessDone:
+			sessDone = nil // handled once; keep waiting for the reaps
+			sessionGone = true
+			c.signalNow(syscall.SIGKILL)
+		}
+	}
+
+	// Every stage is gone: stop feeding stdin, give background descendants
+	// that inherited the output pipe a bounded grace, then stop reading.
+	closeStdin()
+	_ = outR.SetReadDeadline(time.Now().Add(c.sess.srv.cfg.OutputDrainGrace))
+	<-outDone
+	_ = outR.Close()
+
+	final := statuses[len(statuses)-1].code()
+	ev := log.Info().Str("event", "shell_command_done").Str("command_id", c.id).Dur("duration", time.Since(started))
+	switch {
+	case sessionGone:
+		ev.Str("outcome", "session_closed").Int("exit_code", final).Msg("command killed: session closed")
+	case timedOut:
+		ev.Str("outcome", "timeout").Int("exit_code", final).Msg("command timed out")
+		c.sess.sendError(c.id, clawkerdv1.ErrorCode_ERROR_CODE_TIMEOUT, fmt.Sprintf("timed out after %ds", c.spec.GetTimeoutSeconds()))
+		c.maybeExit(exitCodeTimeout)
+	default:
+		ev.Str("outcome", "done").Int("exit_code", final).Msg("command done")
+		c.sess.send(&clawkerdv1.Response{CommandId: c.id, Payload: &clawkerdv1.Response_Done{Done: &clawkerdv1.Done{FinalExitCode: int32(final)}}})
+		if final != 0 {
+			c.maybeExit(final)
+		}
+	}
+}
+
+// maybeExit asks the server to exit after this reply when the command
+// carries exit_on_non_zero.
+func (c *shellCmd) maybeExit(code int) {
+	if c.spec.GetExitOnNonZero() {
+		c.sess.requestExit(code)
+	}
+}
+
+// spawn wires the pipeline and starts every stage. Stage i's stdout feeds
+// stage i+1's stdin; every stage's stderr and the last stdout share one
+// pipe, so the kernel merges them in write order.
+func (c *shellCmd) spawn() (exits []<-chan exitStatus, outR, inW *os.File, err error) {
+	stages := c.spec.GetStages()
+	var parentClose []*os.File // child ends, closed in clawkerd after start
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			if f != nil {
+				_ = f.Close()
+			}
+		}
+	}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("stdin pipe: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		closeAll([]*os.File{inR, inW})
+		return nil, nil, nil, fmt.Errorf("output pipe: %w", err)
+	}
+	parentClose = append(parentClose, inR, outW)
+	fail := func(e error) ([]<-chan exitStatus, *os.File, *os.File, error) {
+		c.signalNow(syscall.SIGKILL)
+		for _, ch := range exits {
+			<-ch
+		}
+		closeAll(parentClose)
+		closeAll([]*os.File{inW, outR})
+		return nil, nil, nil, e
+	}
+
+	prevOut := inR
+	for i, st := range stages {
+		stdout := outW
+		var nextIn *os.File
+		if i < len(stages)-1 {
+			r, w, perr := os.Pipe()
+			if perr != nil {
+				return fail(fmt.Errorf("stage pipe: %w", perr))
+			}
+			parentClose = append(parentClose, r, w)
+			stdout, nextIn = w, r
+		}
+		cmd, cerr := buildStageCmd(st)
+		if cerr != nil {
+			return fail(fmt.Errorf("stage %d: %w", i, cerr))
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = prevOut, stdout, outW
+		pid, ch, serr := c.sess.srv.procs.start(cmd)
+		if serr != nil {
+			return fail(fmt.Errorf("stage %d: %w", i, serr))
+		}
+		c.mu.Lock()
+		c.pids = append(c.pids, pid)
+		c.live = append(c.live, true)
+		c.mu.Unlock()
+		exits = append(exits, ch)
+		prevOut = nextIn
+	}
+	closeAll(parentClose)
+	c.mu.Lock()
+	c.spawned = true
+	for _, sig := range c.pending {
+		c.signalLocked(sig)
+	}
+	c.pending = nil
+	c.mu.Unlock()
+	return exits, outR, inW, nil
+}
+
+// buildStageCmd prepares one stage: resolved argv[0] (searched on the
+// stage's own PATH), env overlay, cwd, own process group, privilege drop.
+func buildStageCmd(st *clawkerdv1.PipeStage) (*exec.Cmd, error) {
+	env := overlayEnv(os.Environ(), st.GetEnv())
+	path, err := lookPath(st.GetArgv()[0], envValue(env, "PATH"))
+	if err != nil {
+		return nil, err
+	}
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if st.GetUid() != 0 || st.GetGid() != 0 {
+		attr.Credential = &syscall.Credential{Uid: st.GetUid(), Gid: st.GetGid(), Groups: []uint32{}}
+	}
+	return &exec.Cmd{
+		Path:        path,
+		Args:        st.GetArgv(),
+		Env:         env,
+		Dir:         stageCwd(st),
+		SysProcAttr: attr,
+	}, nil
+}
+
+func stageCwd(st *clawkerdv1.PipeStage) string {
+	if st.GetCwd() == "" {
+		return "/"
+	}
+	return st.GetCwd()
+}
+
+// overlayEnv returns base with the entries of over replacing or adding.
+func overlayEnv(base []string, over map[string]string) []string {
+	if len(over) == 0 {
+		return base
+	}
+	out := make([]string, 0, len(base)+len(over))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, replaced := over[k]; !replaced {
+			out = append(out, kv)
+		}
+	}
+	keys := make([]string, 0, len(over))
+	for k := range over {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out = append(out, k+"="+over[k])
+	}
+	return out
+}
+
+func envValue(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// lookPath resolves file like execvp, but on the given PATH rather than
+// clawkerd's own, since a stage may override PATH.
+func lookPath(file, pathEnv string) (string, error) {
+	if strings.Contains(file, "/") {
+		if err := executable(file); err != nil {
+			return "", fmt.Errorf("exec %q: %w", file, err)
+		}
+		return file, nil
+	}
+	if pathEnv == "" {
+		pathEnv = defaultPath
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, file)
+		if executable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("exec %q: executable file not found in PATH", file)
+}
+
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return errors.New("not an executable file")
+	}
+	return nil
+}
+
+// writeStdin feeds initial_stdin, then queued Stdin frames, until
+// CloseStdin or the command ends. A child that stopped reading (EPIPE) only
+// costs the remaining frames.
+func (c *shellCmd) writeStdin(w *os.File, closeStdin func()) {
+	defer recoverLog(c.sess.log, "stdin_writer")
+	defer closeStdin()
+	broken := false
+	write := func(b []byte) {
+		if broken || len(b) == 0 {
+			return
+		}
+		if _, err := w.Write(b); err != nil {
+			broken = true
+			c.sess.log.Debug().Str("event", "stdin_write_failed").Str("command_id", c.id).Err(err).Msg("stdin write failed")
+		}
+	}
+	write(c.spec.GetInitialStdin())
+	for {
+		select {
+		case m := <-c.stdinCh:
+			if m.close {
+				return
+			}
+			write(m.data)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// readOutput streams the merged output as OutputChunks, echoing to the
+// console when print_output is set.
+func (c *shellCmd) readOutput(r *os.File, done chan<- struct{}) {
+	defer close(done)
+	defer recoverLog(c.sess.log, "output_reader")
+	echo := c.spec.GetPrintOutput()
+	buf := make([]byte, outputChunkSize)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if echo {
+				_, _ = c.sess.srv.cfg.Console.Write(buf[:n])
+			}
+			// gRPC may hold the message after Send returns: never reuse it.
+			data := append([]byte(nil), buf[:n]...)
+			c.sess.send(&clawkerdv1.Response{CommandId: c.id, Payload: &clawkerdv1.Response_Output{Output: &clawkerdv1.OutputChunk{Data: data}}})
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, os.ErrClosed) {
+				c.sess.log.Warn().Str("event", "output_read_failed").Str("command_id", c.id).Err(err).Msg("output read failed")
+			}
+			return
+		}
+	}
+}
