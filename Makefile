@@ -5,14 +5,16 @@ export CGO_ENABLED := 0
 
 PROTOS := api/agent/v1/agent.proto api/clawkerd/v1/clawkerd.proto api/admin/v1/admin.proto
 
-.PHONY: deps build generate check-generated lint test e2e demo bench clean
+.PHONY: deps build generate check-generated lint test e2e demo docs bench clean
 
 deps:
 	./scripts/install-deps.sh
 
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
 build:
 	mkdir -p bin
-	go build -o bin/ ./cmd/...
+	go build -ldflags "-X github.com/clawker/clawker/internal/cli.Version=$(VERSION)" -o bin/ ./cmd/...
 
 generate: deps
 	protoc -I . --go_out=. --go_opt=paths=source_relative \
@@ -30,8 +32,17 @@ lint: deps
 test:
 	./scripts/test.sh
 
+# The end-to-end suite alone, mandatory (fails without a Docker engine).
+e2e:
+	CGO_ENABLED=1 CLAWKER_E2E=1 go test -race -count=1 -v ./test/e2e/
+
 demo:
 	./scripts/demo.sh
+
+# The command reference, generated from the cobra tree.
+docs: build
+	rm -rf docs/reference
+	./bin/clawker gen-docs docs/reference
 
 bench:
 	go run ./bench

@@ -1,4 +1,14 @@
 // Package overseer owns the CP's typed in-process event bus and the State
-// worldview every event folds into through ApplyTo. Publishers never block
-// on slow subscribers. It knows nothing of Docker or gRPC.
+// worldview every event folds into through ApplyTo.
+//
+// Publish applies an Applier to State under the bus lock and then fans the
+// event out: every subscriber has a bounded buffer and its own goroutine,
+// so a slow subscriber never blocks a publisher — a full buffer drops the
+// delivery, counts it (Drops) and logs event=bus_subscriber_drop. Handler,
+// filter and ApplyTo panics are recovered and logged. Snapshot returns deep
+// copies; Recent replays a bounded ring of past events; SubscribeWithSnapshot
+// pairs a snapshot with a subscription atomically (admin WatchEvents).
+//
+// It knows nothing of Docker, gRPC or agents: event types live with their
+// publishers (agent, dockerevents) and must not be defined here.
 package overseer

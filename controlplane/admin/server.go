@@ -1,0 +1,248 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/clawker/clawker/api/admin/v1"
+	"github.com/clawker/clawker/controlplane/agent"
+	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/auth"
+	"github.com/clawker/clawker/internal/logger"
+)
+
+// RegistryReader is the slice of the registry the admin API reads.
+type RegistryReader interface {
+	Snapshot() ([]agent.Entry, error)
+}
+
+// Bus is the slice of the overseer the admin API uses: the worldview, live
+// events with an atomic snapshot, the replay ring, and publishing its own
+// audit events.
+type Bus interface {
+	Snapshot() *overseer.State
+	SubscribeWithSnapshot(name string, filter func(overseer.Event) bool, handler func(overseer.Event)) (*overseer.State, func())
+	Recent(since time.Time) []overseer.Event
+	Publish(e overseer.Event)
+}
+
+// HealthFunc reports readiness and per-subsystem status ("ok" or a reason).
+type HealthFunc func() (ready bool, subsystems map[string]string)
+
+// Deps are the Server's collaborators. Registry, Bus and Health are
+// required; Docker (Contain) and Exec are optional: without them those
+// RPCs answer Unavailable.
+type Deps struct {
+	Registry RegistryReader
+	Bus      Bus
+	Health   HealthFunc
+	Docker   ContainerControl
+	Exec     Execer
+	Version  string
+	Log      *logger.Logger
+	Clock    func() time.Time
+}
+
+// Server implements adminv1.AdminServiceServer.
+type Server struct {
+	adminv1.UnimplementedAdminServiceServer
+	d   Deps
+	log *logger.Logger
+}
+
+// New validates deps and returns a Server.
+func New(d Deps) (*Server, error) {
+	switch {
+	case d.Registry == nil:
+		return nil, errors.New("admin: nil registry")
+	case d.Bus == nil:
+		return nil, errors.New("admin: nil bus")
+	case d.Health == nil:
+		return nil, errors.New("admin: nil health func")
+	}
+	if d.Clock == nil {
+		d.Clock = time.Now
+	}
+	return &Server{d: d, log: logger.OrNop(d.Log)}, nil
+}
+
+// ListAgents joins registry rows with the live worldview. An agent appears
+// when it has a row or a worldview entry; Registered says whether a row
+// exists now.
+func (s *Server) ListAgents(_ context.Context, req *adminv1.ListAgentsRequest) (*adminv1.ListAgentsResponse, error) {
+	agents, err := s.agents(s.d.Bus.Snapshot())
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.ListAgentsResponse{Agents: filterProject(agents, req.GetProject())}, nil
+}
+
+func filterProject(in []*adminv1.Agent, project string) []*adminv1.Agent {
+	if project == "" {
+		return in
+	}
+	out := in[:0]
+	for _, a := range in {
+		if a.GetProject() == project {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// agents builds the joined view from one worldview snapshot.
+func (s *Server) agents(st *overseer.State) ([]*adminv1.Agent, error) {
+	rows, err := s.d.Registry.Snapshot()
+	if err != nil {
+		// Never answer "no agents" while the registry is unreadable.
+		s.log.Error().Str("event", "admin_registry_unreadable").Err(err).Msg("registry snapshot failed")
+		return nil, status.Error(codes.Unavailable, "registry unavailable")
+	}
+	byID := map[string]*adminv1.Agent{}
+	for _, r := range rows {
+		byID[r.ContainerID] = &adminv1.Agent{
+			ContainerId:          r.ContainerID,
+			Agent:                r.AgentName.String(),
+			Project:              r.Project.String(),
+			Registered:           true,
+			Thumbprint:           auth.ThumbprintHex(r.Thumbprint),
+			RegisteredAtUnixNano: r.RegisteredAt.UnixNano(),
+			SessionState:         string(overseer.SessionNone),
+			InitState:            string(overseer.InitNone),
+			Trusted:              true,
+		}
+	}
+	if st != nil {
+		for id, w := range st.Agents {
+			a, ok := byID[id]
+			if !ok {
+				a = &adminv1.Agent{ContainerId: id, Agent: w.AgentName, Project: w.Project}
+				byID[id] = a
+			}
+			mergeWorldview(a, w)
+		}
+	}
+	out := make([]*adminv1.Agent, 0, len(byID))
+	for _, a := range byID {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Project != out[j].Project {
+			return out[i].Project < out[j].Project
+		}
+		if out[i].Agent != out[j].Agent {
+			return out[i].Agent < out[j].Agent
+		}
+		return out[i].ContainerId < out[j].ContainerId
+	})
+	return out, nil
+}
+
+func mergeWorldview(a *adminv1.Agent, w *overseer.AgentState) {
+	a.Live = true
+	if a.Agent == "" {
+		a.Agent = w.AgentName
+	}
+	if a.Project == "" {
+		a.Project = w.Project
+	}
+	a.SessionState = string(orDefault(string(w.Session), string(overseer.SessionNone)))
+	a.Attempts = int32(w.Attempts)
+	a.Trusted = w.Trusted
+	a.UntrustedReasons = nil
+	for _, r := range w.UntrustedReasons {
+		a.UntrustedReasons = append(a.UntrustedReasons, string(r))
+	}
+	a.InitState = orDefault(string(w.Init), string(overseer.InitNone))
+	a.InitStepIndex = int32(w.InitStepIndex)
+	a.InitStepCount = int32(w.InitStepCount)
+	a.InitStepName = w.InitStepName
+	a.LastError = w.LastError
+	a.PeerAgentFullName = w.PeerAgentFullName
+	if w.PeerThumbprint != ([32]byte{}) {
+		a.PeerThumbprint = auth.ThumbprintHex(w.PeerThumbprint)
+	}
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// Health reports readiness and subsystem status.
+func (s *Server) Health(context.Context, *adminv1.HealthRequest) (*adminv1.HealthResponse, error) {
+	ready, subs := s.d.Health()
+	return &adminv1.HealthResponse{Ready: ready, Subsystems: subs, Version: s.d.Version}, nil
+}
+
+// resolve finds the one agent ref names: a full container ID or unique
+// prefix, or agent name + project. Unknown or ambiguous refs are NotFound /
+// InvalidArgument with a message the CLI can print as is.
+func (s *Server) resolve(ref *adminv1.AgentRef) (*adminv1.Agent, error) {
+	if ref == nil || (ref.GetContainerId() == "" && ref.GetAgent() == "") {
+		return nil, status.Error(codes.InvalidArgument, "name an agent (agent name, or container ID)")
+	}
+	if id := ref.GetContainerId(); id != "" && !isHexPrefix(id) {
+		return nil, status.Errorf(codes.InvalidArgument, "container ID %q: want hex digits (a prefix of at least 4)", id)
+	}
+	if ref.GetContainerId() == "" {
+		if _, err := auth.NewAgentName(ref.GetAgent()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "agent name %q: %v", ref.GetAgent(), err)
+		}
+		if _, err := auth.NewProjectSlug(ref.GetProject()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "project %q: %v", ref.GetProject(), err)
+		}
+	}
+	all, err := s.agents(s.d.Bus.Snapshot())
+	if err != nil {
+		return nil, err
+	}
+	var hits []*adminv1.Agent
+	for _, a := range all {
+		switch {
+		case ref.GetContainerId() != "":
+			if strings.HasPrefix(a.GetContainerId(), ref.GetContainerId()) {
+				hits = append(hits, a)
+			}
+		case a.GetAgent() == ref.GetAgent() && a.GetProject() == ref.GetProject():
+			hits = append(hits, a)
+		}
+	}
+	switch len(hits) {
+	case 0:
+		return nil, status.Errorf(codes.NotFound, "no agent %s: see clawker agents", describeRef(ref))
+	case 1:
+		return hits[0], nil
+	}
+	return nil, status.Errorf(codes.InvalidArgument, "%d agents match %s: use a longer container ID", len(hits), describeRef(ref))
+}
+
+func describeRef(ref *adminv1.AgentRef) string {
+	if ref.GetContainerId() != "" {
+		return "with container ID " + ref.GetContainerId()
+	}
+	if ref.GetProject() != "" {
+		return ref.GetAgent() + " in project " + ref.GetProject()
+	}
+	return ref.GetAgent()
+}
+
+func isHexPrefix(s string) bool {
+	if len(s) < 4 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

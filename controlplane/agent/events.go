@@ -1,0 +1,403 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/clawker/clawker/controlplane/overseer"
+)
+
+// Event names are the wire vocabulary of WatchEvents and the log.
+const (
+	EventSessionConnecting = "session_connecting"
+	EventSessionConnected  = "session_connected"
+	EventSessionFailed     = "session_failed"
+	EventSessionBroken     = "session_broken"
+	EventSessionClosed     = "session_closed"
+	EventAgentRegistered   = "agent_registered"
+	EventAgentUntrusted    = "agent_untrusted"
+	EventInitStarted       = "init_started"
+	EventInitStepStarted   = "init_step_started"
+	EventInitStepCompleted = "init_step_completed"
+	EventInitStepFailed    = "init_step_failed"
+	EventInitCompleted     = "init_completed"
+	EventInitFailed        = "init_failed"
+	EventReapDegraded      = "reap_degraded"
+)
+
+// stamp records identity labels and the update time on the worldview row.
+func stamp(s *overseer.State, id, agentName, project string, at time.Time) *overseer.AgentState {
+	a := s.Agent(id)
+	if agentName != "" {
+		a.AgentName = agentName
+	}
+	if project != "" {
+		a.Project = project
+	}
+	a.UpdatedAt = at
+	return a
+}
+
+func ident(z *zerolog.Event, id, agentName, project string) {
+	z.Str("container_id", id).Str("agent", agentName).Str("project", project)
+}
+
+// SessionConnecting fires when a dial attempt starts (first successful
+// inspect of the container in a cycle).
+type SessionConnecting struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	Address     string
+	At          time.Time
+}
+
+func (e SessionConnecting) EventName() string     { return EventSessionConnecting }
+func (e SessionConnecting) OccurredAt() time.Time { return e.At }
+func (e SessionConnecting) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Session = overseer.SessionConnecting
+	a.Address = e.Address
+}
+func (e SessionConnecting) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("address", e.Address)
+}
+
+// SessionConnected fires when a Session establishes (mTLS dial + Hello
+// handshake completes). Identity fields are diagnostic, never a gate.
+//
+// Registered is an addition to the spec's field set: true when the
+// registry already held a row with the live thumbprint (Match), so the
+// worldview's Registered flag is right on reconnect without re-firing
+// AgentRegistered.
+type SessionConnected struct {
+	ContainerID       string
+	AgentName         string
+	Project           string
+	Address           string
+	Attempts          int
+	PeerAgentFullName string
+	PeerThumbprint    [sha256.Size]byte
+	Registered        bool
+	At                time.Time
+}
+
+func (e SessionConnected) EventName() string     { return EventSessionConnected }
+func (e SessionConnected) OccurredAt() time.Time { return e.At }
+func (e SessionConnected) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Session = overseer.SessionConnected
+	a.Address = e.Address
+	a.Attempts = e.Attempts
+	a.PeerAgentFullName = e.PeerAgentFullName
+	a.PeerThumbprint = e.PeerThumbprint
+	a.Registered = e.Registered
+	// Trust is re-derived per Session: AgentUntrusted events for this
+	// Session follow this one.
+	a.Trusted = true
+	a.UntrustedReasons = nil
+	a.LastError = ""
+}
+func (e SessionConnected) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("address", e.Address).Int("attempts", e.Attempts).
+		Str("peer_agent", e.PeerAgentFullName).
+		Str("peer_thumbprint", hex.EncodeToString(e.PeerThumbprint[:])).
+		Bool("registered", e.Registered)
+}
+
+// SessionFailed fires when the retry budget for a dial cycle exhausts
+// before any attempt established a Session.
+type SessionFailed struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	Address     string
+	Reason      string
+	Attempts    int
+	At          time.Time
+}
+
+func (e SessionFailed) EventName() string     { return EventSessionFailed }
+func (e SessionFailed) OccurredAt() time.Time { return e.At }
+func (e SessionFailed) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Session = overseer.SessionFailed
+	a.Attempts = e.Attempts
+	a.LastError = e.Reason
+	if e.Address != "" {
+		a.Address = e.Address
+	}
+}
+func (e SessionFailed) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("address", e.Address).Str("reason", e.Reason).Int("attempts", e.Attempts)
+}
+
+// SessionBroken fires when an established Session terminates for a
+// reason other than intentional teardown.
+type SessionBroken struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	Address     string
+	Reason      string
+	At          time.Time
+}
+
+func (e SessionBroken) EventName() string     { return EventSessionBroken }
+func (e SessionBroken) OccurredAt() time.Time { return e.At }
+func (e SessionBroken) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Session = overseer.SessionBroken
+	a.LastError = e.Reason
+}
+func (e SessionBroken) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("address", e.Address).Str("reason", e.Reason)
+}
+
+// SessionClosed fires when a Session (or an in-flight dial) ends by
+// intentional teardown: CancelDial on stop/die/destroy, or CP shutdown.
+// It is an addition to the spec's event set so the worldview does not
+// keep showing "connected" for a stopped container; it is deliberately
+// not a SessionBroken, which means something went wrong.
+type SessionClosed struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	Reason      string
+	At          time.Time
+}
+
+func (e SessionClosed) EventName() string     { return EventSessionClosed }
+func (e SessionClosed) OccurredAt() time.Time { return e.At }
+func (e SessionClosed) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Session = overseer.SessionClosed
+}
+func (e SessionClosed) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("reason", e.Reason)
+}
+
+// AgentRegistered fires once per container lifetime, after the CP-driven
+// Register handshake (success or failure). Match reconnects do not
+// re-fire it.
+type AgentRegistered struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	Ok          bool
+	Reason      string
+	At          time.Time
+}
+
+func (e AgentRegistered) EventName() string     { return EventAgentRegistered }
+func (e AgentRegistered) OccurredAt() time.Time { return e.At }
+func (e AgentRegistered) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Registered = e.Ok
+	if !e.Ok {
+		a.LastError = e.Reason
+	}
+}
+func (e AgentRegistered) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Bool("ok", e.Ok).Str("reason", e.Reason)
+}
+
+// AgentUntrusted fires when an identity outcome violates the trust
+// contract. The Session stays open; subscribers enact policy.
+type AgentUntrusted struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	Reason      overseer.UntrustedReason
+	Detail      string
+	At          time.Time
+}
+
+func (e AgentUntrusted) EventName() string     { return EventAgentUntrusted }
+func (e AgentUntrusted) OccurredAt() time.Time { return e.At }
+func (e AgentUntrusted) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Trusted = false
+	for _, r := range a.UntrustedReasons {
+		if r == e.Reason {
+			return
+		}
+	}
+	a.UntrustedReasons = append(a.UntrustedReasons, e.Reason)
+}
+func (e AgentUntrusted) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("reason", string(e.Reason)).Str("detail", e.Detail)
+}
+
+// InitStarted fires when the CP begins running the plan against an
+// established Session. StepCount is the plan length for "i of N".
+type InitStarted struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	StepCount   int
+	At          time.Time
+}
+
+func (e InitStarted) EventName() string     { return EventInitStarted }
+func (e InitStarted) OccurredAt() time.Time { return e.At }
+func (e InitStarted) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Init = overseer.InitRunning
+	a.InitStepCount = e.StepCount
+	a.InitStepIndex = 0
+	a.InitStepName = ""
+}
+func (e InitStarted) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Int("step_count", e.StepCount)
+}
+
+// InitStepStarted fires when the Executor dispatches one step.
+type InitStepStarted struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	StepName    string
+	StepIndex   int
+	StepCount   int
+	At          time.Time
+}
+
+func (e InitStepStarted) EventName() string     { return EventInitStepStarted }
+func (e InitStepStarted) OccurredAt() time.Time { return e.At }
+func (e InitStepStarted) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.InitStepIndex = e.StepIndex
+	a.InitStepCount = e.StepCount
+	a.InitStepName = e.StepName
+}
+func (e InitStepStarted) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("step", e.StepName).Int("step_index", e.StepIndex).Int("step_count", e.StepCount)
+}
+
+// InitStepCompleted fires when a step's command returns Done{0} (or is
+// skipped because the image has no shell — see plan.go).
+type InitStepCompleted struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	StepName    string
+	StepIndex   int
+	Duration    time.Duration
+	ExitCode    int32
+	At          time.Time
+}
+
+func (e InitStepCompleted) EventName() string     { return EventInitStepCompleted }
+func (e InitStepCompleted) OccurredAt() time.Time { return e.At }
+func (e InitStepCompleted) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.InitStepIndex = e.StepIndex
+	a.InitStepName = e.StepName
+}
+func (e InitStepCompleted) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("step", e.StepName).Int("step_index", e.StepIndex).
+		Dur("duration", e.Duration).Int32("exit_code", e.ExitCode)
+}
+
+// InitStepFailed fires when a step ends non-zero, errors, or times out.
+type InitStepFailed struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	StepName    string
+	StepIndex   int
+	Duration    time.Duration
+	ExitCode    int32
+	Reason      overseer.InitFailureReason
+	Detail      string
+	At          time.Time
+}
+
+func (e InitStepFailed) EventName() string     { return EventInitStepFailed }
+func (e InitStepFailed) OccurredAt() time.Time { return e.At }
+func (e InitStepFailed) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.InitStepIndex = e.StepIndex
+	a.InitStepName = e.StepName
+	a.LastError = e.Detail
+}
+func (e InitStepFailed) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("step", e.StepName).Int("step_index", e.StepIndex).Dur("duration", e.Duration).
+		Int32("exit_code", e.ExitCode).Str("reason", string(e.Reason)).Str("detail", e.Detail)
+}
+
+// InitCompleted is the terminal success event for one plan run.
+type InitCompleted struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	Duration    time.Duration
+	At          time.Time
+}
+
+func (e InitCompleted) EventName() string     { return EventInitCompleted }
+func (e InitCompleted) OccurredAt() time.Time { return e.At }
+func (e InitCompleted) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Init = overseer.InitCompleted
+	a.InitStepIndex = a.InitStepCount
+}
+func (e InitCompleted) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Dur("duration", e.Duration)
+}
+
+// InitFailed is the terminal failure event for one plan run. ExitCode is
+// an addition to the spec's field set: the failing step's exit code (-1
+// when the step did not exit, e.g. transport or timeout).
+type InitFailed struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	FailedStep  string
+	Reason      overseer.InitFailureReason
+	Detail      string
+	ExitCode    int32
+	Duration    time.Duration
+	At          time.Time
+}
+
+func (e InitFailed) EventName() string     { return EventInitFailed }
+func (e InitFailed) OccurredAt() time.Time { return e.At }
+func (e InitFailed) ApplyTo(s *overseer.State) {
+	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a.Init = overseer.InitFailed
+	a.InitStepName = e.FailedStep
+	a.LastError = e.Detail
+}
+func (e InitFailed) MarshalZerologObject(z *zerolog.Event) {
+	ident(z, e.ContainerID, e.AgentName, e.Project)
+	z.Str("failed_step", e.FailedStep).Str("reason", string(e.Reason)).Str("detail", e.Detail).
+		Int32("exit_code", e.ExitCode).Dur("duration", e.Duration)
+}
+
+// ReapDegraded fires when the startup reap of orphan registry rows fails.
+// Informational: it has no ApplyTo.
+type ReapDegraded struct {
+	Reason string
+	At     time.Time
+}
+
+func (e ReapDegraded) EventName() string                     { return EventReapDegraded }
+func (e ReapDegraded) OccurredAt() time.Time                 { return e.At }
+func (e ReapDegraded) MarshalZerologObject(z *zerolog.Event) { z.Str("reason", e.Reason) }

@@ -1,0 +1,298 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
+	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/logger"
+)
+
+// detailOutputMax bounds the output tail carried in InitStepFailed.Detail:
+// enough for the last error lines of a hook, small enough for an event.
+const detailOutputMax = 1024
+
+// InitTarget identifies the agent the Executor is initializing, plus the
+// HelloAck flags that select the plan.
+type InitTarget struct {
+	ContainerID string
+	AgentName   string
+	Project     string
+	// Initialized is HelloAck.initialized: the one-time steps already ran.
+	Initialized bool
+	// CmdRunning is HelloAck.cmd_running: the user CMD is already up.
+	CmdRunning bool
+}
+
+// ExecutorOption configures an Executor.
+type ExecutorOption func(*Executor)
+
+// WithDefaultCmd sets AgentReady.default_cmd, used by clawkerd only when
+// the container has no CMD of its own.
+func WithDefaultCmd(cmd string) ExecutorOption { return func(e *Executor) { e.defaultCmd = cmd } }
+
+// Executor dispatches the init plan over an open Session stream. It holds
+// no per-run mutable state, so one Executor serves every container and
+// Runs on different streams proceed in parallel.
+type Executor struct {
+	log        *logger.Logger
+	bus        *overseer.Overseer
+	defaultCmd string
+	seq        atomic.Uint64
+	now        func() time.Time
+}
+
+// NewExecutor constructs an Executor. bus is required; a nil log is Nop.
+func NewExecutor(log *logger.Logger, bus *overseer.Overseer, opts ...ExecutorOption) (*Executor, error) {
+	if bus == nil {
+		return nil, errors.New("agent: NewExecutor: nil bus")
+	}
+	e := &Executor{log: logger.OrNop(log), bus: bus, now: time.Now}
+	for _, o := range opts {
+		o(e)
+	}
+	return e, nil
+}
+
+// stepResult is one step's outcome.
+type stepResult struct {
+	exit   int32
+	reason overseer.InitFailureReason // empty on success
+	detail string
+	// noShell: the image has no /bin/sh (SPAWN_FAILED on the probe).
+	noShell bool
+}
+
+func (r stepResult) ok() bool { return r.reason == "" }
+
+// Run dispatches the plan one step at a time, awaiting Done or Error per
+// command before sending the next, publishing Init* events throughout. It
+// returns nil on full success, or the error that halted the plan.
+//
+// Caller invariants: Hello/HelloAck and any Register handshake are done;
+// Run owns stream.Recv for its duration; stream's context must end when
+// ctx does (the dialer derives both from one per-dial context), since a
+// blocked Recv can only be released by the stream's own context.
+//
+// Images without /bin/sh: when the user probe fails with SPAWN_FAILED,
+// every shell step is reported completed without running (there is
+// nothing a shell step could do in such an image); agent-ready still runs.
+func (e *Executor) Run(ctx context.Context, stream clawkerdv1.ClawkerdService_SessionClient, target InitTarget) (runErr error) {
+	if stream == nil {
+		return errors.New("agent: Executor.Run: nil stream")
+	}
+	log := e.log.With("container_id", target.ContainerID)
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error().Str("event", "agent_init_panic").Str("panic", fmt.Sprint(r)).Msg("recovered")
+			runErr = fmt.Errorf("init executor panic: %v", r)
+		}
+	}()
+	plan := buildPlan(target)
+	start := e.now()
+	e.bus.Publish(InitStarted{ContainerID: target.ContainerID, AgentName: target.AgentName,
+		Project: target.Project, StepCount: len(plan), At: start})
+
+	r := &planRun{e: e, ctx: ctx, stream: stream, target: target, log: log}
+	user, probe := r.probe()
+	if !probe.ok() && !probe.noShell {
+		// A transport failure here is fatal to the whole plan; anything
+		// else falls back to root like the spec's default user.
+		if probe.reason == overseer.InitReasonTransport || probe.reason == overseer.InitReasonCancelled {
+			return e.fail(target, "probe-user", probe, start)
+		}
+		log.Warn().Str("event", "agent_init_user_probe_failed").Str("detail", probe.detail).
+			Msg("could not resolve CLAWKER_USER; using root")
+	}
+
+	for i, st := range plan {
+		idx := i + 1 // 1-based: "step i of N"
+		stepStart := e.now()
+		e.bus.Publish(InitStepStarted{ContainerID: target.ContainerID, AgentName: target.AgentName,
+			Project: target.Project, StepName: st.name, StepIndex: idx, StepCount: len(plan), At: stepStart})
+		var res stepResult
+		switch {
+		case st.kind == kindAgentReady:
+			res = r.command(&clawkerdv1.Command{Payload: &clawkerdv1.Command_AgentReady{
+				AgentReady: &clawkerdv1.AgentReady{DefaultCmd: e.defaultCmd}}}, "agent-ready")
+		case probe.noShell:
+			log.Info().Str("event", "agent_init_step_skipped_no_shell").Str("step", st.name).
+				Msg("image has no /bin/sh; shell step skipped")
+		default:
+			res = r.shell(st, user)
+		}
+		if res.ok() && st.markInitialized && !probe.noShell {
+			res = r.command(&clawkerdv1.Command{Payload: &clawkerdv1.Command_AgentInitialized{
+				AgentInitialized: &clawkerdv1.AgentInitialized{}}}, "agent-initialized")
+		}
+		dur := e.now().Sub(stepStart)
+		if !res.ok() {
+			e.bus.Publish(InitStepFailed{ContainerID: target.ContainerID, AgentName: target.AgentName,
+				Project: target.Project, StepName: st.name, StepIndex: idx, Duration: dur,
+				ExitCode: res.exit, Reason: res.reason, Detail: res.detail, At: e.now()})
+			return e.fail(target, st.name, res, start)
+		}
+		e.bus.Publish(InitStepCompleted{ContainerID: target.ContainerID, AgentName: target.AgentName,
+			Project: target.Project, StepName: st.name, StepIndex: idx, Duration: dur,
+			ExitCode: res.exit, At: e.now()})
+	}
+	e.bus.Publish(InitCompleted{ContainerID: target.ContainerID, AgentName: target.AgentName,
+		Project: target.Project, Duration: e.now().Sub(start), At: e.now()})
+	return nil
+}
+
+func (e *Executor) fail(t InitTarget, name string, res stepResult, start time.Time) error {
+	e.bus.Publish(InitFailed{ContainerID: t.ContainerID, AgentName: t.AgentName, Project: t.Project,
+		FailedStep: name, Reason: res.reason, Detail: res.detail, ExitCode: res.exit,
+		Duration: e.now().Sub(start), At: e.now()})
+	e.log.Warn().Str("event", "agent_init_failed").Str("container_id", t.ContainerID).
+		Str("step", name).Str("reason", string(res.reason)).Int32("exit_code", res.exit).
+		Str("detail", res.detail).Msg("init plan halted")
+	return fmt.Errorf("init step %s: %s: %s", name, res.reason, res.detail)
+}
+
+// planRun is the per-Run state: it lives on Run's stack, never shared.
+type planRun struct {
+	e      *Executor
+	ctx    context.Context
+	stream clawkerdv1.ClawkerdService_SessionClient
+	target InitTarget
+	log    *logger.Logger
+}
+
+func (r *planRun) nextID(tag string) string {
+	return fmt.Sprintf("init/%s/%d", tag, r.e.seq.Add(1))
+}
+
+// probe resolves CLAWKER_USER inside the container.
+func (r *planRun) probe() (userInfo, stepResult) {
+	cmd := &clawkerdv1.ShellCommand{
+		Stages:         []*clawkerdv1.PipeStage{{Argv: []string{"/bin/sh", "-c", probeScript}}},
+		TimeoutSeconds: uint32(probeTimeout / time.Second),
+	}
+	res, out := r.await(&clawkerdv1.Command{Payload: &clawkerdv1.Command_Shell{Shell: cmd}}, "probe-user")
+	if !res.ok() {
+		return rootUser, res
+	}
+	u, err := parseProbe(out)
+	if err != nil {
+		return rootUser, stepResult{reason: overseer.InitReasonRemoteError, detail: err.Error(), exit: -1}
+	}
+	return u, res
+}
+
+func (r *planRun) shell(st step, u userInfo) stepResult {
+	stage := &clawkerdv1.PipeStage{Argv: []string{"/bin/sh", "-c", st.script(u)}, Cwd: "/"}
+	if st.asUser {
+		stage.Uid, stage.Gid = u.uid, u.gid
+	}
+	cmd := &clawkerdv1.ShellCommand{
+		Stages:         []*clawkerdv1.PipeStage{stage},
+		TimeoutSeconds: uint32(st.timeout / time.Second),
+		ExitOnNonZero:  st.exitOnNonZero,
+	}
+	res, _ := r.await(&clawkerdv1.Command{Payload: &clawkerdv1.Command_Shell{Shell: cmd}}, st.name)
+	if res.noShell {
+		// The probe succeeded, so a SPAWN_FAILED here is a real failure.
+		res.noShell = false
+		res.reason = overseer.InitReasonSpawnFailed
+	}
+	return res
+}
+
+func (r *planRun) command(c *clawkerdv1.Command, tag string) stepResult {
+	res, _ := r.await(c, tag)
+	if res.noShell {
+		res.noShell = false
+		res.reason = overseer.InitReasonSpawnFailed
+	}
+	return res
+}
+
+// await sends c and reads until its Done or Error, returning the outcome
+// and the (bounded) output tail.
+func (r *planRun) await(c *clawkerdv1.Command, tag string) (stepResult, string) {
+	id := r.nextID(tag)
+	c.CommandId = id
+	if err := r.stream.Send(c); err != nil {
+		return r.transport("send", err), ""
+	}
+	var tail tailBuffer
+	for {
+		resp, err := r.stream.Recv()
+		if err != nil {
+			return r.transport("recv", err), tail.String()
+		}
+		if resp.GetCommandId() != id {
+			r.log.Warn().Str("event", "agent_init_stray_response").Str("command_id", resp.GetCommandId()).
+				Msg("response for a command the executor did not send; ignored")
+			continue
+		}
+		switch p := resp.GetPayload().(type) {
+		case *clawkerdv1.Response_Output:
+			tail.Write(p.Output.GetData())
+		case *clawkerdv1.Response_Done:
+			code := p.Done.GetFinalExitCode()
+			if code == 0 {
+				return stepResult{}, tail.String()
+			}
+			return stepResult{exit: code, reason: overseer.InitReasonNonZeroExit,
+				detail: detail(code, tail.String())}, tail.String()
+		case *clawkerdv1.Response_Error:
+			res := stepResult{exit: -1, detail: fmt.Sprintf("%s: %s", p.Error.GetCode(), p.Error.GetMessage())}
+			switch p.Error.GetCode() {
+			case clawkerdv1.ErrorCode_ERROR_CODE_SPAWN_FAILED:
+				res.reason, res.noShell = overseer.InitReasonSpawnFailed, true
+			case clawkerdv1.ErrorCode_ERROR_CODE_TIMEOUT:
+				res.reason = overseer.InitReasonTimeout
+				if t := tail.String(); t != "" {
+					res.detail += "; output: " + t
+				}
+			default:
+				res.reason = overseer.InitReasonRemoteError
+			}
+			return res, tail.String()
+		}
+	}
+}
+
+func (r *planRun) transport(op string, err error) stepResult {
+	if r.ctx.Err() != nil {
+		return stepResult{exit: -1, reason: overseer.InitReasonCancelled, detail: r.ctx.Err().Error()}
+	}
+	return stepResult{exit: -1, reason: overseer.InitReasonTransport, detail: fmt.Sprintf("%s: %v", op, err)}
+}
+
+func detail(code int32, out string) string {
+	out = strings.TrimSpace(out)
+	if out == "" {
+		return fmt.Sprintf("exit code %d", code)
+	}
+	return fmt.Sprintf("exit code %d: %s", code, out)
+}
+
+// tailBuffer keeps the last detailOutputMax bytes written.
+type tailBuffer struct {
+	b         []byte
+	truncated bool
+}
+
+func (t *tailBuffer) Write(p []byte) {
+	t.b = append(t.b, p...)
+	if over := len(t.b) - detailOutputMax; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+		t.truncated = true
+	}
+}
+
+func (t *tailBuffer) String() string {
+	if t.truncated {
+		return "…" + string(t.b)
+	}
+	return string(t.b)
+}

@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clawker/clawker/controlplane/dockerevents"
+	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/logger"
+)
+
+// StartDeps bundles what Start needs. All fields are required.
+type StartDeps struct {
+	Registry     Registry
+	DockerLister ContainerLister
+	PeerLookup   ContainerByPeerIP
+	Dialer       *Dialer
+	Bus          *overseer.Overseer
+	Log          *logger.Logger
+}
+
+// RunningAgentLister is optionally implemented by StartDeps.DockerLister
+// to name the running agents to dial at boot. Without it Start dials every
+// agent container and lets the dialer's inspect skip the stopped ones
+// (at the cost of a SessionFailed{container_not_running} each).
+type RunningAgentLister interface {
+	ListRunningAgentContainerIDs(ctx context.Context) ([]string, error)
+}
+
+// eventObserver is optionally implemented by StartDeps.PeerLookup
+// (MobyPeerLookup) to keep its peer-IP index in step with Docker events.
+type eventObserver interface {
+	Observe(ctx context.Context, containerID, action string)
+}
+
+// Start reaps orphan registry rows, subscribes the evict and dial/cancel
+// paths to DockerEvents, and dials every running agent. The returned
+// cleanup unwinds in reverse order: it unsubscribes, then tears down every
+// Session Start's subscriptions and boot dial created.
+func Start(ctx context.Context, deps StartDeps) (func(), error) {
+	switch {
+	case deps.Registry == nil:
+		return nil, errors.New("agent.Start: nil Registry")
+	case deps.DockerLister == nil:
+		return nil, errors.New("agent.Start: nil DockerLister")
+	case deps.PeerLookup == nil:
+		return nil, errors.New("agent.Start: nil PeerLookup")
+	case deps.Dialer == nil:
+		return nil, errors.New("agent.Start: nil Dialer")
+	case deps.Bus == nil:
+		return nil, errors.New("agent.Start: nil Bus")
+	}
+	log := logger.OrNop(deps.Log)
+	st := &starter{deps: deps, log: log}
+
+	st.reapOrphans(ctx)
+
+	var undo []func()
+	cleanup := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	undo = append(undo, deps.Dialer.CancelAll)
+	// The bus's unsubscribe does not wait for an in-flight handler; the
+	// gate does, so no handler can dial after cleanup's CancelAll.
+	undo = append(undo, st.closeGate)
+	undo = append(undo, deps.Bus.Subscribe("agent-evict", isDestroy, st.guard("agent-evict", st.onDestroy)))
+	undo = append(undo, deps.Bus.Subscribe("agent-lifecycle", isLifecycle, st.guard("agent-lifecycle",
+		func(e dockerevents.DockerEvent) { st.onLifecycle(ctx, e) })))
+
+	ids, err := st.runningAgents(ctx)
+	if err != nil {
+		log.Error().Str("event", "agent_boot_list_failed").Err(err).Msg("could not list agents to dial at boot; relying on events")
+	}
+	for _, id := range ids {
+		deps.Dialer.DialAgent(ctx, id)
+	}
+	log.Info().Str("event", "agent_start_done").Int("dialed", len(ids)).Msg("agent subsystem started")
+	return cleanup, nil
+}
+
+type starter struct {
+	deps StartDeps
+	log  *logger.Logger
+
+	// gate: handlers hold it shared while acting; closeGate takes it
+	// exclusively and marks the starter closed.
+	gate   sync.RWMutex
+	closed bool
+}
+
+func (st *starter) closeGate() {
+	st.gate.Lock()
+	st.closed = true
+	st.gate.Unlock()
+}
+
+// reapOrphans evicts registry rows whose container no longer exists. A
+// failed listing or snapshot never evicts (an empty list on error would
+// wipe every row); it publishes ReapDegraded instead.
+func (st *starter) reapOrphans(ctx context.Context) {
+	degraded := func(reason string, err error) {
+		st.log.Warn().Str("event", "agent_reap_degraded").Str("reason", reason).Err(err).Msg("orphan reap skipped")
+		st.deps.Bus.Publish(ReapDegraded{Reason: fmt.Sprintf("%s: %v", reason, err), At: time.Now()})
+	}
+	ids, err := st.deps.DockerLister.ListAgentContainerIDs(ctx)
+	if err != nil {
+		degraded("list containers", err)
+		return
+	}
+	rows, err := st.deps.Registry.Snapshot()
+	if err != nil {
+		degraded("registry snapshot", err)
+		return
+	}
+	live := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		live[id] = true
+	}
+	var failed []string
+	for _, r := range rows {
+		if live[r.ContainerID] {
+			continue
+		}
+		if err := st.deps.Registry.EvictByContainerID(r.ContainerID); err != nil {
+			st.log.Warn().Str("event", "agent_reap_evict_failed").Str("container_id", r.ContainerID).Err(err).Msg("evict failed")
+			failed = append(failed, r.ContainerID)
+			continue
+		}
+		st.log.Info().Str("event", "agent_reaped").Str("container_id", r.ContainerID).Msg("orphan registry row evicted")
+	}
+	if len(failed) > 0 {
+		degraded("evict", fmt.Errorf("%d rows: %s", len(failed), strings.Join(failed, ",")))
+	}
+}
+
+func (st *starter) runningAgents(ctx context.Context) ([]string, error) {
+	if rl, ok := st.deps.DockerLister.(RunningAgentLister); ok {
+		return rl.ListRunningAgentContainerIDs(ctx)
+	}
+	return st.deps.DockerLister.ListAgentContainerIDs(ctx)
+}
+
+func isDestroy(e overseer.Event) bool {
+	d, ok := e.(dockerevents.DockerEvent)
+	return ok && d.Action == dockerevents.ActionDestroy
+}
+
+func isLifecycle(e overseer.Event) bool {
+	d, ok := e.(dockerevents.DockerEvent)
+	if !ok {
+		return false
+	}
+	switch d.Action {
+	case dockerevents.ActionStart, dockerevents.ActionRestart, dockerevents.ActionUnpause:
+		return d.IsAgent()
+	case dockerevents.ActionDie, dockerevents.ActionStop, dockerevents.ActionKill, dockerevents.ActionOOM:
+		return true
+	}
+	return false
+}
+
+// guard adapts a DockerEvent handler and recovers its panics (the bus
+// recovers too; this keeps the log line specific).
+func (st *starter) guard(name string, fn func(dockerevents.DockerEvent)) func(overseer.Event) {
+	return func(e overseer.Event) {
+		defer func() {
+			if r := recover(); r != nil {
+				st.log.Error().Str("event", "agent_subscriber_panic").Str("subscriber", name).
+					Str("panic", fmt.Sprint(r)).Msg("recovered")
+			}
+		}()
+		st.gate.RLock()
+		defer st.gate.RUnlock()
+		if st.closed {
+			return
+		}
+		if d, ok := e.(dockerevents.DockerEvent); ok {
+			fn(d)
+		}
+	}
+}
+
+func (st *starter) observe(ctx context.Context, e dockerevents.DockerEvent) {
+	if o, ok := st.deps.PeerLookup.(eventObserver); ok {
+		o.Observe(ctx, e.ContainerID, e.Action)
+	}
+}
+
+// onDestroy: the container is gone for good — end its Session, evict its row.
+func (st *starter) onDestroy(e dockerevents.DockerEvent) {
+	st.observe(context.Background(), e)
+	st.deps.Dialer.CancelDial(e.ContainerID)
+	if err := st.deps.Registry.EvictByContainerID(e.ContainerID); err != nil {
+		st.log.Warn().Str("event", "agent_evict_failed").Str("container_id", e.ContainerID).Err(err).
+			Msg("evict on destroy failed; the next startup reap retries")
+		return
+	}
+	st.log.Info().Str("event", "agent_evicted").Str("container_id", e.ContainerID).Msg("registry row evicted on destroy")
+}
+
+// onLifecycle handles start-like and stop-like events on one subscriber
+// so they are processed in order (a restart's die must cancel the old
+// Session before its start dials the new one).
+//
+// kill and oom cancel only when they end the container: a `docker kill -s
+// HUP` or an OOM kill of a child leaves clawkerd running, and cancelling
+// would strand it without a Session (nothing would re-dial). A real exit
+// always emits die, which cancels.
+func (st *starter) onLifecycle(ctx context.Context, e dockerevents.DockerEvent) {
+	st.observe(ctx, e)
+	switch e.Action {
+	case dockerevents.ActionStart, dockerevents.ActionRestart, dockerevents.ActionUnpause:
+		st.deps.Dialer.DialAgent(ctx, e.ContainerID)
+	case dockerevents.ActionDie, dockerevents.ActionStop:
+		st.deps.Dialer.CancelDial(e.ContainerID)
+	case dockerevents.ActionKill:
+		if sig := e.Labels["signal"]; sig == "9" || sig == "SIGKILL" || sig == "KILL" {
+			st.deps.Dialer.CancelDial(e.ContainerID)
+		}
+	case dockerevents.ActionOOM:
+		st.log.Warn().Str("event", "agent_oom").Str("container_id", e.ContainerID).Msg("OOM in agent container")
+	}
+}

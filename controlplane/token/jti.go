@@ -1,0 +1,107 @@
+package token
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clawker/clawker/controlplane/agent"
+)
+
+// JTIStore remembers redeemed assertion IDs. Consume returns fresh=false
+// when jti was already redeemed and has not yet expired.
+type JTIStore interface {
+	Consume(ctx context.Context, jti string, expiresAt time.Time) (fresh bool, err error)
+}
+
+//go:embed migrations/*.sql
+var migrationsFS embed.FS
+
+const jtiVersionTable = "token_jti_goose_version"
+
+// SQLiteJTIStore persists redeemed jti values so a replay stays refused
+// across CP restarts. It may share the registry's database file.
+type SQLiteJTIStore struct {
+	db    *sql.DB
+	clock func() time.Time
+}
+
+// NewSQLiteJTIStore opens (or creates) dbPath and applies the jti schema.
+// clock defaults to time.Now and drives expiry pruning.
+func NewSQLiteJTIStore(dbPath string, clock func() time.Time) (*SQLiteJTIStore, error) {
+	if clock == nil {
+		clock = time.Now
+	}
+	db, err := agent.OpenSQLite(dbPath)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := fs.Sub(migrationsFS, "migrations")
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("jti migrations: %w", err)
+	}
+	if err := agent.MigrateSQLite(context.Background(), db, sub, jtiVersionTable); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("jti schema %s: %w", dbPath, err)
+	}
+	return &SQLiteJTIStore{db: db, clock: clock}, nil
+}
+
+// Close releases the database handle.
+func (s *SQLiteJTIStore) Close() error { return s.db.Close() }
+
+// Consume records jti, pruning expired entries first so the table stays
+// bounded by the number of assertions live at once.
+func (s *SQLiteJTIStore) Consume(ctx context.Context, jti string, expiresAt time.Time) (bool, error) {
+	if jti == "" {
+		return false, errors.New("jti store: empty jti")
+	}
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM token_jti WHERE expires_at < ?`, s.clock().Unix()); err != nil {
+		return false, fmt.Errorf("jti prune: %w", err)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO token_jti (jti, expires_at) VALUES (?, ?)`, jti, expiresAt.Unix())
+	if err != nil {
+		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+			return false, nil
+		}
+		return false, fmt.Errorf("jti insert: %w", err)
+	}
+	return true, nil
+}
+
+// MemoryJTIStore is an in-process JTIStore for tests.
+type MemoryJTIStore struct {
+	mu    sync.Mutex
+	seen  map[string]time.Time
+	Clock func() time.Time
+}
+
+// Consume implements JTIStore.
+func (s *MemoryJTIStore) Consume(_ context.Context, jti string, expiresAt time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.Clock != nil {
+		now = s.Clock()
+	}
+	if s.seen == nil {
+		s.seen = make(map[string]time.Time)
+	}
+	for k, exp := range s.seen {
+		if exp.Before(now) {
+			delete(s.seen, k)
+		}
+	}
+	if _, ok := s.seen[jti]; ok {
+		return false, nil
+	}
+	s.seen[jti] = expiresAt
+	return true, nil
+}

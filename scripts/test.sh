@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The one test command: installs what it needs, then checks generated code,
+# formatting, vet and staticcheck, runs every test with the race detector
+# (the e2e suite included: it skips without a Docker engine unless
+# CLAWKER_E2E=1), then each fuzz target for a bounded time.
+#
+#   ./scripts/test.sh                 # everything
+#   FUZZTIME=0 ./scripts/test.sh      # skip fuzzing
+#   TEST_PKGS=./internal/... ./scripts/test.sh   # a subset (default ./...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+./scripts/install-deps.sh
+export PATH="$ROOT/bin:$ROOT/.go/bin:/usr/local/go/bin:$PATH"
+FUZZTIME=${FUZZTIME:-10s}
+TEST_TIMEOUT=${TEST_TIMEOUT:-20m}
+TEST_PKGS=${TEST_PKGS:-./...}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "generated code is up to date"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+protos=$(find api -name '*.proto' | sort)
+protoc -I . --go_out="$tmp" --go_opt=paths=source_relative \
+  --go-grpc_out="$tmp" --go-grpc_opt=paths=source_relative $protos
+stale=0
+while IFS= read -r f; do
+  rel=${f#"$tmp"/}
+  if ! cmp -s "$f" "$rel"; then
+    echo "stale: $rel (run make generate)" >&2
+    stale=1
+  fi
+done < <(find "$tmp" -name '*.go')
+[ "$stale" = 0 ]
+
+step "command reference is up to date"
+CGO_ENABLED=0 go run ./cmd/clawker gen-docs "$tmp/reference"
+if ! diff -r -q "$tmp/reference" docs/reference; then
+  echo "docs/reference is stale: run make docs" >&2
+  exit 1
+fi
+
+step "gofmt"
+unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.go/*' -not -path './bin/*'))
+if [ -n "$unformatted" ]; then
+  echo "not gofmt'ed:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+staticcheck ./...
+
+step "go test -race"
+CGO_ENABLED=1 go test -race -count=1 -timeout "$TEST_TIMEOUT" $TEST_PKGS
+
+if [ "$FUZZTIME" != 0 ]; then
+  step "fuzz ($FUZZTIME per target)"
+  # Every `func FuzzXxx(f *testing.F)` in the module, run one at a time
+  # (go test -fuzz takes one target per package invocation).
+  grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]+\(f \*testing\.F\)' . | grep -v '^./.go/' | sort |
+    while IFS= read -r file; do
+      pkg="./$(dirname "${file#./}")"
+      grep -oE '^func Fuzz[A-Za-z0-9_]+' "$file" | cut -d' ' -f2 | while IFS= read -r target; do
+        echo "fuzz $pkg $target"
+        go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg"
+      done
+    done
+fi
+
+step "all checks passed"
