@@ -23,7 +23,7 @@ import (
 
 const (
 	// JWTBearerAssertionType is the RFC 7523 client_assertion_type.
-	JWTBearerAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+	JWTBearerAssertionType = consts.JWTBearerAssertionType
 	// RegisterClientID is the client_id clawkerd sends at the token endpoint.
 	RegisterClientID = "clawkerd"
 

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
 )
@@ -31,16 +31,12 @@ func ServerTLSConfig(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS13,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 || !cnIs(cs.PeerCertificates[0], consts.CLICN) {
+			if len(cs.PeerCertificates) == 0 || !auth.CommonNameIs(cs.PeerCertificates[0], consts.CLICN) {
 				return errors.New("admin: client is not the clawker CLI")
 			}
 			return nil
 		},
 	}
-}
-
-func cnIs(c *x509.Certificate, want string) bool {
-	return subtle.ConstantTimeCompare([]byte(c.Subject.CommonName), []byte(want)) == 1
 }
 
 // checkPeer re-checks the CN pin per RPC: defense in depth should the
@@ -51,14 +47,17 @@ func checkPeer(ctx context.Context, log *logger.Logger, method string) error {
 		log.Warn().Str("event", "admin_denied").Str("method", method).Str("reason", "no_peer").Msg("admin call refused")
 		return errDenied
 	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.PeerCertificates) == 0 {
+	var leaf *x509.Certificate
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+		leaf = auth.VerifiedLeaf(&ti.State)
+	}
+	if leaf == nil {
 		log.Warn().Str("event", "admin_denied").Str("method", method).Str("reason", "no_verified_cert").Msg("admin call refused")
 		return errDenied
 	}
-	if !cnIs(ti.State.PeerCertificates[0], consts.CLICN) {
+	if !auth.CommonNameIs(leaf, consts.CLICN) {
 		log.Warn().Str("event", "admin_denied").Str("method", method).Str("reason", "cn_mismatch").
-			Str("cn", ti.State.PeerCertificates[0].Subject.CommonName).Msg("admin call refused")
+			Str("cn", leaf.Subject.CommonName).Msg("admin call refused")
 		return errDenied
 	}
 	return nil

@@ -23,6 +23,12 @@ func forgeAccessToken(t *testing.T, leaf *auth.Leaf, now time.Time) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return signAccessToken(t, k, leaf, now)
+}
+
+// signAccessToken signs a register-scoped access token bound to leaf.
+func signAccessToken(t *testing.T, k *ecdsa.PrivateKey, leaf *auth.Leaf, now time.Time) string {
+	t.Helper()
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -97,6 +97,7 @@ func resolved(t testing.TB, n int, project, name string) agent.ResolvedContainer
 type chain struct {
 	ca        *auth.CA
 	cliKey    *ecdsa.PrivateKey
+	tokenKey  *ecdsa.PrivateKey // the CP's access-token signing key
 	reg       *agent.SQLiteRegistry
 	lookup    *fakeLookup
 	logs      *syncBuffer
@@ -150,7 +151,11 @@ func newChain(t *testing.T) *chain {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { jti.Close() })
+	if c.tokenKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
 	iss, err := token.NewIssuer(token.Config{
+		SigningKey:   c.tokenKey,
 		AssertionKey: &c.cliKey.PublicKey,
 		JTI:          jti,
 		PeerLookup:   c.lookup,
@@ -390,7 +395,9 @@ func TestChainRejections(t *testing.T) {
 		{name: "wrong CN", code: codes.PermissionDenied, msg: msgRejected, event: "identity_cn_mismatch", run: func(t *testing.T, c *chain) result {
 			l := c.customLeaf(t, "clawker-impostor", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 				auth.AgentURN("clawker.proj.alpha").String(), auth.ContainerURN(cid(1)).String())
-			return result{err: c.register(t, l, c.fetchToken(t, l, 1, ""), okReq)}
+			// The token endpoint refuses this CN too (token_cn_mismatch); a
+			// genuinely signed token proves the identity gate holds alone.
+			return result{err: c.register(t, l, signAccessToken(t, c.tokenKey, l, c.clock()), okReq)}
 		}},
 		{name: "missing agent SAN", code: codes.PermissionDenied, msg: msgRejected, event: "identity_san_invalid", run: func(t *testing.T, c *chain) result {
 			l := c.customLeaf(t, consts.ContainerClawkerd, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, auth.ContainerURN(cid(1)).String())

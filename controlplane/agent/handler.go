@@ -91,7 +91,7 @@ func (h *Handler) Register(ctx context.Context, req *agentv1.RegisterRequest) (*
 		lg(evRegisterContainerSAN).Err(err).Msg("register: container SAN missing or malformed")
 		return nil, errRejected()
 	}
-	if !constantTimeEqual(sanID, resolved.ContainerID) {
+	if !auth.ConstantTimeEqual(sanID, resolved.ContainerID) {
 		lg(evRegisterContainerMismtch).Str("cert_container_id", sanID).Msg("register: cert container SAN disagrees with peer-IP-resolved container")
 		return nil, errRejected()
 	}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -77,7 +76,7 @@ func (g *identityGate) check(ctx context.Context, method string) (context.Contex
 		return ctx, errRejected()
 	}
 	// (a) CN pin.
-	if !constantTimeEqual(cert.Subject.CommonName, consts.ContainerClawkerd) {
+	if !auth.ConstantTimeEqual(cert.Subject.CommonName, consts.ContainerClawkerd) {
 		lg.Str("event", evIdentityCNMismatch).Str("cn", cert.Subject.CommonName).Msg("identity gate: peer CN is not clawkerd")
 		return ctx, errRejected()
 	}
@@ -98,7 +97,7 @@ func (g *identityGate) check(ctx context.Context, method string) (context.Contex
 		return ctx, errRejected()
 	}
 	want := auth.AgentFullName(resolved.Project, resolved.AgentName)
-	if !constantTimeEqual(claimed, want) {
+	if !auth.ConstantTimeEqual(claimed, want) {
 		lg.Str("event", evIdentitySANMismatch).Str("container_id", resolved.ContainerID).
 			Str("cert_agent", claimed).Str("label_agent", want).Msg("identity gate: cert agent SAN disagrees with container labels")
 		return ctx, errRejected()
@@ -128,10 +127,6 @@ type identityStream struct {
 
 func (s *identityStream) Context() context.Context { return s.ctx }
 
-func constantTimeEqual(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
-}
-
 // peerCertFromContext returns the verified leaf of the mTLS peer, or nil.
 func peerCertFromContext(ctx context.Context) *x509.Certificate {
 	p, _ := peer.FromContext(ctx)
@@ -146,12 +141,7 @@ func peerCertFromPeer(p *peer.Peer) *x509.Certificate {
 	if !ok {
 		return nil
 	}
-	// Only a chain Go verified counts; PeerCertificates alone could be
-	// whatever the client sent if the listener were misconfigured.
-	if len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return nil
-	}
-	return ti.State.VerifiedChains[0][0]
+	return auth.VerifiedLeaf(&ti.State)
 }
 
 func peerIPFromPeer(p *peer.Peer) netip.Addr {

@@ -8,15 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"strings"
 	"time"
 
-	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
 
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/sqlitedb"
 )
 
 //go:embed migrations/*.sql
@@ -27,10 +26,6 @@ var migrationsFS embed.FS
 // own goose history in the same database file without colliding.
 const registryVersionTable = "agent_registry_goose_version"
 
-// sqliteBusyTimeout is how long a connection waits on a lock held by
-// another connection before returning SQLITE_BUSY.
-const sqliteBusyTimeout = 5 * time.Second
-
 // SQLiteRegistry is the persisted Registry. The CP is its sole writer.
 type SQLiteRegistry struct {
 	db  *sql.DB
@@ -39,64 +34,19 @@ type SQLiteRegistry struct {
 
 var _ Registry = (*SQLiteRegistry)(nil)
 
-// OpenSQLite opens dbPath with the pragmas every clawker sqlite handle uses:
-// WAL (readers never block the writer), a busy timeout, and immediate
-// write transactions. Exported for the token package's jti store, which
-// may share the file.
-func OpenSQLite(dbPath string) (*sql.DB, error) {
-	if dbPath == "" {
-		return nil, errors.New("sqlite: empty database path")
-	}
-	if strings.ContainsAny(dbPath, "?#") {
-		// The path is embedded in a file: URI; these would be parsed as
-		// its query or fragment and silently open another file.
-		return nil, fmt.Errorf("sqlite: database path %q contains '?' or '#'", dbPath)
-	}
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Add("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+dbPath+"?"+q.Encode())
-	if err != nil {
-		return nil, fmt.Errorf("open sqlite %s: %w", dbPath, err)
-	}
-	if err := db.Ping(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open sqlite %s: %w", dbPath, err)
-	}
-	return db, nil
-}
-
-// MigrateSQLite applies the embedded goose migrations in fsys (a directory
-// of NNNNN_name.sql files at its root) to db, tracking them in versionTable.
-func MigrateSQLite(ctx context.Context, db *sql.DB, fsys fs.FS, versionTable string) error {
-	p, err := goose.NewProvider(goose.DialectSQLite3, db, fsys,
-		goose.WithTableName(versionTable),
-		goose.WithDisableGlobalRegistry(true),
-	)
-	if err != nil {
-		return fmt.Errorf("goose provider: %w", err)
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("apply migrations: %w", err)
-	}
-	return nil
-}
-
 func applyRegistrySchema(db *sql.DB) error {
 	sub, err := fs.Sub(migrationsFS, "migrations")
 	if err != nil {
 		return fmt.Errorf("registry migrations: %w", err)
 	}
-	return MigrateSQLite(context.Background(), db, sub, registryVersionTable)
+	return sqlitedb.Migrate(context.Background(), db, sub, registryVersionTable)
 }
 
 // EnsureSchema opens the database in writer mode (creating the file if
 // missing), applies the schema, and closes.
 func EnsureSchema(dbPath string, log *logger.Logger) error {
 	log = logger.OrNop(log)
-	db, err := OpenSQLite(dbPath)
+	db, err := sqlitedb.Open(dbPath)
 	if err != nil {
 		log.Error().Err(err).Str("event", "registry_schema_failed").Msg("open registry db")
 		return err
@@ -113,7 +63,7 @@ func EnsureSchema(dbPath string, log *logger.Logger) error {
 // NewSQLiteWriter opens (or creates) the sqlite database at dbPath, applies
 // the schema, and returns the registry. The parent directory must exist.
 func NewSQLiteWriter(dbPath string, log *logger.Logger) (*SQLiteRegistry, error) {
-	db, err := OpenSQLite(dbPath)
+	db, err := sqlitedb.Open(dbPath)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +89,7 @@ func (r *SQLiteRegistry) Add(entry Entry) error {
 		entry.ContainerID, auth.ThumbprintHex(entry.Thumbprint), entry.Project.String(),
 		entry.AgentName.String(), entry.RegisteredAt.UnixNano(), entry.LastSeen.UnixNano())
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+		if sqlitedb.IsUniqueViolation(err) {
 			return fmt.Errorf("registry add %s: %w", entry.ContainerID, errDuplicateEntry)
 		}
 		r.log.Error().Err(err).Str("event", "registry_write_failed").Str("container_id", entry.ContainerID).Msg("registry insert failed")

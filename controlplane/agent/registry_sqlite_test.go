@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/sqlitedb"
 )
 
 func TestSQLiteSurvivesReopen(t *testing.T) {
@@ -56,7 +57,7 @@ func TestSQLitePragmas(t *testing.T) {
 		t.Fatalf("journal_mode = %q (%v), want wal", mode, err)
 	}
 	var busy int
-	if err := r.db.QueryRow(`PRAGMA busy_timeout`).Scan(&busy); err != nil || busy != int(sqliteBusyTimeout.Milliseconds()) {
+	if err := r.db.QueryRow(`PRAGMA busy_timeout`).Scan(&busy); err != nil || busy != int(sqlitedb.BusyTimeout.Milliseconds()) {
 		t.Fatalf("busy_timeout = %d (%v)", busy, err)
 	}
 }

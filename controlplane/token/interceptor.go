@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/logger"
 )
 
@@ -112,8 +113,8 @@ func peerLeaf(p *peer.Peer) *x509.Certificate {
 		return nil
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+	if !ok {
 		return nil
 	}
-	return ti.State.VerifiedChains[0][0]
+	return auth.VerifiedLeaf(&ti.State)
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -37,7 +36,7 @@ const maxAssertionLifetime = auth.AssertionLifetime + time.Minute
 
 const (
 	grantClientCredentials = "client_credentials"
-	assertionTypeJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+	assertionTypeJWTBearer = consts.JWTBearerAssertionType
 	maxRequestBody         = 64 << 10
 )
 
@@ -184,6 +183,12 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 		i.reject(w, r, "token_no_client_cert", errors.New("no verified client certificate"), http.StatusUnauthorized, "invalid_client")
 		return
 	}
+	// Defence in depth: only the clawkerd identity may hold an agent
+	// token, exactly as the AgentService identity gate demands.
+	if !auth.CommonNameIs(cert, consts.ContainerClawkerd) {
+		i.reject(w, r, "token_cn_mismatch", fmt.Errorf("client cert CN %q", cert.Subject.CommonName), http.StatusUnauthorized, "invalid_client")
+		return
+	}
 	claims, event, err := i.checkAssertion(r.Context(), form.Get("client_assertion"), cert, r.RemoteAddr)
 	if err != nil {
 		i.reject(w, r, event, err, http.StatusUnauthorized, "invalid_client")
@@ -264,7 +269,7 @@ func (i *Issuer) checkAssertion(ctx context.Context, raw string, cert *x509.Cert
 		return nil, "token_assertion_claims_invalid", errors.New("jti missing or sub/container_id not one 64-hex container id")
 	}
 	sanID, err := auth.ContainerIDFromCert(cert)
-	if err != nil || !ctEqual(sanID, c.Subject) {
+	if err != nil || !auth.ConstantTimeEqual(sanID, c.Subject) {
 		return nil, "token_assertion_cert_mismatch", fmt.Errorf("assertion container %s vs cert container SAN %q: %v", c.Subject, sanID, err)
 	}
 	ap, err := netip.ParseAddrPort(remoteAddr)
@@ -275,7 +280,7 @@ func (i *Issuer) checkAssertion(ctx context.Context, raw string, cert *x509.Cert
 	if err != nil {
 		return nil, "token_peer_unresolved", err
 	}
-	if !ctEqual(resolved.ContainerID, c.Subject) {
+	if !auth.ConstantTimeEqual(resolved.ContainerID, c.Subject) {
 		return nil, "token_assertion_wrong_container", fmt.Errorf("assertion for %s presented from container %s", c.Subject, resolved.ContainerID)
 	}
 	return &c, "", nil
@@ -327,10 +332,5 @@ func writeOAuthError(w http.ResponseWriter, status int, code, desc string) {
 }
 
 func peerCert(r *http.Request) *x509.Certificate {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-		return nil
-	}
-	return r.TLS.VerifiedChains[0][0]
+	return auth.VerifiedLeaf(r.TLS)
 }
-
-func ctEqual(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }

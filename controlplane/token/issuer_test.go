@@ -249,6 +249,18 @@ func TestTokenEndpointRejections(t *testing.T) {
 		{name: "no client cert", status: 401, code: "invalid_client", event: "token_no_client_cert", req: func(t *testing.T, f *tokenFixture) postOpts {
 			return postOpts{form: f.form(f.assertion(t, 1))}
 		}},
+		{name: "client cert CN is not clawkerd", status: 401, code: "invalid_client", event: "token_cn_mismatch", req: func(t *testing.T, f *tokenFixture) postOpts {
+			r := resolvedFor(t, 1)
+			l, err := f.ca.Mint(auth.LeafSpec{
+				CommonName: "clawker-impostor",
+				EKUs:       []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+				URIs:       []string{auth.AgentURN(auth.AgentFullName(r.Project, r.AgentName)).String(), auth.ContainerURN(r.ContainerID).String()},
+			}, f.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return postOpts{leaf: l, form: f.form(f.assertion(t, 1))}
+		}},
 		{name: "missing assertion", status: 401, code: "invalid_client", event: "token_assertion_missing", req: func(t *testing.T, f *tokenFixture) postOpts {
 			return postOpts{leaf: f.leaf, form: f.form("")}
 		}},

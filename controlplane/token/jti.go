@@ -7,11 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/clawker/clawker/controlplane/agent"
+	"github.com/clawker/clawker/internal/sqlitedb"
 )
 
 // JTIStore remembers redeemed assertion IDs. Consume returns fresh=false
@@ -38,7 +37,7 @@ func NewSQLiteJTIStore(dbPath string, clock func() time.Time) (*SQLiteJTIStore, 
 	if clock == nil {
 		clock = time.Now
 	}
-	db, err := agent.OpenSQLite(dbPath)
+	db, err := sqlitedb.Open(dbPath)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +46,7 @@ func NewSQLiteJTIStore(dbPath string, clock func() time.Time) (*SQLiteJTIStore, 
 		db.Close()
 		return nil, fmt.Errorf("jti migrations: %w", err)
 	}
-	if err := agent.MigrateSQLite(context.Background(), db, sub, jtiVersionTable); err != nil {
+	if err := sqlitedb.Migrate(context.Background(), db, sub, jtiVersionTable); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("jti schema %s: %w", dbPath, err)
 	}
@@ -68,7 +67,7 @@ func (s *SQLiteJTIStore) Consume(ctx context.Context, jti string, expiresAt time
 	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO token_jti (jti, expires_at) VALUES (?, ?)`, jti, expiresAt.Unix())
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+		if sqlitedb.IsUniqueViolation(err) {
 			return false, nil
 		}
 		return false, fmt.Errorf("jti insert: %w", err)
