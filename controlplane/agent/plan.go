@@ -86,10 +86,13 @@ func buildPlan(t InitTarget) []step {
 				exitOnNonZero: true, timeout: hookStepTimeout, markInitialized: true},
 		)
 	}
-	plan = append(plan, step{name: StepPreRun, script: hookScript(StagingHookPreRun), asUser: true,
-		exitOnNonZero: true, timeout: hookStepTimeout})
+	// Boot steps belong to a container start: when the user CMD already
+	// runs (a CP restart or reconnect), pre-run must not fire its hook again.
 	if !t.CmdRunning {
-		plan = append(plan, step{name: StepAgentReady, kind: kindAgentReady})
+		plan = append(plan,
+			step{name: StepPreRun, script: hookScript(StagingHookPreRun), asUser: true,
+				exitOnNonZero: true, timeout: hookStepTimeout},
+			step{name: StepAgentReady, kind: kindAgentReady})
 	}
 	return plan
 }

@@ -26,8 +26,8 @@ func TestBuildPlan(t *testing.T) {
 	}{
 		{InitTarget{}, []string{StepConfig, StepGit, StepSSH, StepPostInit, StepPreRun, StepAgentReady}},
 		{InitTarget{Initialized: true}, []string{StepPreRun, StepAgentReady}},
-		{InitTarget{Initialized: true, CmdRunning: true}, []string{StepPreRun}},
-		{InitTarget{CmdRunning: true}, []string{StepConfig, StepGit, StepSSH, StepPostInit, StepPreRun}},
+		{InitTarget{Initialized: true, CmdRunning: true}, nil},
+		{InitTarget{CmdRunning: true}, []string{StepConfig, StepGit, StepSSH, StepPostInit}},
 	}
 	for _, c := range cases {
 		if got := names(buildPlan(c.t)); !reflect.DeepEqual(got, c.want) {
