@@ -44,8 +44,11 @@ docs: build
 	rm -rf docs/reference
 	./bin/clawker gen-docs docs/reference
 
+# The benchmark report (bench/REPORT.md, bench/report.json). It owns the
+# fixed CP names while it runs, hence the docker lock. Quick mode e.g.:
+#   make bench BENCH_FLAGS='-agents 10 -fanout 30 -gate 10,100'
 bench:
-	go run ./bench
+	flock /tmp/clawker-docker.lock go run ./bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

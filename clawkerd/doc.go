@@ -29,9 +29,11 @@
 //
 // Flow control: output is read in 32 KiB chunks and each Send blocks on
 // gRPC flow control, so a command's memory is bounded whatever it writes.
-// Stdin frames queue (16 deep) per command; beyond that the Session's recv
-// loop blocks, pushing back on the CP. A Signal that arrives before every
-// stage has started is delivered as soon as they have. After the last
+// Stdin frames queue per command without ever blocking the Session's recv
+// loop (one command must not stall the others); a command whose unread
+// stdin backlog exceeds 4 MiB is SIGKILLed and ends with IO_ERROR. A
+// Signal that arrives before every stage has started is delivered as soon
+// as they have. After the last
 // stage exits, output is still read for OutputDrainGrace so descendants
 // holding the pipe cannot stall Done.
 //

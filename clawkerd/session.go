@@ -195,8 +195,9 @@ func (s *session) goCmd(id string, f func()) {
 	}()
 }
 
-// dispatch routes one Command. It never blocks on a command's work except
-// for Stdin backpressure.
+// dispatch routes one Command. It never blocks on a command's work: it runs
+// on the Session's only recv loop, which every command, Signal and Hello
+// share. Replies it sends wait only for the stream (gRPC flow control).
 func (s *session) dispatch(cmd *clawkerdv1.Command) {
 	defer recoverLog(s.log, "dispatch")
 	id := cmd.GetCommandId()
@@ -227,13 +228,13 @@ func (s *session) dispatch(cmd *clawkerdv1.Command) {
 		s.goCmd(id, func() { c.run(s.ctx) })
 	case *clawkerdv1.Command_Stdin:
 		if c := s.lookupShell(id); c != nil {
-			c.enqueueStdin(s.ctx, stdinMsg{data: p.Stdin.GetData()})
+			c.enqueueStdin(stdinMsg{data: p.Stdin.GetData()})
 		} else {
 			unknown()
 		}
 	case *clawkerdv1.Command_CloseStdin:
 		if c := s.lookupShell(id); c != nil {
-			c.enqueueStdin(s.ctx, stdinMsg{close: true})
+			c.enqueueStdin(stdinMsg{close: true})
 		} else {
 			unknown()
 		}

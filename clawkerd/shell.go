@@ -24,9 +24,21 @@ import (
 // (gRPC's per-stream write quota blocks the reader when the CP is slow).
 const outputChunkSize = 32 << 10
 
-// stdinQueue bounds buffered Stdin frames per command; the Session's recv
-// loop blocks (backpressure to the CP) rather than buffer more.
-const stdinQueue = 16
+// stdinBufferMax bounds the Stdin bytes a command holds that its first
+// stage has not read yet. The Session's recv loop serves every command,
+// Signal and Hello, so it must never wait for one command's stdin: frames
+// are queued without blocking, and a command whose backlog would exceed
+// this bound is SIGKILLed and ends with Error IO_ERROR (the frame is
+// dropped). The Session has no per-command flow control on the wire, so a
+// CP that streams stdin faster than the process consumes it must pace
+// itself below this bound.
+const stdinBufferMax = 4 << 20
+
+// stdinFrameCost is what a queued frame costs beyond its data, so a flood
+// of empty frames is bounded too.
+const stdinFrameCost = 64
+
+func (m stdinMsg) cost() int { return len(m.data) + stdinFrameCost }
 
 // maxStages bounds a pipeline so a request cannot exhaust fds.
 const maxStages = 64
@@ -48,19 +60,22 @@ type shellCmd struct {
 	spec *clawkerdv1.ShellCommand
 	sess *session
 
-	stdinCh chan stdinMsg
-	done    chan struct{} // closed when the command has fully ended
+	stdinReady chan struct{} // cap 1: wakes the writer after an enqueue
+	done       chan struct{} // closed when the command has fully ended
 
-	mu        sync.Mutex
-	pids      []int
-	live      []bool
-	stdinShut bool
-	spawned   bool             // every stage started
-	pending   []syscall.Signal // Signals that arrived before spawn finished
+	mu         sync.Mutex
+	pids       []int
+	live       []bool
+	stdinQ     []stdinMsg       // frames not yet written, in order
+	stdinBytes int              // cost of the frames queued or being written
+	stdinShut  bool             // CloseStdin seen, or the backlog overflowed
+	overflow   bool             // killed because the stdin backlog overflowed
+	spawned    bool             // every stage started
+	pending    []syscall.Signal // Signals that arrived before spawn finished
 }
 
 func newShellCmd(sess *session, id string, spec *clawkerdv1.ShellCommand) *shellCmd {
-	return &shellCmd{id: id, spec: spec, sess: sess, stdinCh: make(chan stdinMsg, stdinQueue), done: make(chan struct{})}
+	return &shellCmd{id: id, spec: spec, sess: sess, stdinReady: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // validateShell checks a ShellCommand before anything is spawned.
@@ -79,24 +94,72 @@ func validateShell(spec *clawkerdv1.ShellCommand) error {
 	return nil
 }
 
-// enqueueStdin hands a Stdin/CloseStdin frame to the writer, blocking
-// (backpressure) while the queue is full and the command lives.
-func (c *shellCmd) enqueueStdin(ctx context.Context, m stdinMsg) {
+// enqueueStdin hands a Stdin/CloseStdin frame to the writer. It never
+// blocks: the caller is the Session's only recv loop. A backlog beyond
+// stdinBufferMax kills the command (see stdinBufferMax).
+func (c *shellCmd) enqueueStdin(m stdinMsg) {
 	c.mu.Lock()
-	shut := c.stdinShut
-	if m.close {
-		c.stdinShut = true
-	}
-	c.mu.Unlock()
-	if shut {
+	if c.stdinShut {
+		c.mu.Unlock()
 		c.sess.log.Debug().Str("event", "stdin_after_close").Str("command_id", c.id).Msg("stdin frame after CloseStdin dropped")
 		return
 	}
-	select {
-	case c.stdinCh <- m:
-	case <-c.done:
-	case <-ctx.Done():
+	if !m.close && c.stdinBytes+m.cost() > stdinBufferMax {
+		c.stdinShut = true
+		c.stdinQ = nil
+		// Only a command that still runs is killed and reported as failed;
+		// stdin for one whose stages all exited is simply dropped.
+		running := !c.spawned
+		for _, l := range c.live {
+			running = running || l
+		}
+		c.overflow = running
+		if !c.spawned {
+			c.pending = append(c.pending, syscall.SIGKILL)
+		} else {
+			c.signalLocked(syscall.SIGKILL)
+		}
+		c.mu.Unlock()
+		c.sess.log.Warn().Str("event", "stdin_overflow").Str("command_id", c.id).Int("limit_bytes", stdinBufferMax).
+			Bool("killed", running).Msg("stdin backlog exceeded; command killed")
+		return
 	}
+	if m.close {
+		c.stdinShut = true
+	}
+	c.stdinQ = append(c.stdinQ, m)
+	c.stdinBytes += m.cost()
+	c.mu.Unlock()
+	select {
+	case c.stdinReady <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// nextStdin pops the oldest queued frame, if any.
+func (c *shellCmd) nextStdin() (stdinMsg, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.stdinQ) == 0 {
+		return stdinMsg{}, false
+	}
+	m := c.stdinQ[0]
+	c.stdinQ[0] = stdinMsg{}
+	c.stdinQ = c.stdinQ[1:]
+	return m, true
+}
+
+// stdinWritten releases n (a frame's cost) once the pipe took the frame.
+func (c *shellCmd) stdinWritten(n int) {
+	c.mu.Lock()
+	c.stdinBytes -= n
+	c.mu.Unlock()
+}
+
+func (c *shellCmd) stdinOverflowed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.overflow
 }
 
 // signal delivers sig to every live stage; a Signal that races the spawn
@@ -217,6 +280,11 @@ func (c *shellCmd) run(ctx context.Context) {
 	switch {
 	case sessionGone:
 		ev.Str("outcome", "session_closed").Int("exit_code", final).Msg("command killed: session closed")
+	case c.stdinOverflowed():
+		ev.Str("outcome", "stdin_overflow").Int("exit_code", final).Msg("command killed: stdin backlog overflow")
+		c.sess.sendError(c.id, clawkerdv1.ErrorCode_ERROR_CODE_IO_ERROR,
+			fmt.Sprintf("stdin backlog exceeded %d bytes; command killed", stdinBufferMax))
+		c.maybeExit(final)
 	case timedOut:
 		ev.Str("outcome", "timeout").Int("exit_code", final).Msg("command timed out")
 		c.sess.sendError(c.id, clawkerdv1.ErrorCode_ERROR_CODE_TIMEOUT, fmt.Sprintf("timed out after %ds", c.spec.GetTimeoutSeconds()))
@@ -425,15 +493,20 @@ func (c *shellCmd) writeStdin(w *os.File, closeStdin func()) {
 	}
 	write(c.spec.GetInitialStdin())
 	for {
-		select {
-		case m := <-c.stdinCh:
-			if m.close {
+		m, ok := c.nextStdin()
+		if !ok {
+			select {
+			case <-c.stdinReady:
+				continue
+			case <-c.done:
 				return
 			}
-			write(m.data)
-		case <-c.done:
+		}
+		if m.close {
 			return
 		}
+		write(m.data)
+		c.stdinWritten(m.cost())
 	}
 }
 

@@ -19,7 +19,9 @@ var errPeerRejected = errors.New("peer rejected")
 // clawker identity (an agent, the CLI) is refused during the handshake.
 func ServerTLSConfig(cert tls.Certificate, ca *x509.CertPool) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
+		// Same floor as the control plane: nothing on either end of the
+		// Session speaks anything older, so a downgrade is refused.
+		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    ca,
@@ -52,7 +54,7 @@ func checkControlPlanePeer(leaf *x509.Certificate) error {
 // server cert verified against ca for the name clawker-controlplane.
 func ClientTLSConfig(cert tls.Certificate, ca *x509.CertPool) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
+		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
 		RootCAs:      ca,
 		ServerName:   consts.ControlPlaneCN,

@@ -115,7 +115,11 @@ func (s *Server) agents(st *overseer.State) ([]*adminv1.Agent, error) {
 			RegisteredAtUnixNano: r.RegisteredAt.UnixNano(),
 			SessionState:         string(overseer.SessionNone),
 			InitState:            string(overseer.InitNone),
-			Trusted:              true,
+			// A registry row alone vouches for nothing: trust needs a
+			// live Session that matched it. Without one the bool field
+			// reads false, meaning "not established" (unknown), not
+			// "found hostile" — untrusted_reasons says which.
+			Trusted: false,
 		}
 	}
 	if st != nil {
@@ -154,7 +158,10 @@ func mergeWorldview(a *adminv1.Agent, w *overseer.AgentState) {
 	}
 	a.SessionState = string(orDefault(string(w.Session), string(overseer.SessionNone)))
 	a.Attempts = int32(w.Attempts)
-	a.Trusted = w.Trusted
+	// Trust is only ever reported for a live Session (the worldview
+	// already clears it when one ends; this keeps admin fail-closed even
+	// if an event is missed).
+	a.Trusted = w.Trusted && w.Session == overseer.SessionConnected
 	a.UntrustedReasons = nil
 	for _, r := range w.UntrustedReasons {
 		a.UntrustedReasons = append(a.UntrustedReasons, string(r))

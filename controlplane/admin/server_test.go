@@ -110,7 +110,8 @@ func TestListAgentsJoinsRegistryAndWorldview(t *testing.T) {
 		a.GetSessionState() != "connected" || a.GetInitState() != "completed" || !a.GetLive() || !a.GetTrusted() {
 		t.Errorf("alpha: %v", a)
 	}
-	if b := got[idB]; !b.GetRegistered() || b.GetLive() || b.GetSessionState() != "none" || b.GetProject() != "" {
+	// A registry row without a live Session vouches for nothing.
+	if b := got[idB]; !b.GetRegistered() || b.GetLive() || b.GetSessionState() != "none" || b.GetProject() != "" || b.GetTrusted() {
 		t.Errorf("beta (registered, not live): %v", b)
 	}
 	if c := got[idC]; c.GetRegistered() || c.GetTrusted() || len(c.GetUntrustedReasons()) != 1 || c.GetAgent() != "mallory" {
@@ -286,3 +287,20 @@ func (s *fakeExecStream) Stdin(d []byte) error {
 func (s *fakeExecStream) CloseStdin() error  { close(s.f.done); return nil }
 func (s *fakeExecStream) Signal(int32) error { return nil }
 func (s *fakeExecStream) Close() error       { return nil }
+
+// A worldview row that says Trusted but has no live Session (e.g. a missed
+// event) must not be reported trusted.
+func TestListAgentsTrustNeedsLiveSession(t *testing.T) {
+	bus := overseer.New(nil)
+	reg := &fakeRegistry{rows: []agent.Entry{entry(t, idA, "web", "alpha")}}
+	bus.Publish(stateEvent{a: overseer.AgentState{ContainerID: idA, AgentName: "alpha", Project: "web",
+		Session: overseer.SessionClosed, Trusted: true}, at: time.Now()})
+	s := newServer(t, reg, bus, nil, nil)
+	res, err := s.ListAgents(context.Background(), &adminv1.ListAgentsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.GetAgents()) != 1 || res.GetAgents()[0].GetTrusted() {
+		t.Fatalf("closed Session reported trusted: %v", res.GetAgents())
+	}
+}

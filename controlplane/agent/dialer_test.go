@@ -130,18 +130,17 @@ func TestDialMatchSkipsRegisterAndInit(t *testing.T) {
 
 	env.dialer.DialAgent(context.Background(), id)
 	env.rec.wait(t, id, EventInitCompleted)
-	want := []string{EventSessionConnecting, EventSessionConnected, EventInitStarted,
-		EventInitStepStarted, EventInitStepCompleted, EventInitCompleted}
+	want := []string{EventSessionConnecting, EventSessionConnected, EventInitStarted, EventInitCompleted}
 	if got := env.rec.names(id); !reflect.DeepEqual(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
 	if c := env.rec.events(id)[1].(SessionConnected); !c.Registered {
 		t.Fatal("Match must mark the session registered")
 	}
-	if s := env.rec.events(id)[2].(InitStarted); s.StepCount != 1 {
-		t.Fatalf("plan for initialized+running = %d steps, want 1 (pre-run)", s.StepCount)
+	if s := env.rec.events(id)[2].(InitStarted); s.StepCount != 0 {
+		t.Fatalf("plan for initialized+running = %d steps, want 0 (a reconnect, not a start)", s.StepCount)
 	}
-	if f.saw("register") || f.saw("config") || f.saw("agent-ready-cmd") || !f.saw("pre-run") {
+	if f.saw("register") || f.saw("config") || f.saw("agent-ready-cmd") || f.saw("pre-run") {
 		t.Fatalf("clawkerd saw %v", f.seen())
 	}
 	if a, _ := env.bus.Agent(id); !a.Registered || !a.Trusted {
@@ -231,6 +230,10 @@ func TestDialRegisterFailed(t *testing.T) {
 	}
 }
 
+// clawkerd claims ok without a registry row: what every running agent
+// does after the CP lost its registry (clawkerd believes it is already
+// registered). Not registered, not trusted, and reported with the distinct
+// registry_row_lost reason the containment policy does not act on.
 func TestDialRegisterOkWithoutRowIsFailure(t *testing.T) {
 	env := newDTEnv(t, nil)
 	f := &fakeClawkerd{registerOK: true} // claims ok, writes no row
@@ -240,8 +243,11 @@ func TestDialRegisterOkWithoutRowIsFailure(t *testing.T) {
 	if r := env.rec.events(id)[2].(AgentRegistered); r.Ok {
 		t.Fatal("RegisterDone{ok} without a matching registry row must not count as registered")
 	}
-	if got := untrustedReasons(env, id); !reflect.DeepEqual(got, []overseer.UntrustedReason{overseer.ReasonRegisterFailed}) {
+	if got := untrustedReasons(env, id); !reflect.DeepEqual(got, []overseer.UntrustedReason{overseer.ReasonRegistryRowLost}) {
 		t.Fatalf("reasons %v", got)
+	}
+	if a, _ := env.bus.Agent(id); a.Trusted || a.Registered {
+		t.Fatalf("worldview = %+v", a)
 	}
 }
 

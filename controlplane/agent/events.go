@@ -28,9 +28,27 @@ const (
 	EventReapDegraded      = "reap_degraded"
 )
 
-// stamp records identity labels and the update time on the worldview row.
+// stamp records identity labels and the update time on the worldview row,
+// creating it. Only events that begin a Session (SessionConnecting,
+// SessionConnected) create rows.
 func stamp(s *overseer.State, id, agentName, project string, at time.Time) *overseer.AgentState {
-	a := s.Agent(id)
+	return label(s.Agent(id), agentName, project, at)
+}
+
+// touch is stamp for every other event: it updates an existing row and
+// reports false when there is none. `docker rm -f` emits destroy (which
+// drops the row) and only then do the cancelled Session's SessionClosed,
+// SessionBroken or InitFailed land; creating rows for them would leave a
+// permanent ghost agent in the worldview.
+func touch(s *overseer.State, id, agentName, project string, at time.Time) (*overseer.AgentState, bool) {
+	a, ok := s.Existing(id)
+	if !ok {
+		return nil, false
+	}
+	return label(a, agentName, project, at), true
+}
+
+func label(a *overseer.AgentState, agentName, project string, at time.Time) *overseer.AgentState {
 	if agentName != "" {
 		a.AgentName = agentName
 	}
@@ -61,6 +79,8 @@ func (e SessionConnecting) ApplyTo(s *overseer.State) {
 	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
 	a.Session = overseer.SessionConnecting
 	a.Address = e.Address
+	// No Session, nothing vouches for the agent.
+	a.Trusted = false
 }
 func (e SessionConnecting) MarshalZerologObject(z *zerolog.Event) {
 	ident(z, e.ContainerID, e.AgentName, e.Project)
@@ -74,6 +94,12 @@ func (e SessionConnecting) MarshalZerologObject(z *zerolog.Event) {
 // registry already held a row with the live thumbprint (Match), so the
 // worldview's Registered flag is right on reconnect without re-firing
 // AgentRegistered.
+//
+// Trusted is an addition too: the dialer's positive verdict that this
+// Session is a registry Match whose chain, CN and SANs assessed clean. It
+// is false when the agent still has to Register (a successful
+// AgentRegistered then establishes trust) and false by default, so an
+// event built without it fails closed.
 type SessionConnected struct {
 	ContainerID       string
 	AgentName         string
@@ -83,6 +109,7 @@ type SessionConnected struct {
 	PeerAgentFullName string
 	PeerThumbprint    [sha256.Size]byte
 	Registered        bool
+	Trusted           bool
 	At                time.Time
 }
 
@@ -96,9 +123,10 @@ func (e SessionConnected) ApplyTo(s *overseer.State) {
 	a.PeerAgentFullName = e.PeerAgentFullName
 	a.PeerThumbprint = e.PeerThumbprint
 	a.Registered = e.Registered
-	// Trust is re-derived per Session: AgentUntrusted events for this
-	// Session follow this one.
-	a.Trusted = true
+	// Trust is re-derived per Session and only ever positively: the
+	// previous Session's reasons no longer apply, and this Session's
+	// AgentUntrusted events (which follow) clear Trusted again.
+	a.Trusted = e.Trusted
 	a.UntrustedReasons = nil
 	a.LastError = ""
 }
@@ -107,7 +135,7 @@ func (e SessionConnected) MarshalZerologObject(z *zerolog.Event) {
 	z.Str("address", e.Address).Int("attempts", e.Attempts).
 		Str("peer_agent", e.PeerAgentFullName).
 		Str("peer_thumbprint", hex.EncodeToString(e.PeerThumbprint[:])).
-		Bool("registered", e.Registered)
+		Bool("registered", e.Registered).Bool("trusted", e.Trusted)
 }
 
 // SessionFailed fires when the retry budget for a dial cycle exhausts
@@ -125,8 +153,12 @@ type SessionFailed struct {
 func (e SessionFailed) EventName() string     { return EventSessionFailed }
 func (e SessionFailed) OccurredAt() time.Time { return e.At }
 func (e SessionFailed) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Session = overseer.SessionFailed
+	a.Trusted = false
 	a.Attempts = e.Attempts
 	a.LastError = e.Reason
 	if e.Address != "" {
@@ -152,8 +184,12 @@ type SessionBroken struct {
 func (e SessionBroken) EventName() string     { return EventSessionBroken }
 func (e SessionBroken) OccurredAt() time.Time { return e.At }
 func (e SessionBroken) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Session = overseer.SessionBroken
+	a.Trusted = false
 	a.LastError = e.Reason
 }
 func (e SessionBroken) MarshalZerologObject(z *zerolog.Event) {
@@ -177,8 +213,12 @@ type SessionClosed struct {
 func (e SessionClosed) EventName() string     { return EventSessionClosed }
 func (e SessionClosed) OccurredAt() time.Time { return e.At }
 func (e SessionClosed) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Session = overseer.SessionClosed
+	a.Trusted = false
 }
 func (e SessionClosed) MarshalZerologObject(z *zerolog.Event) {
 	ident(z, e.ContainerID, e.AgentName, e.Project)
@@ -200,11 +240,20 @@ type AgentRegistered struct {
 func (e AgentRegistered) EventName() string     { return EventAgentRegistered }
 func (e AgentRegistered) OccurredAt() time.Time { return e.At }
 func (e AgentRegistered) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Registered = e.Ok
 	if !e.Ok {
 		a.LastError = e.Reason
+		a.Trusted = false
+		return
 	}
+	// A successful Register establishes trust for this Session unless a
+	// finding of the same handshake (published before Register) already
+	// withdrew it.
+	a.Trusted = a.Session == overseer.SessionConnected && len(a.UntrustedReasons) == 0
 }
 func (e AgentRegistered) MarshalZerologObject(z *zerolog.Event) {
 	ident(z, e.ContainerID, e.AgentName, e.Project)
@@ -225,7 +274,10 @@ type AgentUntrusted struct {
 func (e AgentUntrusted) EventName() string     { return EventAgentUntrusted }
 func (e AgentUntrusted) OccurredAt() time.Time { return e.At }
 func (e AgentUntrusted) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Trusted = false
 	for _, r := range a.UntrustedReasons {
 		if r == e.Reason {
@@ -252,7 +304,10 @@ type InitStarted struct {
 func (e InitStarted) EventName() string     { return EventInitStarted }
 func (e InitStarted) OccurredAt() time.Time { return e.At }
 func (e InitStarted) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Init = overseer.InitRunning
 	a.InitStepCount = e.StepCount
 	a.InitStepIndex = 0
@@ -277,7 +332,10 @@ type InitStepStarted struct {
 func (e InitStepStarted) EventName() string     { return EventInitStepStarted }
 func (e InitStepStarted) OccurredAt() time.Time { return e.At }
 func (e InitStepStarted) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.InitStepIndex = e.StepIndex
 	a.InitStepCount = e.StepCount
 	a.InitStepName = e.StepName
@@ -303,7 +361,10 @@ type InitStepCompleted struct {
 func (e InitStepCompleted) EventName() string     { return EventInitStepCompleted }
 func (e InitStepCompleted) OccurredAt() time.Time { return e.At }
 func (e InitStepCompleted) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.InitStepIndex = e.StepIndex
 	a.InitStepName = e.StepName
 }
@@ -330,7 +391,10 @@ type InitStepFailed struct {
 func (e InitStepFailed) EventName() string     { return EventInitStepFailed }
 func (e InitStepFailed) OccurredAt() time.Time { return e.At }
 func (e InitStepFailed) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.InitStepIndex = e.StepIndex
 	a.InitStepName = e.StepName
 	a.LastError = e.Detail
@@ -353,7 +417,10 @@ type InitCompleted struct {
 func (e InitCompleted) EventName() string     { return EventInitCompleted }
 func (e InitCompleted) OccurredAt() time.Time { return e.At }
 func (e InitCompleted) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Init = overseer.InitCompleted
 	a.InitStepIndex = a.InitStepCount
 }
@@ -380,7 +447,10 @@ type InitFailed struct {
 func (e InitFailed) EventName() string     { return EventInitFailed }
 func (e InitFailed) OccurredAt() time.Time { return e.At }
 func (e InitFailed) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Init = overseer.InitFailed
 	a.InitStepName = e.FailedStep
 	a.LastError = e.Detail

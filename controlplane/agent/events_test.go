@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/clawker/clawker/controlplane/dockerevents"
 	"github.com/clawker/clawker/controlplane/overseer"
 )
 
@@ -66,11 +67,89 @@ func TestWorldviewFold(t *testing.T) {
 		a.LastError != "exit code 3" {
 		t.Fatalf("folded state = %+v", a)
 	}
-	// A new Session re-derives trust; teardown closes without an error.
-	SessionConnected{ContainerID: id, Registered: true, At: now}.ApplyTo(s)
+	// A new Session re-derives trust; teardown closes without an error
+	// and withdraws it.
+	SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now}.ApplyTo(s)
+	if a := s.Agents[id]; !a.Trusted || a.UntrustedReasons != nil {
+		t.Fatalf("after clean Match reconnect = %+v", a)
+	}
 	SessionClosed{ContainerID: id, At: now}.ApplyTo(s)
-	if a := s.Agents[id]; !a.Trusted || a.UntrustedReasons != nil || a.Session != overseer.SessionClosed || a.LastError != "" {
-		t.Fatalf("after reconnect+close = %+v", a)
+	if a := s.Agents[id]; a.Trusted || a.Session != overseer.SessionClosed || a.LastError != "" {
+		t.Fatalf("after close = %+v", a)
+	}
+}
+
+// Trust is only ever established positively and findings are sticky for
+// the Session.
+func TestWorldviewTrustFailsClosed(t *testing.T) {
+	now := time.Now()
+	const id = "c1"
+	trusted := func(seq ...overseer.Applier) (*overseer.AgentState, bool) {
+		s := overseer.NewState()
+		for _, e := range seq {
+			e.ApplyTo(s)
+		}
+		a := s.Agents[id]
+		return a, a != nil && a.Trusted
+	}
+	connecting := SessionConnecting{ContainerID: id, At: now}
+	cases := []struct {
+		name string
+		seq  []overseer.Applier
+		want bool
+	}{
+		{"connecting only", []overseer.Applier{connecting}, false},
+		{"connected, no verdict", []overseer.Applier{connecting, SessionConnected{ContainerID: id, Registered: true, At: now}}, false},
+		{"clean Match", []overseer.Applier{connecting, SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now}}, true},
+		{"Miss then Register ok", []overseer.Applier{connecting, SessionConnected{ContainerID: id, At: now},
+			AgentRegistered{ContainerID: id, Ok: true, At: now}}, true},
+		{"finding then Register ok", []overseer.Applier{connecting, SessionConnected{ContainerID: id, At: now},
+			AgentUntrusted{ContainerID: id, Reason: overseer.ReasonCNMismatch, At: now},
+			AgentRegistered{ContainerID: id, Ok: true, At: now}}, false},
+		{"Register failed", []overseer.Applier{connecting, SessionConnected{ContainerID: id, At: now},
+			AgentRegistered{ContainerID: id, Ok: false, Reason: "x", At: now}}, false},
+		{"Register ok after Session broke", []overseer.Applier{connecting, SessionConnected{ContainerID: id, At: now},
+			SessionBroken{ContainerID: id, At: now}, AgentRegistered{ContainerID: id, Ok: true, At: now}}, false},
+		{"untrusted after trusted", []overseer.Applier{connecting, SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now},
+			AgentUntrusted{ContainerID: id, Reason: overseer.ReasonRegistryError, At: now}}, false},
+		{"trusted then broken", []overseer.Applier{connecting, SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now},
+			SessionBroken{ContainerID: id, Reason: "eof", At: now}}, false},
+	}
+	for _, tc := range cases {
+		if a, got := trusted(tc.seq...); got != tc.want {
+			t.Errorf("%s: trusted = %v, want %v (%+v)", tc.name, got, tc.want, a)
+		}
+	}
+}
+
+// `docker rm -f` emits kill, die, destroy; the destroy drops the row and
+// the cancelled Session's events land after it. None may resurrect it.
+func TestWorldviewDestroyLeavesNoGhost(t *testing.T) {
+	bus := overseer.New(nil)
+	now := time.Now()
+	const id = "c1"
+	bus.Publish(SessionConnecting{ContainerID: id, AgentName: "dev", At: now})
+	bus.Publish(SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now})
+	bus.Publish(InitStarted{ContainerID: id, StepCount: 3, At: now})
+	for _, act := range []string{dockerevents.ActionKill, dockerevents.ActionDie, dockerevents.ActionDestroy} {
+		bus.Publish(dockerevents.DockerEvent{ContainerID: id, Action: act, At: now})
+	}
+	for _, e := range []overseer.Event{
+		SessionClosed{ContainerID: id, Reason: "cancelled", At: now},
+		SessionBroken{ContainerID: id, Reason: "eof", At: now},
+		SessionFailed{ContainerID: id, Reason: "container_not_running", At: now},
+		AgentRegistered{ContainerID: id, Ok: false, At: now},
+		AgentUntrusted{ContainerID: id, Reason: overseer.ReasonRegisterFailed, At: now},
+		InitStepStarted{ContainerID: id, StepName: StepGit, At: now},
+		InitStepCompleted{ContainerID: id, StepName: StepGit, At: now},
+		InitStepFailed{ContainerID: id, Reason: overseer.InitReasonCancelled, At: now},
+		InitFailed{ContainerID: id, Reason: overseer.InitReasonCancelled, At: now},
+		InitCompleted{ContainerID: id, At: now},
+	} {
+		bus.Publish(e)
+	}
+	if a, ok := bus.Agent(id); ok {
+		t.Fatalf("destroyed container resurrected in the worldview: %+v", a)
 	}
 }
 

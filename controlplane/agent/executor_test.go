@@ -54,17 +54,20 @@ func TestExecutorHaltsOnFailedStep(t *testing.T) {
 	p, bus, rec, ex := newExecEnv(t)
 	id := dtContainerID(t)
 	f := startFake(t, p, &fakeClawkerd{failStep: map[string]int32{StepGit: 3}}, p.agentLeaf(t, "proj", "dev", id))
+	// The worldview row exists once a Session starts (init events alone
+	// never create one).
+	bus.Publish(SessionConnecting{ContainerID: id, At: time.Now()})
 	err := ex.Run(context.Background(), openStream(t, p, f), InitTarget{ContainerID: id, AgentName: "dev", Project: "proj"})
 	if err == nil {
 		t.Fatal("Run succeeded despite a failing step")
 	}
-	want := []string{EventInitStarted, EventInitStepStarted, EventInitStepCompleted,
+	want := []string{EventSessionConnecting, EventInitStarted, EventInitStepStarted, EventInitStepCompleted,
 		EventInitStepStarted, EventInitStepFailed, EventInitFailed}
 	rec.wait(t, id, EventInitFailed)
 	if got := rec.names(id); !reflect.DeepEqual(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
-	ev := rec.events(id)
+	ev := rec.events(id)[1:]
 	sf := ev[4].(InitStepFailed)
 	if sf.StepName != StepGit || sf.StepIndex != 2 || sf.ExitCode != 3 || sf.Reason != overseer.InitReasonNonZeroExit ||
 		!strings.Contains(sf.Detail, "exit code 3") || !strings.Contains(sf.Detail, "hook says no") {

@@ -62,8 +62,10 @@ type MobyPeerLookup struct {
 }
 
 var (
-	_ ContainerByPeerIP = (*MobyPeerLookup)(nil)
-	_ ContainerLister   = (*MobyPeerLookup)(nil)
+	_ ContainerByPeerIP  = (*MobyPeerLookup)(nil)
+	_ ContainerLister    = (*MobyPeerLookup)(nil)
+	_ RunningAgentLister = (*MobyPeerLookup)(nil)
+	_ AgentInventory     = (*MobyPeerLookup)(nil)
 )
 
 // NewMobyPeerLookup wraps a Docker client as a ContainerByPeerIP resolver.
@@ -84,39 +86,57 @@ func NewMobyPeerLookup(cli PeerLookupClient, log *logger.Logger) *MobyPeerLookup
 // included) and, as a side effect, rebuilds the IP index from the same
 // response.
 func (m *MobyPeerLookup) ListAgentContainerIDs(ctx context.Context) ([]string, error) {
+	all, _, err := m.refresh(ctx)
+	return all, err
+}
+
+// ListRunningAgentContainerIDs lists the running purpose=agent containers
+// (the ones worth dialing) and rebuilds the IP index from the same list.
+func (m *MobyPeerLookup) ListRunningAgentContainerIDs(ctx context.Context) ([]string, error) {
+	_, running, err := m.refresh(ctx)
+	return running, err
+}
+
+// AgentContainerInventory answers both of agent.Start's questions — which
+// agent containers exist, which are running — from one list.
+func (m *MobyPeerLookup) AgentContainerInventory(ctx context.Context) (all, running []string, err error) {
 	return m.refresh(ctx)
 }
 
 // Refresh rebuilds the IP index from one full container list. Call it at
 // CP start and after the Docker events stream reconnects.
 func (m *MobyPeerLookup) Refresh(ctx context.Context) error {
-	_, err := m.refresh(ctx)
+	_, _, err := m.refresh(ctx)
 	return err
 }
 
-func (m *MobyPeerLookup) refresh(ctx context.Context) ([]string, error) {
+func (m *MobyPeerLookup) refresh(ctx context.Context) (all, running []string, err error) {
 	m.refreshMu.Lock()
 	defer m.refreshMu.Unlock()
 	return m.refreshLocked(ctx)
 }
 
-func (m *MobyPeerLookup) refreshLocked(ctx context.Context) ([]string, error) {
+func (m *MobyPeerLookup) refreshLocked(ctx context.Context) (all, running []string, err error) {
 	if m.cli == nil {
-		return nil, errors.New("peer lookup: nil docker client")
+		return nil, nil, errors.New("peer lookup: nil docker client")
 	}
 	res, err := m.cli.ContainerList(ctx, mobyclient.ContainerListOptions{
 		All:     true,
 		Filters: make(mobyclient.Filters).Add("label", consts.LabelPurpose+"="+m.purpose),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list agent containers: %w", err)
+		return nil, nil, fmt.Errorf("list agent containers: %w", err)
 	}
 	byIP := make(map[netip.Addr]map[string]struct{})
 	ipOf := make(map[string]netip.Addr)
 	ids := make([]string, 0, len(res.Items))
 	for _, c := range res.Items {
 		ids = append(ids, c.ID)
-		if c.State != container.StateRunning || c.NetworkSettings == nil {
+		if c.State != container.StateRunning {
+			continue
+		}
+		running = append(running, c.ID)
+		if c.NetworkSettings == nil {
 			continue
 		}
 		ip := endpointIP(c.NetworkSettings.Networks, m.network)
@@ -133,7 +153,7 @@ func (m *MobyPeerLookup) refreshLocked(ctx context.Context) ([]string, error) {
 	m.byIP, m.ipOf = byIP, ipOf
 	m.mu.Unlock()
 	m.refreshGen.Add(1)
-	return ids, nil
+	return ids, running, nil
 }
 
 // resyncAfter runs a full list unless one completed after gen was read, so
@@ -144,7 +164,7 @@ func (m *MobyPeerLookup) resyncAfter(ctx context.Context, gen uint64) {
 	if m.refreshGen.Load() != gen {
 		return
 	}
-	if _, err := m.refreshLocked(ctx); err != nil {
+	if _, _, err := m.refreshLocked(ctx); err != nil {
 		m.log.Warn().Err(err).Str("event", "peer_lookup_refresh_failed").Msg("peer lookup: index resync failed")
 	}
 }

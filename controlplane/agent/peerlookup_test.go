@@ -351,3 +351,36 @@ func TestPeerLookupConcurrentMissesCoalesce(t *testing.T) {
 		t.Fatalf("%d lists for 32 concurrent misses; want one shared list", lists)
 	}
 }
+
+// Start dials only running agents, and answers both boot questions from
+// one Docker list.
+func TestPeerLookupRunningInventory(t *testing.T) {
+	stopped := agentContainer(2, "", "p", "b")
+	stopped.running = false
+	unattached := agentContainer(3, "", "p", "c") // running, not yet on clawker-net
+	d := newFakeDocker(agentContainer(1, "10.9.0.2", "p", "a"), stopped, unattached)
+	m := NewMobyPeerLookup(d, logger.Nop())
+	running, err := m.ListRunningAgentContainerIDs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, id := range running {
+		got[id] = true
+	}
+	if len(running) != 2 || !got[testContainerID(1)] || !got[testContainerID(3)] {
+		t.Fatalf("running = %v", running)
+	}
+	before := d.lists.Load()
+	all, running, err := m.AgentContainerInventory(context.Background())
+	if err != nil || len(all) != 3 || len(running) != 2 {
+		t.Fatalf("inventory = %v %v %v", all, running, err)
+	}
+	if n := d.lists.Load() - before; n != 1 {
+		t.Fatalf("inventory cost %d lists, want 1", n)
+	}
+	d.listErr = errors.New("boom")
+	if _, err := m.ListRunningAgentContainerIDs(context.Background()); err == nil {
+		t.Fatal("list error swallowed")
+	}
+}

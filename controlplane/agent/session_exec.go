@@ -1,7 +1,11 @@
 package agent
 
 import (
+	"context"
+	"fmt"
 	"sync"
+	"syscall"
+	"time"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 )
@@ -12,25 +16,33 @@ import (
 // dropped and the drop is logged; terminal responses are always kept.
 const execQueueMax = 8 << 20
 
-// ExecHandle is one command running over a Session (admin Exec).
+// ExecHandle is one command running over a Session (admin Exec). The
+// caller reads Responses to the end or calls Close; either way the handle's
+// goroutine ends.
 type ExecHandle struct {
-	id string
-	s  *session
+	id  string
+	s   *session
+	ctx context.Context // the caller's: bounds Stdin/CloseStdin/Signal waits
 
 	out      chan *clawkerdv1.Response
+	quit     chan struct{} // closed by Close: the pump stops delivering
 	finished chan struct{} // closed once the terminal response is queued
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	queue     []*clawkerdv1.Response
-	queued    int
-	done      bool
-	dropped   int
-	closeOnce sync.Once
+	mu         sync.Mutex
+	cond       *sync.Cond
+	queue      []*clawkerdv1.Response
+	queued     int
+	done       bool
+	closed     bool
+	dropped    int
+	stopCancel func() bool // unregisters the ctx-cancel kill once finished
+	quitOnce   sync.Once
+	killOnce   sync.Once
 }
 
-func newExecHandle(id string, s *session) *ExecHandle {
-	h := &ExecHandle{id: id, s: s, out: make(chan *clawkerdv1.Response), finished: make(chan struct{})}
+func newExecHandle(ctx context.Context, id string, s *session) *ExecHandle {
+	h := &ExecHandle{id: id, s: s, ctx: ctx, out: make(chan *clawkerdv1.Response),
+		quit: make(chan struct{}), finished: make(chan struct{})}
 	h.cond = sync.NewCond(&h.mu)
 	go h.pump()
 	return h
@@ -41,31 +53,88 @@ func (h *ExecHandle) ID() string { return h.id }
 
 // Responses yields Started, OutputChunk, StageExit and finally exactly one
 // Done or Error (a synthetic IO_ERROR when the Session ends first); it is
-// closed after that.
+// closed after that, or as soon as Close is called.
 func (h *ExecHandle) Responses() <-chan *clawkerdv1.Response { return h.out }
 
 // Stdin writes to the first stage's stdin.
 func (h *ExecHandle) Stdin(data []byte) error {
-	return h.s.send(&clawkerdv1.Command{CommandId: h.id, Payload: &clawkerdv1.Command_Stdin{
+	return h.s.send(h.ctx, &clawkerdv1.Command{CommandId: h.id, Payload: &clawkerdv1.Command_Stdin{
 		Stdin: &clawkerdv1.Stdin{Data: data}}})
 }
 
 // CloseStdin closes the first stage's stdin.
 func (h *ExecHandle) CloseStdin() error {
-	return h.s.send(&clawkerdv1.Command{CommandId: h.id, Payload: &clawkerdv1.Command_CloseStdin{
+	return h.s.send(h.ctx, &clawkerdv1.Command{CommandId: h.id, Payload: &clawkerdv1.Command_CloseStdin{
 		CloseStdin: &clawkerdv1.CloseStdin{}}})
 }
 
 // Signal delivers signo to every stage of the command.
 func (h *ExecHandle) Signal(signo int32) error {
-	return h.s.send(&clawkerdv1.Command{CommandId: h.id, Payload: &clawkerdv1.Command_Signal{
-		Signal: &clawkerdv1.Signal{Signo: signo}}})
+	return h.s.send(h.ctx, signalCommand(h.id, signo))
+}
+
+func signalCommand(id string, signo int32) *clawkerdv1.Command {
+	return &clawkerdv1.Command{CommandId: id, Payload: &clawkerdv1.Command_Signal{
+		Signal: &clawkerdv1.Signal{Signo: signo}}}
+}
+
+// Close releases the handle: undelivered responses are discarded, the
+// Responses channel is closed, and a command still running is SIGKILLed.
+// It never waits on the stream (the kill goes out in the background) and
+// is safe to call more than once, concurrently with a reader.
+func (h *ExecHandle) Close() error {
+	h.quitOnce.Do(func() { close(h.quit) })
+	h.mu.Lock()
+	running := !h.done
+	h.closed = true
+	h.queue, h.queued = nil, 0
+	h.cond.Signal()
+	h.mu.Unlock()
+	if running {
+		go h.kill("closed")
+	}
+	return nil
+}
+
+// kill SIGKILLs the command once (caller cancelled or closed the handle).
+// The send is bounded by the Session's stall watchdog; if it fails the
+// handle is failed locally, since clawkerd may never answer it.
+func (h *ExecHandle) kill(why string) {
+	defer h.s.recoverLog("exec_kill")
+	h.killOnce.Do(func() {
+		h.mu.Lock()
+		done := h.done
+		h.mu.Unlock()
+		if done {
+			return
+		}
+		err := h.s.send(context.Background(), signalCommand(h.id, int32(syscall.SIGKILL)))
+		if err == nil {
+			// clawkerd's Done/Error ends the handle; a peer that reads but
+			// never answers must not hold it forever.
+			time.AfterFunc(h.s.killGrace, func() {
+				defer h.s.recoverLog("exec_kill_grace")
+				h.mu.Lock()
+				done := h.done
+				h.mu.Unlock()
+				if !done {
+					h.s.log.Warn().Str("event", "agent_exec_kill_unanswered").Str("command_id", h.id).
+						Dur("waited", h.s.killGrace).Msg("no reply to SIGKILL; failing the handle")
+					h.s.abandon(h, "no reply to SIGKILL")
+				}
+			})
+			return
+		}
+		h.s.log.Warn().Str("event", "agent_exec_kill_failed").Str("command_id", h.id).Str("why", why).
+			Err(err).Msg("could not SIGKILL the command; failing its handle")
+		h.s.abandon(h, fmt.Sprintf("kill failed: %v", err))
+	})
 }
 
 func (h *ExecHandle) push(r *clawkerdv1.Response) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.done {
+	if h.done || h.closed {
 		return
 	}
 	size := len(r.GetOutput().GetData())
@@ -91,42 +160,61 @@ func (h *ExecHandle) finish(r *clawkerdv1.Response) {
 		return
 	}
 	h.done = true
-	h.queue = append(h.queue, r)
+	if !h.closed {
+		h.queue = append(h.queue, r)
+	}
+	stop := h.stopCancel
 	h.cond.Signal()
 	h.mu.Unlock()
 	close(h.finished)
+	if stop != nil {
+		stop()
+	}
 }
 
 // close ends the handle with nothing more to deliver (send failed).
 func (h *ExecHandle) close() {
+	h.finish(nil)
+}
+
+// onCancel arranges a SIGKILL when ctx is cancelled before the command
+// ends; the registration is dropped as soon as it ends.
+func (h *ExecHandle) onCancel(ctx context.Context) {
+	stop := context.AfterFunc(ctx, func() { h.kill("cancelled") })
 	h.mu.Lock()
 	if h.done {
 		h.mu.Unlock()
+		stop()
 		return
 	}
-	h.done = true
-	h.cond.Signal()
+	h.stopCancel = stop
 	h.mu.Unlock()
-	close(h.finished)
 }
 
 func (h *ExecHandle) pump() {
-	defer h.closeOnce.Do(func() { close(h.out) })
+	defer close(h.out)
+	defer h.s.recoverLog("exec_pump")
 	for {
 		h.mu.Lock()
-		for len(h.queue) == 0 && !h.done {
+		for len(h.queue) == 0 && !h.done && !h.closed {
 			h.cond.Wait()
 		}
-		if len(h.queue) == 0 && h.done {
+		if h.closed || len(h.queue) == 0 {
 			h.mu.Unlock()
 			return
 		}
 		r := h.queue[0]
+		h.queue[0] = nil
 		h.queue = h.queue[1:]
 		h.queued -= len(r.GetOutput().GetData())
 		h.mu.Unlock()
-		// A reader that abandons the handle would leak this goroutine; the
-		// admin server always drains to the terminal response.
-		h.out <- r
+		if r == nil {
+			return // close(): ended without a response
+		}
+		select {
+		case h.out <- r:
+		case <-h.quit:
+			return
+		}
 	}
 }

@@ -13,7 +13,16 @@ import (
 	"github.com/clawker/clawker/internal/logger"
 )
 
-// StartDeps bundles what Start needs. All fields are required.
+// DefaultReconcileInterval is how often Start re-derives the agent
+// subsystem from Docker: dial every running agent (the dialer dedups live
+// Sessions, so this costs one container list) and evict registry rows
+// whose container is gone. The bus drops events for a slow subscriber and
+// the events stream can miss events across a reconnect; this bounds how
+// long such a miss can leave an agent undialed or a row orphaned.
+const DefaultReconcileInterval = 30 * time.Second
+
+// StartDeps bundles what Start needs. All fields but Log and
+// ReconcileInterval are required.
 type StartDeps struct {
 	Registry     Registry
 	DockerLister ContainerLister
@@ -21,6 +30,9 @@ type StartDeps struct {
 	Dialer       *Dialer
 	Bus          *overseer.Overseer
 	Log          *logger.Logger
+	// ReconcileInterval: 0 means DefaultReconcileInterval; negative
+	// disables the periodic pass (the boot pass always runs).
+	ReconcileInterval time.Duration
 }
 
 // RunningAgentLister is optionally implemented by StartDeps.DockerLister
@@ -31,16 +43,24 @@ type RunningAgentLister interface {
 	ListRunningAgentContainerIDs(ctx context.Context) ([]string, error)
 }
 
+// AgentInventory is optionally implemented by StartDeps.DockerLister to
+// answer both reconcile questions (which agent containers exist, which
+// are running) from one Docker list. MobyPeerLookup implements it.
+type AgentInventory interface {
+	AgentContainerInventory(ctx context.Context) (all, running []string, err error)
+}
+
 // eventObserver is optionally implemented by StartDeps.PeerLookup
 // (MobyPeerLookup) to keep its peer-IP index in step with Docker events.
 type eventObserver interface {
 	Observe(ctx context.Context, containerID, action string)
 }
 
-// Start reaps orphan registry rows, subscribes the evict and dial/cancel
-// paths to DockerEvents, and dials every running agent. The returned
-// cleanup unwinds in reverse order: it unsubscribes, then tears down every
-// Session Start's subscriptions and boot dial created.
+// Start subscribes the evict and dial/cancel paths to DockerEvents, then
+// runs one reconcile pass (reap orphan registry rows, dial every running
+// agent) and keeps running one every ReconcileInterval. The returned
+// cleanup unwinds in reverse order: it stops the reconciler, unsubscribes,
+// then tears down every Session Start created.
 func Start(ctx context.Context, deps StartDeps) (func(), error) {
 	switch {
 	case deps.Registry == nil:
@@ -57,8 +77,6 @@ func Start(ctx context.Context, deps StartDeps) (func(), error) {
 	log := logger.OrNop(deps.Log)
 	st := &starter{deps: deps, log: log}
 
-	st.reapOrphans(ctx)
-
 	var undo []func()
 	cleanup := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -73,14 +91,18 @@ func Start(ctx context.Context, deps StartDeps) (func(), error) {
 	undo = append(undo, deps.Bus.Subscribe("agent-lifecycle", isLifecycle, st.guard("agent-lifecycle",
 		func(e dockerevents.DockerEvent) { st.onLifecycle(ctx, e) })))
 
-	ids, err := st.runningAgents(ctx)
-	if err != nil {
-		log.Error().Str("event", "agent_boot_list_failed").Err(err).Msg("could not list agents to dial at boot; relying on events")
+	// Subscribed first, so a container starting during the boot pass is
+	// seen by one or the other (the dialer dedups if both).
+	dialed := st.reconcile(ctx, true)
+
+	interval := deps.ReconcileInterval
+	if interval == 0 {
+		interval = DefaultReconcileInterval
 	}
-	for _, id := range ids {
-		deps.Dialer.DialAgent(ctx, id)
+	if interval > 0 {
+		undo = append(undo, st.runReconciler(ctx, interval))
 	}
-	log.Info().Str("event", "agent_start_done").Int("dialed", len(ids)).Msg("agent subsystem started")
+	log.Info().Str("event", "agent_start_done").Int("dialed", dialed).Msg("agent subsystem started")
 	return cleanup, nil
 }
 
@@ -100,26 +122,85 @@ func (st *starter) closeGate() {
 	st.gate.Unlock()
 }
 
-// reapOrphans evicts registry rows whose container no longer exists. A
-// failed listing or snapshot never evicts (an empty list on error would
-// wipe every row); it publishes ReapDegraded instead.
-func (st *starter) reapOrphans(ctx context.Context) {
-	degraded := func(reason string, err error) {
-		st.log.Warn().Str("event", "agent_reap_degraded").Str("reason", reason).Err(err).Msg("orphan reap skipped")
-		st.deps.Bus.Publish(ReapDegraded{Reason: fmt.Sprintf("%s: %v", reason, err), At: time.Now()})
+// runReconciler runs reconcile every interval until the returned stop is
+// called; stop waits for an in-flight pass to finish.
+func (st *starter) runReconciler(ctx context.Context, interval time.Duration) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				st.log.Error().Str("event", "agent_reconcile_panic").Str("panic", fmt.Sprint(r)).
+					Msg("reconciler panicked; recovered, periodic reconcile stopped")
+			}
+		}()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				st.reconcile(ctx, false)
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(quit) })
+		<-done
 	}
-	ids, err := st.deps.DockerLister.ListAgentContainerIDs(ctx)
+}
+
+// reconcile evicts registry rows whose container no longer exists and
+// dials every running agent; it returns how many it asked to dial.
+//
+// The registry snapshot is taken BEFORE the container list: the agent
+// listener is already serving, and a container can only register after
+// it exists, so any row in the snapshot whose container is missing from
+// the later list really is an orphan. (Listing first would let a
+// container created and registered in between lose its fresh row.)
+//
+// A failed listing or snapshot never evicts (an empty list on error would
+// wipe every row); at boot it publishes ReapDegraded, on the periodic
+// pass it only logs.
+func (st *starter) reconcile(ctx context.Context, boot bool) int {
+	degraded := func(reason string, err error) {
+		st.log.Warn().Str("event", "agent_reap_degraded").Str("reason", reason).Bool("boot", boot).Err(err).Msg("orphan reap skipped")
+		if boot {
+			st.deps.Bus.Publish(ReapDegraded{Reason: fmt.Sprintf("%s: %v", reason, err), At: time.Now()})
+		}
+	}
+	rows, snapErr := st.deps.Registry.Snapshot()
+	all, running, err := st.inventory(ctx)
 	if err != nil {
 		degraded("list containers", err)
-		return
+		st.log.Error().Str("event", "agent_reconcile_list_failed").Err(err).Msg("could not list agents to dial; relying on events")
+		return 0
 	}
-	rows, err := st.deps.Registry.Snapshot()
-	if err != nil {
-		degraded("registry snapshot", err)
-		return
+
+	// Act only while Start's cleanup has not run.
+	st.gate.RLock()
+	defer st.gate.RUnlock()
+	if st.closed {
+		return 0
 	}
-	live := make(map[string]bool, len(ids))
-	for _, id := range ids {
+	if snapErr != nil {
+		degraded("registry snapshot", snapErr)
+	} else {
+		st.evictOrphans(rows, all, degraded)
+	}
+	for _, id := range running {
+		st.deps.Dialer.DialAgent(ctx, id)
+	}
+	return len(running)
+}
+
+func (st *starter) evictOrphans(rows []Entry, all []string, degraded func(string, error)) {
+	live := make(map[string]bool, len(all))
+	for _, id := range all {
 		live[id] = true
 	}
 	var failed []string
@@ -139,11 +220,26 @@ func (st *starter) reapOrphans(ctx context.Context) {
 	}
 }
 
-func (st *starter) runningAgents(ctx context.Context) ([]string, error) {
-	if rl, ok := st.deps.DockerLister.(RunningAgentLister); ok {
-		return rl.ListRunningAgentContainerIDs(ctx)
+// inventory lists the agent containers and the running ones, with one
+// Docker list when the lister can (AgentInventory). Without a
+// RunningAgentLister every agent container counts as running and the
+// dialer's inspect skips the stopped ones.
+func (st *starter) inventory(ctx context.Context) (all, running []string, err error) {
+	if inv, ok := st.deps.DockerLister.(AgentInventory); ok {
+		return inv.AgentContainerInventory(ctx)
 	}
-	return st.deps.DockerLister.ListAgentContainerIDs(ctx)
+	all, err = st.deps.DockerLister.ListAgentContainerIDs(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rl, ok := st.deps.DockerLister.(RunningAgentLister); ok {
+		running, err = rl.ListRunningAgentContainerIDs(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		return all, running, nil
+	}
+	return all, all, nil
 }
 
 func isDestroy(e overseer.Event) bool {

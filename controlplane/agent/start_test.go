@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/clawker/clawker/controlplane/dockerevents"
 	"github.com/clawker/clawker/internal/consts"
@@ -189,6 +191,11 @@ func TestStartDialsAndFollowsDockerEvents(t *testing.T) {
 		}
 		return true
 	})
+	// destroy dropped the worldview row before CancelDial published the
+	// Session's SessionClosed; that must not have resurrected it.
+	if st, ok := env.bus.Agent(a); ok {
+		t.Fatalf("destroyed agent left a ghost row: %+v", st)
+	}
 	peers.mu.Lock()
 	observed := append([]string(nil), peers.observed...)
 	peers.mu.Unlock()
@@ -226,5 +233,90 @@ func TestStartCleanupUnwinds(t *testing.T) {
 	env.bus.Publish(agentEvent(dockerevents.ActionDestroy, a))
 	if _, err := env.reg.LookupByContainerID(a); err != nil {
 		t.Fatal("destroy handled after cleanup")
+	}
+}
+
+// hookLister runs onList while "listing", to interleave a registration
+// with the list the way a live agent listener can.
+type hookLister struct {
+	fakeLister
+	onList func()
+}
+
+func (h *hookLister) ListAgentContainerIDs(ctx context.Context) ([]string, error) {
+	ids, err := h.fakeLister.ListAgentContainerIDs(ctx)
+	if h.onList != nil {
+		h.onList()
+	}
+	return ids, err
+}
+
+// A container that registers after the reap's container list started is
+// absent from that list; its fresh row must survive (the registry snapshot
+// precedes the list).
+func TestStartReapKeepsRowRegisteredDuringList(t *testing.T) {
+	env := newDTEnv(t, nil)
+	fresh := dtContainerID(t)
+	lister := &hookLister{onList: func() {
+		addRow(t, env.reg, fresh, env.pki.agentLeaf(t, "proj", "dev", fresh))
+	}}
+	cleanup, err := Start(context.Background(), StartDeps{Registry: env.reg, DockerLister: lister,
+		PeerLookup: &fakePeerLookup{}, Dialer: env.dialer, Bus: env.bus, ReconcileInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup()
+	if _, err := env.reg.LookupByContainerID(fresh); err != nil {
+		t.Fatalf("row registered during the reap list was evicted: %v", err)
+	}
+}
+
+// The periodic reconcile heals what events missed: a running agent whose
+// start event was dropped gets dialed, and a row whose container vanished
+// without a destroy event is evicted.
+func TestStartPeriodicReconcileHealsMissedEvents(t *testing.T) {
+	env := newDTEnv(t, nil)
+	f := &fakeClawkerd{initialized: true, cmdRunning: true}
+	a, _ := env.agent(t, f)
+	addRow(t, env.reg, a, f.leaf)
+	var lists atomic.Int64
+	lister := &hookLister{fakeLister: fakeLister{all: []string{a}}, // a exists, not running yet
+		onList: func() { lists.Add(1) }}
+	cleanup, err := Start(context.Background(), StartDeps{Registry: env.reg, DockerLister: lister,
+		PeerLookup: &fakePeerLookup{}, Dialer: env.dialer, Bus: env.bus, ReconcileInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup()
+	if env.rec.has(a, EventSessionConnecting) {
+		t.Fatal("stopped agent dialed at boot")
+	}
+
+	// a starts; its start event never reaches the subscriber.
+	orphan := dtContainerID(t)
+	addRow(t, env.reg, orphan, env.pki.agentLeaf(t, "proj", "dev", orphan))
+	lister.mu.Lock()
+	lister.running = []string{a}
+	lister.mu.Unlock()
+	env.rec.wait(t, a, EventInitCompleted)
+	dtWait(t, "orphan row evicted by the periodic pass", func() bool {
+		_, err := env.reg.LookupByContainerID(orphan)
+		return errors.Is(err, ErrUnknownAgent)
+	})
+	// Later passes dedup against the live Session.
+	seen := lists.Load()
+	dtWait(t, "three more passes", func() bool { return lists.Load() >= seen+3 })
+	if n := countEvents(env, a, EventSessionConnecting); n != 1 {
+		t.Fatalf("live Session re-dialed %d times", n)
+	}
+	// cleanup waits for the reconciler: no pass runs after it returns.
+	cleanup()
+	stopped := lists.Load()
+	if n := len(env.dialer.Sessions()); n != 0 {
+		t.Fatalf("%d sessions after cleanup", n)
+	}
+	dtWait(t, "test recorder idle", func() bool { return env.rec.has(a, EventSessionClosed) })
+	if lists.Load() != stopped {
+		t.Fatal("reconcile pass ran after cleanup")
 	}
 }

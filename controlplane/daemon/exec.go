@@ -82,12 +82,6 @@ func (s *execStream) Stdin(data []byte) error  { return s.h.Stdin(data) }
 func (s *execStream) CloseStdin() error        { return s.h.CloseStdin() }
 func (s *execStream) Signal(signo int32) error { return s.h.Signal(signo) }
 
-// Close drains the handle so its pump goroutine ends (the command was
-// killed via ctx when the caller went away).
-func (s *execStream) Close() error {
-	go func() {
-		for range s.h.Responses() {
-		}
-	}()
-	return nil
-}
+// Close releases the handle: its goroutine ends and a command still
+// running is SIGKILLed, whether or not the caller read to the end.
+func (s *execStream) Close() error { return s.h.Close() }

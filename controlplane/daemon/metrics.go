@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc/codes"
 
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/overseer"
@@ -31,7 +33,9 @@ type busStats interface {
 	Drops() map[string]uint64
 }
 
-func newMetrics(bus busStats, reconnects func() float64) *metrics {
+// newMetrics builds the collectors. It fails (rather than panics) if a
+// collector cannot be registered.
+func newMetrics(bus busStats, reconnects func() float64) (*metrics, error) {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.dialAttempts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "clawker_cp_dial_attempts_total", Help: "Session dial cycles started (SessionConnecting events).",
@@ -58,13 +62,17 @@ func newMetrics(bus busStats, reconnects func() float64) *metrics {
 	sessions := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "clawker_cp_sessions", Help: "Agents by Session state in the worldview.",
 	}, []string{"state"})
-	m.reg.MustRegister(m.dialAttempts, m.dialFailures, m.sessionBreaks, m.registrations, m.untrusted, m.initSteps, m.initRuns,
+	for _, c := range []prometheus.Collector{m.dialAttempts, m.dialFailures, m.sessionBreaks, m.registrations, m.untrusted, m.initSteps, m.initRuns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&scrapeCollector{bus: bus, sessions: sessions, reconnects: reconnects,
 			drops: prometheus.NewDesc("clawker_cp_bus_dropped_events_total", "Event deliveries dropped by the bus, by subscriber.", []string{"subscriber"}, nil),
 			recon: prometheus.NewDesc("clawker_cp_docker_event_reconnects_total", "Docker event stream reconnects.", nil, nil),
-		})
-	return m
+		}} {
+		if err := m.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics collector: %w", err)
+		}
+	}
+	return m, nil
 }
 
 // observe folds one bus event into the counters.
@@ -73,17 +81,17 @@ func (m *metrics) observe(e overseer.Event) {
 	case agent.SessionConnecting:
 		m.dialAttempts.Inc()
 	case agent.SessionFailed:
-		m.dialFailures.WithLabelValues(ev.Reason).Inc()
+		m.dialFailures.WithLabelValues(dialFailureLabel(ev.Reason)).Inc()
 	case agent.SessionBroken:
-		m.sessionBreaks.WithLabelValues(ev.Reason).Inc()
+		m.sessionBreaks.WithLabelValues(sessionBreakLabel(ev.Reason)).Inc()
 	case agent.AgentRegistered:
 		if ev.Ok {
 			m.registrations.WithLabelValues("ok", "").Inc()
 		} else {
-			m.registrations.WithLabelValues("failed", reasonLabel(ev.Reason)).Inc()
+			m.registrations.WithLabelValues("failed", registerFailureLabel(ev.Reason)).Inc()
 		}
 	case agent.AgentUntrusted:
-		m.untrusted.WithLabelValues(string(ev.Reason)).Inc()
+		m.untrusted.WithLabelValues(untrustedLabel(ev.Reason)).Inc()
 	case agent.InitStepCompleted:
 		m.initSteps.WithLabelValues(ev.StepName, "ok").Observe(ev.Duration.Seconds())
 	case agent.InitStepFailed:
@@ -132,14 +140,63 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.recon, prometheus.CounterValue, r)
 }
 
-// reasonLabel bounds a free-text reason to a short label value so a
-// verbose error cannot explode metric cardinality.
-func reasonLabel(r string) string {
-	if i := strings.IndexAny(r, ":\n"); i >= 0 {
-		r = r[:i]
+// Metric label values come only from the fixed vocabularies below, never
+// from event free text: a SessionBroken reason carries addresses and
+// ports, and an AgentRegistered reason is partly written by the agent, so
+// passing either through would let label cardinality grow without bound
+// (and let an agent choose label values). Anything unrecognised is
+// labelOther; the full text stays in the structured log.
+const labelOther = "other"
+
+func dialFailureLabel(r string) string {
+	switch r {
+	case agent.FailConnectTimeout, agent.FailContainerNotRunning, agent.FailContainerGone, agent.FailFDLeakCeiling:
+		return r
 	}
-	if len(r) > 48 {
-		r = r[:48]
+	return labelOther
+}
+
+// grpcCodeLabels maps a gRPC code's name (as SessionBroken prints it) to
+// its label.
+var grpcCodeLabels = func() map[string]string {
+	m := map[string]string{}
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		m[c.String()] = strings.ToLower(c.String())
 	}
-	return r
+	return m
+}()
+
+// sessionBreakLabel: "peer_closed", a lowercase gRPC code name, or other.
+func sessionBreakLabel(r string) string {
+	if r == "peer closed" {
+		return "peer_closed"
+	}
+	code, _, ok := strings.Cut(r, ":")
+	if !ok {
+		return labelOther
+	}
+	if l, ok := grpcCodeLabels[code]; ok {
+		return l
+	}
+	return labelOther
+}
+
+// registerFailureLabel separates the CP's own double-check failing
+// ("cp_check_failed") from a failure the agent reported ("agent_reported").
+// The typed reason is on the AgentUntrusted counter.
+func registerFailureLabel(r string) string {
+	if strings.HasPrefix(r, "register reported ok but") {
+		return "cp_check_failed"
+	}
+	return "agent_reported"
+}
+
+func untrustedLabel(r overseer.UntrustedReason) string {
+	switch r {
+	case overseer.ReasonThumbprintMismatch, overseer.ReasonCNMismatch, overseer.ReasonPeerIPMismatch,
+		overseer.ReasonChainInvalid, overseer.ReasonIdentityMismatch, overseer.ReasonRegisterFailed,
+		overseer.ReasonRegistryError, overseer.ReasonRegistryRowLost:
+		return string(r)
+	}
+	return labelOther
 }

@@ -44,6 +44,16 @@ type untrustedPolicy struct {
 	now    func() time.Time
 }
 
+// advisoryReasons are AgentUntrusted reasons the policy logs but never
+// enacts. registry_row_lost is what every running agent reports after the
+// CP lost its registry (degraded in-memory registry, `cp down --volumes`):
+// the agents stay untrusted in the worldview, but killing or cutting off
+// all of them for the CP's own data loss would turn a recoverable state
+// into an outage. Recreate the agents to re-register them.
+var advisoryReasons = map[overseer.UntrustedReason]bool{
+	overseer.ReasonRegistryRowLost: true,
+}
+
 func isUntrusted(e overseer.Event) bool {
 	_, ok := e.(agent.AgentUntrusted)
 	return ok
@@ -55,6 +65,12 @@ func (p *untrustedPolicy) handle(e overseer.Event) {
 		return
 	}
 	log := p.log.With("container_id", ev.ContainerID)
+	if advisoryReasons[ev.Reason] && p.action != PolicyLog {
+		log.Warn().Str("event", "untrusted_policy_skipped").Str("action", p.action).Str("agent", ev.AgentName).
+			Str("project", ev.Project).Str("reason", string(ev.Reason)).Str("detail", ev.Detail).
+			Msg("agent untrusted for a reason the policy does not act on; recreate the agent to re-register it")
+		return
+	}
 	if p.action == PolicyLog || p.docker == nil {
 		log.Warn().Str("event", "untrusted_policy_log").Str("agent", ev.AgentName).Str("project", ev.Project).
 			Str("reason", string(ev.Reason)).Str("detail", ev.Detail).Msg("agent untrusted; policy is log-only")

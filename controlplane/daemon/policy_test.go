@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -116,5 +117,77 @@ func TestParseExecUser(t *testing.T) {
 		if _, _, err := parseUser(bad); err == nil {
 			t.Errorf("parseUser(%q) accepted", bad)
 		}
+	}
+}
+
+// Losing the registry makes every running agent report registry_row_lost;
+// no containment policy may act on that (it would take every agent down
+// for the CP's own data loss), while other reasons still trigger it.
+func TestUntrustedPolicyIgnoresRegistryRowLost(t *testing.T) {
+	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for _, action := range []string{PolicyPause, PolicyDetach, PolicyKill} {
+		dk := &fakeControl{}
+		pol := &untrustedPolicy{action: action, docker: dk, bus: overseer.New(nil), log: logger.Nop(), ctx: context.Background(), now: time.Now}
+		pol.handle(agent.AgentUntrusted{ContainerID: id, Reason: overseer.ReasonRegistryRowLost, At: time.Now()})
+		if calls := dk.got(); len(calls) != 0 {
+			t.Fatalf("%s acted on registry_row_lost: %v", action, calls)
+		}
+		pol.handle(agent.AgentUntrusted{ContainerID: id, Reason: overseer.ReasonRegisterFailed, At: time.Now()})
+		if calls := dk.got(); len(calls) != 1 {
+			t.Fatalf("%s did not act on register_failed: %v", action, calls)
+		}
+	}
+}
+
+// Metric labels come from fixed vocabularies, never event free text.
+func TestMetricLabelsBounded(t *testing.T) {
+	for in, want := range map[string]string{
+		"peer closed": "peer_closed",
+		"Unavailable: connection error: desc = \"transport: Error while dialing: dial tcp 10.0.0.2:7700\"": "unavailable",
+		"Canceled: context canceled":       "canceled",
+		"read tcp 10.0.0.1:4321->10.0.0.2": labelOther,
+		"Bogus: x":                         labelOther,
+	} {
+		if got := sessionBreakLabel(in); got != want {
+			t.Errorf("sessionBreakLabel(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := dialFailureLabel(agent.FailContainerGone); got != agent.FailContainerGone {
+		t.Errorf("dialFailureLabel(container_gone) = %q", got)
+	}
+	if got := dialFailureLabel("10.0.0.2:7700 refused"); got != labelOther {
+		t.Errorf("dialFailureLabel(free text) = %q", got)
+	}
+	if got := registerFailureLabel("agent-chosen text " + time.Now().String()); got != "agent_reported" {
+		t.Errorf("registerFailureLabel(agent text) = %q", got)
+	}
+	if got := untrustedLabel(overseer.UntrustedReason("made_up")); got != labelOther {
+		t.Errorf("untrustedLabel(unknown) = %q", got)
+	}
+	if got := untrustedLabel(overseer.ReasonRegistryRowLost); got != string(overseer.ReasonRegistryRowLost) {
+		t.Errorf("untrustedLabel(row lost) = %q", got)
+	}
+	// Many distinct free-text reasons collapse onto a handful of series.
+	m, err := newMetrics(overseer.New(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		m.observe(agent.SessionBroken{ContainerID: "c", Reason: "connection to 10.0.0." + strconv.Itoa(i) + " reset"})
+		m.observe(agent.AgentRegistered{ContainerID: "c", Reason: "agent says " + strconv.Itoa(i)})
+	}
+	fams, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]int{}
+	for _, f := range fams {
+		series[f.GetName()] = len(f.GetMetric())
+	}
+	if n := series["clawker_cp_session_breaks_total"]; n != 1 {
+		t.Errorf("session break series = %d, want 1", n)
+	}
+	if n := series["clawker_cp_registrations_total"]; n != 1 {
+		t.Errorf("registration series = %d, want 1", n)
 	}
 }

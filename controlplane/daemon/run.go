@@ -100,6 +100,16 @@ func (d *Daemon) Addr(name string) string {
 // Health returns readiness and per-subsystem status.
 func (d *Daemon) Health() (bool, map[string]string) { return d.health.report() }
 
+// Token endpoint HTTP timeouts. An exchange is one small POST answered
+// from memory and one sqlite write, so these are generous upper bounds
+// that only ever cut off stalled or idle clients.
+const (
+	tokenReadHeaderTimeout = 10 * time.Second
+	tokenReadTimeout       = 30 * time.Second
+	tokenWriteTimeout      = 30 * time.Second
+	tokenIdleTimeout       = 60 * time.Second
+)
+
 // keys is the CP's key material loaded from ConfigDir.
 type keys struct {
 	cert       tls.Certificate
@@ -130,7 +140,8 @@ func (d *Daemon) loadKeys() (*keys, error) {
 
 // Run starts every subsystem in order and serves until ctx is cancelled,
 // then shuts down gracefully. It returns an error only for what makes the
-// process pointless (the health listener cannot bind); every other
+// process pointless (the health listener cannot bind, the metrics
+// collectors cannot be built); every other
 // failure degrades one subsystem and is reported on /healthz.
 func (d *Daemon) Run(ctx context.Context) error {
 	log := d.log
@@ -151,12 +162,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Health first: /healthz must answer (503) while the rest starts.
 	bus := overseer.New(log.With("subsystem", "bus"))
 	var feeder *dockerevents.Feeder
-	m := newMetrics(bus, func() float64 {
+	m, err := newMetrics(bus, func() float64 {
 		if feeder == nil {
 			return 0
 		}
 		return float64(feeder.Health().Reconnects)
 	})
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	closers = append(closers, bus.Subscribe("metrics", nil, m.observe))
 	healthSrv, err := d.serveHealth(m)
 	if err != nil {
@@ -192,12 +206,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var grpcServers []*grpc.Server
 	var httpServers []*http.Server
 	defer func() {
-		stopAll(grpcServers, httpServers, d.cfg.ShutdownTimeout)
+		d.stopAll(grpcServers, httpServers, d.cfg.ShutdownTimeout)
 	}()
 
 	// 4. token endpoint and 5. agent listener.
 	if k != nil && peers != nil {
-		if srv, gs := d.serveAgentSurface(k, peers, registry); srv != nil {
+		if srv, gs := d.serveAgentSurface(k, peers, registry, &closers); srv != nil {
 			httpServers = append(httpServers, srv)
 			grpcServers = append(grpcServers, gs)
 		}
@@ -210,7 +224,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	// 6. Docker events watcher.
 	if docker != nil {
-		feeder, err = dockerevents.New(docker, bus, log.With("subsystem", "dockerevents"), dockerevents.AgentLabel())
+		var evOpts []dockerevents.Option
+		evOpts = append(evOpts, dockerevents.AgentLabel())
+		if peers != nil {
+			// Events missed while the stream was down may have moved IPs:
+			// rebuild the peer index after every reconnect.
+			evOpts = append(evOpts, dockerevents.WithReconnectHook(func(ctx context.Context) {
+				if err := peers.Refresh(ctx); err != nil {
+					log.Warn().Str("event", "peer_lookup_refresh_failed").Err(err).
+						Msg("peer index refresh after events reconnect failed; lookups resync on miss")
+				}
+			}))
+		}
+		feeder, err = dockerevents.New(docker, bus, log.With("subsystem", "dockerevents"), evOpts...)
 		if err != nil {
 			log.Error().Str("event", "cp_docker_events_unavailable").Err(err).Msg("docker events feeder not started")
 			d.health.set(subEvents, "failed: "+err.Error())
@@ -291,7 +317,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	log.Info().Str("event", "cp_stopping").Msg("shutting down")
 	// Stop accepting work first, then cancel Sessions: the dialer treats
 	// ctx cancellation as intentional teardown and publishes no breakage.
-	stopAll(grpcServers, httpServers, d.cfg.ShutdownTimeout)
+	d.stopAll(grpcServers, httpServers, d.cfg.ShutdownTimeout)
 	grpcServers, httpServers = nil, nil
 	cancelRun()
 	log.Info().Str("event", "cp_stopped").Msg("clawker-cp stopped")
@@ -324,7 +350,11 @@ func (d *Daemon) openRegistry(closers *[]func()) agent.Registry {
 
 // serveAgentSurface starts the token endpoint and the AgentService
 // listener: mTLS → AuthInterceptor → IdentityInterceptor → Handler.
-func (d *Daemon) serveAgentSurface(k *keys, peers *agent.MobyPeerLookup, registry agent.Registry) (*http.Server, *grpc.Server) {
+//
+// closers receives the jti store's close: Run runs closers only after
+// every server has been shut down, so no token request can still be using
+// the store.
+func (d *Daemon) serveAgentSurface(k *keys, peers *agent.MobyPeerLookup, registry agent.Registry, closers *[]func()) (*http.Server, *grpc.Server) {
 	log := d.log
 	fail := func(sub, ev string, err error) {
 		log.Error().Str("event", ev).Err(err).Msg(sub + " not started")
@@ -352,17 +382,30 @@ func (d *Daemon) serveAgentSurface(k *keys, peers *agent.MobyPeerLookup, registr
 	}
 	var httpSrv *http.Server
 	if ln, err := d.bind("token", d.cfg.TokenAddr); err != nil {
+		jti.Close()
 		fail(subToken, "cp_token_unavailable", err)
 	} else {
-		httpSrv = &http.Server{Handler: issuer.Handler(), TLSConfig: tlsCfg.Clone(), ReadHeaderTimeout: 10 * time.Second,
+		httpSrv = &http.Server{Handler: issuer.Handler(), TLSConfig: tlsCfg.Clone(),
+			// A token exchange is one small request and response: bound
+			// every phase so a slow or idle client cannot pin a conn.
+			ReadHeaderTimeout: tokenReadHeaderTimeout, ReadTimeout: tokenReadTimeout,
+			WriteTimeout: tokenWriteTimeout, IdleTimeout: tokenIdleTimeout,
 			// TLS handshake refusals (wrong cert, no cert) land here: keep
 			// them structured rather than on the std logger.
 			ErrorLog: stdlog.New(httpErrorLog{log: log.With("subsystem", "token")}, "", 0)}
-		httpSrv.RegisterOnShutdown(func() { jti.Close() })
 		go d.guard("token", func() {
-			if err := httpSrv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			err := httpSrv.ServeTLS(ln, "", "")
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error().Str("event", "cp_token_stopped").Err(err).Msg("token endpoint stopped")
 				d.health.set(subToken, "failed: "+err.Error())
+			}
+		})
+		// The jti store closes once the server has fully shut down (not in
+		// RegisterOnShutdown, which runs while handlers may still use it).
+		// closers run after Run has stopped every server (see Run's defers).
+		*closers = append(*closers, func() {
+			if err := jti.Close(); err != nil {
+				log.Warn().Str("event", "cp_token_jti_close_failed").Err(err).Msg("closing jti store failed")
 			}
 		})
 		d.health.set(subToken, statusOK)
@@ -485,24 +528,28 @@ func (d *Daemon) guard(name string, fn func()) {
 	fn()
 }
 
-func stopAll(gs []*grpc.Server, hs []*http.Server, timeout time.Duration) {
+// stopAll stops every server, gracefully up to timeout. Each stop runs
+// under guard, so a panic in one is logged and cannot stall or crash the
+// shutdown of the others.
+func (d *Daemon) stopAll(gs []*grpc.Server, hs []*http.Server, timeout time.Duration) {
 	var wg sync.WaitGroup
 	for _, s := range gs {
 		wg.Add(1)
-		go func(s *grpc.Server) {
+		go d.guard("stop_grpc", func() {
 			defer wg.Done()
 			done := make(chan struct{})
-			go func() { s.GracefulStop(); close(done) }()
+			go d.guard("stop_grpc_graceful", func() { defer close(done); s.GracefulStop() })
 			select {
 			case <-done:
 			case <-time.After(timeout):
+				d.log.Warn().Str("event", "cp_grpc_stop_forced").Dur("timeout", timeout).Msg("graceful stop timed out; stopping hard")
 				s.Stop()
 			}
-		}(s)
+		})
 	}
 	for _, s := range hs {
 		wg.Add(1)
-		go func(s *http.Server) { defer wg.Done(); shutdownHTTP(s, timeout) }(s)
+		go d.guard("stop_http", func() { defer wg.Done(); shutdownHTTP(s, timeout) })
 	}
 	wg.Wait()
 }

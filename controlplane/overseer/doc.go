@@ -9,6 +9,16 @@
 // copies; Recent replays a bounded ring of past events; SubscribeWithSnapshot
 // pairs a snapshot with a subscription atomically (admin WatchEvents).
 //
+// Because deliveries can drop, no subscriber may be the only path to a
+// state change that matters: the agent lifecycle subscribers are backed by
+// agent.Start's periodic reconcile (DefaultReconcileInterval), which
+// re-derives dials and registry evictions from Docker.
+//
+// Worldview rows are created only by events that begin a Session
+// (State.Agent); every other ApplyTo uses State.Existing, so an event that
+// lands after a container's destroy cannot resurrect it. AgentState.Trusted
+// is false until trust is positively established for the live Session.
+//
 // It knows nothing of Docker, gRPC or agents: event types live with their
 // publishers (agent, dockerevents) and must not be defined here.
 package overseer

@@ -28,6 +28,14 @@ const (
 	ReasonIdentityMismatch   UntrustedReason = "identity_mismatch"
 	ReasonRegisterFailed     UntrustedReason = "register_failed"
 	ReasonRegistryError      UntrustedReason = "registry_error"
+	// ReasonRegistryRowLost: clawkerd reported itself already registered
+	// but the registry holds no row for the container — the registry was
+	// lost (degraded in-memory registry, `cp down --volumes`) while the
+	// agent kept running. The agent stays untrusted (nothing vouches for
+	// its cert), but it is not evidence of an attack, so the containment
+	// policy does not act on it by default. A hostile clawkerd can claim
+	// this reason too; that only buys it "untrusted, not contained".
+	ReasonRegistryRowLost UntrustedReason = "registry_row_lost"
 )
 
 // InitFailureReason classifies an InitStepFailed / InitFailed outcome.
@@ -77,7 +85,14 @@ type AgentState struct {
 	PeerAgentFullName string
 	PeerThumbprint    [sha256.Size]byte
 
-	Registered       bool
+	Registered bool
+	// Trusted is true only once trust has been positively established
+	// for the current Session: a registry Match with a clean chain/CN/SAN
+	// assessment, or a successful Register. It starts false, any
+	// AgentUntrusted clears it for the rest of the Session
+	// (UntrustedReasons are sticky until the next SessionConnected), and
+	// a Session ending clears it again — nothing vouches for an agent
+	// without a live Session.
 	Trusted          bool
 	UntrustedReasons []UntrustedReason
 
@@ -99,14 +114,22 @@ type State struct {
 // NewState returns an empty worldview.
 func NewState() *State { return &State{Agents: map[string]*AgentState{}} }
 
-// Agent returns the entry for id, creating it on first sight. For ApplyTo.
+// Agent returns the entry for id, creating it on first sight. For the
+// ApplyTo of events that start a Session; everything else uses Existing so
+// a late event about a destroyed container cannot resurrect its row.
 func (s *State) Agent(id string) *AgentState {
 	a, ok := s.Agents[id]
 	if !ok {
-		a = &AgentState{ContainerID: id, Session: SessionNone, Init: InitNone, Trusted: true}
+		a = &AgentState{ContainerID: id, Session: SessionNone, Init: InitNone}
 		s.Agents[id] = a
 	}
 	return a
+}
+
+// Existing returns the entry for id without creating it. For ApplyTo.
+func (s *State) Existing(id string) (*AgentState, bool) {
+	a, ok := s.Agents[id]
+	return a, ok
 }
 
 // Clone returns a deep copy.

@@ -128,11 +128,15 @@ func registeredCol(ag *adminv1.Agent) string {
 	if !ag.GetRegistered() {
 		return "no"
 	}
-	s := "yes"
-	if !ag.GetTrusted() {
-		s += " (untrusted)"
+	// Untrusted means the CP found something wrong; without a live Session
+	// trust is simply not established, which is no accusation.
+	switch {
+	case len(ag.GetUntrustedReasons()) > 0:
+		return "yes (untrusted)"
+	case !ag.GetTrusted():
+		return "yes (unverified)"
 	}
-	return s
+	return "yes"
 }
 
 func initCol(ag *adminv1.Agent) string {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -10,7 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,11 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
-	mobyclient "github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/testenv"
 )
 
 // env is one isolated clawker user: its own home, driving the suite's
@@ -36,7 +33,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	requireSuite(t)
 	e := &env{t: t, home: t.TempDir()}
-	t.Cleanup(func() { sweep(context.Background(), suite.docker, true) })
+	t.Cleanup(func() { suite.env.Sweep(context.Background(), true) })
 	return e
 }
 
@@ -111,41 +108,17 @@ func (e *env) agents() []agentRow {
 // eventually polls cond until it returns nil or the deadline passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, what, cond)
 }
 
 // containerFile reads one file out of a container (running or not).
 func containerFile(t *testing.T, id, path string) []byte {
 	t.Helper()
-	res, err := suite.docker.CopyFromContainer(context.Background(), id, mobyclient.CopyFromContainerOptions{SourcePath: path})
+	b, err := testenv.ContainerFile(context.Background(), suite.docker, id, path)
 	if err != nil {
-		t.Fatalf("copy %s from %s: %v", path, id, err)
+		t.Fatal(err)
 	}
-	defer res.Content.Close()
-	tr := tar.NewReader(res.Content)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			t.Fatalf("read %s from %s: %v", path, id, err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			data, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return data
-		}
-	}
+	return b
 }
 
 // certThumbprint is the hex SHA-256 over the DER of a PEM cert.
@@ -162,16 +135,11 @@ func certThumbprint(t *testing.T, pemBytes []byte) string {
 // containerLogs returns a container's stdout+stderr so far.
 func containerLogs(t *testing.T, id string) string {
 	t.Helper()
-	rc, err := suite.docker.ContainerLogs(context.Background(), id, mobyclient.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	out, err := testenv.ContainerLogs(context.Background(), suite.docker, id)
 	if err != nil {
-		t.Fatalf("logs %s: %v", id, err)
+		t.Fatal(err)
 	}
-	defer rc.Close()
-	var out bytes.Buffer
-	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
-		t.Fatalf("logs %s: %v", id, err)
-	}
-	return out.String()
+	return out
 }
 
 func findAgent(rows []agentRow, id string) (agentRow, bool) {
