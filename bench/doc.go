@@ -1,0 +1,11 @@
+// Command bench is issue 8's benchmark: it sets up its own control plane
+// and agents on the real Docker engine, measures each figure next to its
+// anchor in the same run, and writes bench/REPORT.md and bench/report.json.
+//
+// It owns only the Docker objects labelled dev.clawker.test=bench (plus the
+// fixed-name CP container and clawker-net while it runs, so it must run
+// under the docker lock: `make bench` takes it). It never touches the
+// user's clawker home: every CLI call gets a temporary CLAWKER_HOME.
+//
+// Quick mode: go run ./bench -agents 10 -fanout 30 -gate 10,100 -exec-reps 10
+package main

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	mobyclient "github.com/moby/moby/client"
+)
+
+type options struct {
+	agents, fanout       int
+	gate                 []int
+	execReps, tputReps   int
+	tputBytes            int
+	gateLookups, naive   int
+	registryRows         int
+	snapReps, anchorReps int
+	out, profileDir      string
+	skip                 map[string]bool
+}
+
+// report is bench/report.json.
+type report struct {
+	Machine  machine         `json:"machine"`
+	Options  map[string]any  `json:"options"`
+	Started  time.Time       `json:"started"`
+	Took     string          `json:"took"`
+	Ready    *readyResult    `json:"ready,omitempty"`
+	Fanout   *fanoutResult   `json:"fanout,omitempty"`
+	Gate     []gateRow       `json:"identity_gate,omitempty"`
+	Exec     *execResult     `json:"exec,omitempty"`
+	Registry *registryResult `json:"registry,omitempty"`
+	Errors   []string        `json:"errors,omitempty"`
+}
+
+type machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model"`
+	MemTotal  string `json:"mem_total"`
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"go_version"`
+	Docker    string `json:"docker"`
+}
+
+func main() {
+	os.Exit(mainErr())
+}
+
+func mainErr() int {
+	var o options
+	var gate, skip string
+	flag.IntVar(&o.agents, "agents", 50, "agents for the ready-latency figure (started one at a time)")
+	flag.IntVar(&o.fanout, "fanout", 200, "running agents when the CP is restarted")
+	flag.StringVar(&gate, "gate", "10,100,500", "agent-container counts for the identity gate")
+	flag.IntVar(&o.execReps, "exec-reps", 30, "round trips per exec path")
+	flag.IntVar(&o.tputReps, "tput-reps", 3, "throughput runs per exec path")
+	flag.IntVar(&o.tputBytes, "tput-bytes", 256<<20, "bytes of output per throughput run")
+	flag.IntVar(&o.gateLookups, "gate-lookups", 300, "indexed lookups per container count")
+	flag.IntVar(&o.naive, "gate-naive", 10, "naive walks per container count")
+	flag.IntVar(&o.registryRows, "registry-rows", 10000, "registry rows for figure 5")
+	flag.IntVar(&o.snapReps, "snapshot-reps", 30, "Snapshot calls at full size")
+	flag.IntVar(&o.anchorReps, "anchor-reps", 20, "docker exec anchor runs of the init steps")
+	flag.StringVar(&o.out, "out", "bench", "directory for REPORT.md and report.json")
+	flag.StringVar(&o.profileDir, "profile", "", "write CPU profiles of the in-process figures here")
+	flag.StringVar(&skip, "skip", "", "comma-separated figures to skip: ready,fanout,gate,exec,registry")
+	flag.Parse()
+	for _, f := range strings.Split(gate, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			o.gate = append(o.gate, n)
+		}
+	}
+	o.skip = map[string]bool{}
+	for _, f := range strings.Split(skip, ",") {
+		o.skip[strings.TrimSpace(f)] = true
+	}
+	if o.fanout < o.agents {
+		o.fanout = o.agents
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep := &report{Started: time.Now().UTC(), Options: map[string]any{
+		"agents": o.agents, "fanout": o.fanout, "gate": o.gate, "exec_reps": o.execReps, "tput_reps": o.tputReps,
+		"tput_bytes": o.tputBytes, "gate_lookups": o.gateLookups, "gate_naive": o.naive,
+		"registry_rows": o.registryRows, "snapshot_reps": o.snapReps, "anchor_reps": o.anchorReps,
+	}}
+	rep.Machine = describeMachine()
+	err := runAll(ctx, &o, rep)
+	if err != nil {
+		rep.Errors = append(rep.Errors, err.Error())
+		fmt.Fprintln(os.Stderr, "bench:", err)
+	}
+	rep.Took = time.Since(rep.Started).Round(time.Second).String()
+	if werr := writeReport(o.out, rep); werr != nil {
+		fmt.Fprintln(os.Stderr, "bench: write report:", werr)
+		return 1
+	}
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+func profiled(dir, name string, f func() error) error {
+	if dir == "" {
+		return f()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	fh, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	if err := pprof.StartCPUProfile(fh); err != nil {
+		return err
+	}
+	defer pprof.StopCPUProfile()
+	return f()
+}
+
+func runAll(ctx context.Context, o *options, rep *report) error {
+	if !o.skip["registry"] {
+		fmt.Println("figure 5: registry")
+		if err := profiled(o.profileDir, "registry", func() error {
+			r, err := measureRegistry(o.registryRows, o.snapReps)
+			rep.Registry = &r
+			return err
+		}); err != nil {
+			return fmt.Errorf("registry: %w", err)
+		}
+	}
+	e, err := newEnv(ctx)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	e.sweep(ctx)
+	fmt.Println("building binaries and the agent image")
+	if err := e.build(); err != nil {
+		return err
+	}
+	if err := e.importBusybox(ctx); err != nil {
+		return err
+	}
+	rep.Machine.Docker = dockerVersion(ctx, e)
+	if _, err := e.must(ctx, "init"); err != nil {
+		return err
+	}
+	needCP := !o.skip["ready"] || !o.skip["fanout"] || !o.skip["exec"]
+	if needCP {
+		if err := e.cpPhases(ctx, o, rep); err != nil {
+			return err
+		}
+	}
+	if !o.skip["gate"] && len(o.gate) > 0 {
+		fmt.Println("figure 3: identity gate")
+		// The CP is down and no agent runs: the sleepers are the only agents.
+		e.sweepAgents(ctx)
+		if err := profiled(o.profileDir, "gate", func() error {
+			rows, err := e.measureGate(ctx, o.gate, o.gateLookups, o.naive)
+			rep.Gate = rows
+			return err
+		}); err != nil {
+			return fmt.Errorf("identity gate: %w", err)
+		}
+	}
+	return nil
+}
+
+// cpPhases runs figures 1, 4 and 2 against one CP (fan-out last: it
+// restarts the CP), then takes the CP and agents down.
+func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
+	defer e.sweepAgents(ctx)
+	fmt.Println("cp up")
+	health, err := e.cpUp(ctx)
+	if err != nil {
+		return err
+	}
+	// Zero-agent baseline for memory per Session, after the CP settled.
+	if err := waitFor(ctx, time.Minute, 50*time.Millisecond, "metrics", func() error { _, err := scrape(ctx, health); return err }); err != nil {
+		return err
+	}
+	base, err := e.cpStats(ctx)
+	if err != nil {
+		return err
+	}
+	m, _ := scrape(ctx, health)
+	baseHeap := m[heapSeries]
+
+	w, err := e.watchEvents(ctx)
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	n := o.agents
+	if n < 1 {
+		n = 1
+	}
+	fmt.Printf("figure 1: ready latency over %d agents\n", n)
+	rr, ids, err := e.measureReady(ctx, w, n, o.anchorReps)
+	if err != nil {
+		return fmt.Errorf("ready latency: %w", err)
+	}
+	if !o.skip["ready"] {
+		rep.Ready = &rr
+	}
+	if !o.skip["exec"] {
+		fmt.Println("figure 4: exec")
+		xr, err := e.measureExec(ctx, "r000", ids[0], o.execReps, o.tputReps, o.tputBytes)
+		if err != nil {
+			return fmt.Errorf("exec: %w", err)
+		}
+		rep.Exec = &xr
+	}
+	if !o.skip["fanout"] {
+		fmt.Printf("figure 2: fan-out over %d agents\n", o.fanout)
+		fr, err := e.measureFanout(ctx, ids, o.fanout, base, baseHeap)
+		if err != nil {
+			return fmt.Errorf("fan-out: %w", err)
+		}
+		rep.Fanout = &fr
+	}
+	_, err = e.must(ctx, "cp", "down")
+	return err
+}
+
+// sweepAgents removes every bench container except nothing else: agents
+// and sleepers all carry the bench label.
+func (e *env) sweepAgents(ctx context.Context) {
+	e.sweep(ctx)
+}
+
+func describeMachine() machine {
+	m := machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				_, v, _ := strings.Cut(l, ":")
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		l, _, _ := strings.Cut(string(b), "\n")
+		_, v, _ := strings.Cut(l, ":")
+		m.MemTotal = strings.TrimSpace(v)
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+func dockerVersion(ctx context.Context, e *env) string {
+	v, err := e.docker.ServerVersion(ctx, mobyclient.ServerVersionOptions{})
+	if err != nil {
+		return "unknown"
+	}
+	return v.Version + " (API " + v.APIVersion + ")"
+}
+
+func writeReport(dir string, rep *report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	j, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.json"), append(j, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "REPORT.md"), []byte(renderMarkdown(rep)), 0o644)
+}

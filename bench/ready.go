@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	mobyclient "github.com/moby/moby/client"
+)
+
+// readyResult is figure 1.
+type readyResult struct {
+	StartToInit       stat `json:"start_to_init_completed"`
+	ListenToConnected stat `json:"listening_to_session_connected"`
+	InitSteps         int  `json:"init_steps"`
+	// Breakdown of start → InitCompleted, for the profile.
+	StartToListening    stat `json:"start_to_listening"`
+	ConnectedToRegister stat `json:"session_connected_to_agent_registered"`
+	RegisterToInit      stat `json:"agent_registered_to_init_completed"`
+	// Anchor: the same number of steps, each a `docker exec <id> sh -c true`
+	// run one after another — a lower bound for running the real step
+	// scripts by hand, so the ratio is conservative.
+	AnchorExecSteps stat `json:"anchor_docker_exec_steps"`
+}
+
+// logs returns a container's stdout+stderr so far.
+func (e *env) logs(ctx context.Context, id string, timestamps bool) (string, error) {
+	rc, err := e.docker.ContainerLogs(ctx, id, mobyclient.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Timestamps: timestamps})
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := stdcopy.StdCopy(&buf, &buf, rc); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
+// startAgent runs one detached agent and returns its container ID.
+func (e *env) startAgent(ctx context.Context, name string) (string, error) {
+	r, err := e.must(ctx, "run", "-d", "--agent", name, agentImage, "sleep", "86400")
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(r.stdout)
+	if len(id) != 64 {
+		return "", fmt.Errorf("run -d printed %q", r.stdout)
+	}
+	return id, nil
+}
+
+// listeningAt is the engine's timestamp of clawkerd's "listening" log line.
+func (e *env) listeningAt(ctx context.Context, id string) (time.Time, error) {
+	logs, err := e.logs(ctx, id, true)
+	if err != nil {
+		return time.Time{}, err
+	}
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, `"event":"listening"`) {
+			continue
+		}
+		ts, _, _ := strings.Cut(line, " ")
+		return time.Parse(time.RFC3339Nano, ts)
+	}
+	return time.Time{}, fmt.Errorf("no listening line in %s's logs", id[:12])
+}
+
+func (e *env) startedAt(ctx context.Context, id string) (time.Time, error) {
+	in, err := e.docker.ContainerInspect(ctx, id, mobyclient.ContainerInspectOptions{})
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Parse(time.RFC3339Nano, in.Container.State.StartedAt)
+}
+
+// measureReady starts n agents one at a time, each after the previous one
+// completed init (so each latency is uncontended by the others' init), and
+// derives figure 1 from engine timestamps and CP event timestamps.
+func (e *env) measureReady(ctx context.Context, w *evWatch, n, anchorReps int) (readyResult, []string, error) {
+	var res readyResult
+	var s2i, l2c, anchor, s2l, c2r, r2i sample
+	ids := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		id, err := e.startAgent(ctx, fmt.Sprintf("r%03d", i))
+		if err != nil {
+			return res, ids, err
+		}
+		ids = append(ids, id)
+		if err := waitFor(ctx, 2*time.Minute, 10*time.Millisecond, "init_completed "+id[:12], func() error {
+			if _, ok := w.at(id, "init_completed"); !ok {
+				return fmt.Errorf("not yet")
+			}
+			return nil
+		}); err != nil {
+			return res, ids, err
+		}
+		started, err := e.startedAt(ctx, id)
+		if err != nil {
+			return res, ids, err
+		}
+		listening, err := e.listeningAt(ctx, id)
+		if err != nil {
+			return res, ids, err
+		}
+		initAt, _ := w.at(id, "init_completed")
+		connAt, _ := w.at(id, "session_connected")
+		regAt, _ := w.at(id, "agent_registered")
+		s2i.addDur(initAt.Sub(started))
+		l2c.addDur(connAt.Sub(listening))
+		s2l.addDur(listening.Sub(started))
+		c2r.addDur(regAt.Sub(connAt))
+		r2i.addDur(initAt.Sub(regAt))
+		if steps := w.count(id, "init_step_completed"); steps > res.InitSteps {
+			res.InitSteps = steps
+		}
+	}
+	if res.InitSteps == 0 {
+		res.InitSteps = 1
+	}
+	// Anchor, on the same running agents, after all init is done.
+	for i := 0; i < anchorReps; i++ {
+		id := ids[i%len(ids)]
+		start := time.Now()
+		for s := 0; s < res.InitSteps; s++ {
+			cmd := exec.CommandContext(ctx, "docker", "exec", id, "sh", "-c", "true")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return res, ids, fmt.Errorf("docker exec anchor: %v: %s", err, out)
+			}
+		}
+		anchor.addDur(time.Since(start))
+	}
+	res.StartToInit = s2i.stat("ms")
+	res.ListenToConnected = l2c.stat("ms")
+	res.AnchorExecSteps = anchor.stat("ms")
+	res.StartToListening, res.ConnectedToRegister, res.RegisterToInit = s2l.stat("ms"), c2r.stat("ms"), r2i.stat("ms")
+	return res, ids, nil
+}
+
+// fanoutResult is figure 2.
+type fanoutResult struct {
+	Agents int `json:"agents"`
+	// From `clawker cp up` invoked (old CP already removed) and from the
+	// new CP container's start to every Session connected.
+	UpToAllConnectedMs     float64 `json:"cp_up_to_all_connected_ms"`
+	StartToAllConnectedMs  float64 `json:"cp_start_to_all_connected_ms"`
+	CPUTimeMs              float64 `json:"cp_cpu_time_ms"`
+	MemBaselineBytes       float64 `json:"cp_mem_baseline_bytes"`
+	MemBytes               float64 `json:"cp_mem_bytes"`
+	MemPerSessionBytes     float64 `json:"cp_mem_per_session_bytes"`
+	HeapPerSessionBytes    float64 `json:"cp_go_heap_per_session_bytes"`
+	HeapBaselineBytes      float64 `json:"cp_go_heap_baseline_bytes"`
+	HeapBytes              float64 `json:"cp_go_heap_bytes"`
+	SpawnSeconds           float64 `json:"spawn_seconds"`
+	ConnectedBeforeRestart int     `json:"connected_before_restart"`
+}
+
+const heapSeries = "go_memstats_heap_inuse_bytes"
+
+// measureFanout brings the agent count to n, restarts the CP and times
+// every Session reconnecting. base is the CP at zero agents (taken right
+// after the first cp up).
+func (e *env) measureFanout(ctx context.Context, have []string, n int, base cpStats, baseHeap float64) (fanoutResult, error) {
+	res := fanoutResult{Agents: n, MemBaselineBytes: base.MemBytes, HeapBaselineBytes: baseHeap}
+	spawnStart := time.Now()
+	missing := n - len(have)
+	if missing > 0 {
+		if err := parallel(missing, 3, func(i int) error {
+			_, err := e.startAgent(ctx, fmt.Sprintf("f%03d", i))
+			return err
+		}); err != nil {
+			return res, err
+		}
+	}
+	res.SpawnSeconds = time.Since(spawnStart).Seconds()
+	health, err := e.cpStatusHealth(ctx)
+	if err != nil {
+		return res, err
+	}
+	if err := e.waitConnected(ctx, health, n, 5*time.Minute); err != nil {
+		return res, err
+	}
+	res.ConnectedBeforeRestart = n
+
+	if _, err := e.must(ctx, "cp", "down"); err != nil {
+		return res, err
+	}
+	upStart := time.Now()
+	cmd := e.clawkerCmd(ctx, "cp", "up")
+	if r, err := run(cmd); err != nil || r.code != 0 {
+		return res, fmt.Errorf("cp up: %v %s", err, r)
+	}
+	in, err := e.docker.ContainerInspect(ctx, "clawker-controlplane", mobyclient.ContainerInspectOptions{})
+	if err != nil {
+		return res, err
+	}
+	cpStarted, err := time.Parse(time.RFC3339Nano, in.Container.State.StartedAt)
+	if err != nil {
+		return res, err
+	}
+	health, err = e.cpStatusHealth(ctx)
+	if err != nil {
+		return res, err
+	}
+	if err := e.waitConnected(ctx, health, n, 2*time.Minute); err != nil {
+		return res, err
+	}
+	done := time.Now()
+	res.UpToAllConnectedMs = float64(done.Sub(upStart)) / float64(time.Millisecond)
+	res.StartToAllConnectedMs = float64(done.Sub(cpStarted)) / float64(time.Millisecond)
+	st, err := e.cpStats(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.CPUTimeMs = float64(st.CPU) / float64(time.Millisecond)
+	res.MemBytes = st.MemBytes
+	res.MemPerSessionBytes = (st.MemBytes - base.MemBytes) / float64(n)
+	if m, err := scrape(ctx, health); err == nil {
+		res.HeapBytes = m[heapSeries]
+		res.HeapPerSessionBytes = (m[heapSeries] - baseHeap) / float64(n)
+	}
+	return res, nil
+}
+
+func (e *env) cpStatusHealth(ctx context.Context) (string, error) {
+	return e.cpStatusField(ctx, "health_addr")
+}
+
+// cpStatusField reads one address field of `cp status -o json`, waiting
+// for it to appear.
+func (e *env) cpStatusField(ctx context.Context, field string) (string, error) {
+	var addr string
+	err := waitFor(ctx, time.Minute, 20*time.Millisecond, "cp status "+field, func() error {
+		r, err := e.must(ctx, "cp", "status", "-o", "json")
+		if err != nil {
+			return err
+		}
+		key := `"` + field + `":`
+		i := strings.Index(r.stdout, key)
+		if i < 0 {
+			return fmt.Errorf("no %s: %s", field, r.stdout)
+		}
+		rest := r.stdout[i+len(key):]
+		rest = strings.TrimLeft(rest, ` "`)
+		addr, _, _ = strings.Cut(rest, `"`)
+		return nil
+	})
+	return addr, err
+}
+
+// waitConnected polls /metrics (cheap, no CLI fork) until n Sessions are
+// connected.
+func (e *env) waitConnected(ctx context.Context, health string, n int, timeout time.Duration) error {
+	return waitFor(ctx, timeout, 10*time.Millisecond, fmt.Sprintf("%d sessions connected", n), func() error {
+		m, err := scrape(ctx, health)
+		if err != nil {
+			return err
+		}
+		if got := int(m[connectedSeries]); got < n {
+			return fmt.Errorf("%d connected", got)
+		}
+		return nil
+	})
+}
