@@ -57,7 +57,13 @@ step "staticcheck"
 staticcheck ./...
 
 step "go test -race"
-CGO_ENABLED=1 go test -race -count=1 -timeout "$TEST_TIMEOUT" $TEST_PKGS
+# The suites on the real engine (test/...) run verbose so the figures they
+# print (attack tallies, soak before/after, latencies) land in the CI log.
+pkgs=$(go list $TEST_PKGS)
+unit=$(grep -v '/test/' <<<"$pkgs" || true)
+engine=$(grep '/test/' <<<"$pkgs" || true)
+[ -z "$unit" ] || CGO_ENABLED=1 go test -race -count=1 -timeout "$TEST_TIMEOUT" $unit
+[ -z "$engine" ] || CGO_ENABLED=1 go test -race -count=1 -v -timeout "$TEST_TIMEOUT" $engine
 
 if [ "$FUZZTIME" != 0 ]; then
   step "fuzz ($FUZZTIME per target)"

@@ -191,7 +191,13 @@ func (a *app) runAgent(ctx context.Context, o runOptions, image string, userCmd 
 			AttachStdout: !o.detach,
 			AttachStderr: !o.detach,
 		},
-		HostConfig: &container.HostConfig{NetworkMode: container.NetworkMode(consts.NetworkName), Binds: o.volumes},
+		HostConfig: &container.HostConfig{
+			NetworkMode: container.NetworkMode(consts.NetworkName),
+			Binds:       o.volumes,
+			// Raw sockets would let an agent spoof another container's IP
+			// on clawker-net (ARP), undermining the peer-IP identity anchor.
+			CapDrop: []string{"NET_RAW"},
+		},
 		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
 			consts.NetworkName: {},
 		}},

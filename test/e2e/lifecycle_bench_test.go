@@ -45,7 +45,7 @@ func BenchmarkLifecycleStart(b *testing.B) {
 		b.Skip(suite.skip)
 	}
 	c := &benchCLI{tb: b, home: b.TempDir()}
-	b.Cleanup(func() { sweep(context.Background(), suite.docker, true) })
+	b.Cleanup(func() { suite.env.Sweep(context.Background(), true) })
 	c.must("init")
 	c.must("cp", "up", "--wait", "90s")
 	var st struct {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,13 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 		if r.Session != "connected" || !r.Trusted {
 			t.Errorf("%s: session %s trusted %v, want connected and trusted", s.agent, r.Session, r.Trusted)
+		}
+		insp, err := suite.docker.ContainerInspect(context.Background(), id, mobyclient.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hc := insp.Container.HostConfig; hc == nil || !slices.ContainsFunc(hc.CapDrop, func(c string) bool { return strings.TrimPrefix(c, "CAP_") == "NET_RAW" }) {
+			t.Errorf("%s: NET_RAW not dropped (raw sockets allow ARP spoofing of another agent's IP)", s.agent)
 		}
 		eventually(t, 30*time.Second, s.agent+" user CMD output", func() error {
 			if logs := containerLogs(t, id); !strings.Contains(logs, s.marker) {
