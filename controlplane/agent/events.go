@@ -31,8 +31,12 @@ const (
 // stamp records identity labels and the update time on the worldview row,
 // creating it. Only events that begin a Session (SessionConnecting,
 // SessionConnected) create rows.
-func stamp(s *overseer.State, id, agentName, project string, at time.Time) *overseer.AgentState {
-	return label(s.Agent(id), agentName, project, at)
+func stamp(s *overseer.State, id, agentName, project string, at time.Time) (*overseer.AgentState, bool) {
+	a := s.Agent(id)
+	if a == nil { // destroyed: a dial that raced the destroy
+		return nil, false
+	}
+	return label(a, agentName, project, at), true
 }
 
 // touch is stamp for every other event: it updates an existing row and
@@ -76,7 +80,10 @@ type SessionConnecting struct {
 func (e SessionConnecting) EventName() string     { return EventSessionConnecting }
 func (e SessionConnecting) OccurredAt() time.Time { return e.At }
 func (e SessionConnecting) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Session = overseer.SessionConnecting
 	a.Address = e.Address
 	// No Session, nothing vouches for the agent.
@@ -116,7 +123,10 @@ type SessionConnected struct {
 func (e SessionConnected) EventName() string     { return EventSessionConnected }
 func (e SessionConnected) OccurredAt() time.Time { return e.At }
 func (e SessionConnected) ApplyTo(s *overseer.State) {
-	a := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	if !ok {
+		return
+	}
 	a.Session = overseer.SessionConnected
 	a.Address = e.Address
 	a.Attempts = e.Attempts

@@ -135,6 +135,9 @@ func TestWorldviewDestroyLeavesNoGhost(t *testing.T) {
 		bus.Publish(dockerevents.DockerEvent{ContainerID: id, Action: act, At: now})
 	}
 	for _, e := range []overseer.Event{
+		// A dial attempt that raced the destroy (seen in the churn soak).
+		SessionConnecting{ContainerID: id, AgentName: "dev", At: now},
+		SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now},
 		SessionClosed{ContainerID: id, Reason: "cancelled", At: now},
 		SessionBroken{ContainerID: id, Reason: "eof", At: now},
 		SessionFailed{ContainerID: id, Reason: "container_not_running", At: now},

@@ -55,7 +55,7 @@ func (e DockerEvent) IsAgent() bool { return e.Labels[consts.LabelPurpose] == co
 // gone and its registry row is evicted, so nothing about it is live.
 func (e DockerEvent) ApplyTo(s *overseer.State) {
 	if e.Action == ActionDestroy {
-		delete(s.Agents, e.ContainerID)
+		s.Forget(e.ContainerID)
 	}
 }
 

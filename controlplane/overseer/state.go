@@ -109,21 +109,54 @@ type AgentState struct {
 // the Overseer through ApplyTo; readers get deep copies.
 type State struct {
 	Agents map[string]*AgentState
+
+	// gone remembers destroyed container IDs (never reused by Docker) so a
+	// dial attempt racing the destroy cannot recreate the row; goneOrder
+	// bounds it, oldest first.
+	gone      map[string]struct{}
+	goneOrder []string
 }
 
-// NewState returns an empty worldview.
-func NewState() *State { return &State{Agents: map[string]*AgentState{}} }
+// maxTombstones bounds the destroyed-ID memory. A late event trails its
+// destroy by at most one dial attempt, so the recent few thousand suffice.
+const maxTombstones = 4096
 
-// Agent returns the entry for id, creating it on first sight. For the
-// ApplyTo of events that start a Session; everything else uses Existing so
-// a late event about a destroyed container cannot resurrect its row.
+// NewState returns an empty worldview.
+func NewState() *State {
+	return &State{Agents: map[string]*AgentState{}, gone: map[string]struct{}{}}
+}
+
+// Agent returns the entry for id, creating it on first sight, or nil for a
+// destroyed container. For the ApplyTo of events that start a Session;
+// everything else uses Existing so a late event about a destroyed container
+// cannot resurrect its row.
 func (s *State) Agent(id string) *AgentState {
 	a, ok := s.Agents[id]
 	if !ok {
+		if _, dead := s.gone[id]; dead {
+			return nil
+		}
 		a = &AgentState{ContainerID: id, Session: SessionNone, Init: InitNone}
 		s.Agents[id] = a
 	}
 	return a
+}
+
+// Forget drops a destroyed container's row for good. For ApplyTo.
+func (s *State) Forget(id string) {
+	delete(s.Agents, id)
+	if s.gone == nil {
+		s.gone = map[string]struct{}{}
+	}
+	if _, dup := s.gone[id]; dup {
+		return
+	}
+	s.gone[id] = struct{}{}
+	s.goneOrder = append(s.goneOrder, id)
+	if len(s.goneOrder) > maxTombstones {
+		delete(s.gone, s.goneOrder[0])
+		s.goneOrder = s.goneOrder[1:]
+	}
 }
 
 // Existing returns the entry for id without creating it. For ApplyTo.

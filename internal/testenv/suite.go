@@ -38,6 +38,8 @@ type Suite struct {
 	Label string
 	// Image is the busybox agent image reference.
 	Image string
+
+	unlock func() // releases the fixed-names lock
 }
 
 // Required reports whether CLAWKER_E2E=1 turns an unavailable engine into
@@ -63,7 +65,15 @@ func Setup(ctx context.Context, name, image string) (*Suite, error) {
 		c.Close()
 		return nil, fmt.Errorf("%w: %s missing: apt-get install busybox-static (scripts/install-deps.sh does)", ErrUnavailable, BusyboxSrc)
 	}
-	s := &Suite{Docker: c, Label: consts.LabelTest + "=" + name, Image: image}
+	// Every suite uses the fixed names clawker-net and clawker-controlplane,
+	// and go test runs packages in parallel: hold the machine-wide lock
+	// until Close.
+	unlock, err := LockFixedNames()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	s := &Suite{Docker: c, Label: consts.LabelTest + "=" + name, Image: image, unlock: unlock}
 	s.Sweep(ctx, false)
 	if s.BinDir, err = os.MkdirTemp("", "clawker-"+name+"-bin-"); err != nil {
 		s.Close(ctx)
@@ -87,6 +97,9 @@ func (s *Suite) Close(ctx context.Context) {
 		os.RemoveAll(s.BinDir)
 	}
 	s.Docker.Close()
+	if s.unlock != nil {
+		s.unlock()
+	}
 }
 
 // Bin returns the path of one built binary.
