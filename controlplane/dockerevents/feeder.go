@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -86,9 +87,17 @@ type Feeder struct {
 	// baseline the reconcile diffs a fresh listing against. Touched only
 	// by the Run goroutine.
 	known map[string]knownContainer
-	// lastNano / lastKey identify the newest event seen, the resume point.
+	// lastNano is the newest event time seen, the resume point; lastKeys
+	// are the events seen at exactly that time.
 	lastNano int64
-	lastKey  string
+	lastKeys map[string]struct{}
+	// resumeNano / resumeKeys hold the resume point while a resumed stream
+	// replays (Docker's `since` is inclusive): only those events are
+	// duplicates. The live stream is never filtered by time, because Docker
+	// may deliver concurrent containers' events slightly out of time order
+	// and dropping one would lose, say, a destroy.
+	resumeNano int64
+	resumeKeys map[string]struct{}
 
 	mu     sync.Mutex
 	health Health
@@ -201,8 +210,10 @@ func (f *Feeder) cycle(ctx context.Context, first bool) (ok bool, err error) {
 	defer cancel()
 
 	opts := client.EventsListOptions{Filters: f.filters()}
+	f.resumeNano, f.resumeKeys = 0, nil
 	if f.lastNano > 0 {
 		opts.Since = fmt.Sprintf("%d.%09d", f.lastNano/1e9, f.lastNano%1e9)
+		f.resumeNano, f.resumeKeys = f.lastNano, maps.Clone(f.lastKeys)
 	}
 	// Subscribe before listing so nothing falls between the two: a change
 	// after the listing arrives on the stream; one before it is in the
@@ -244,11 +255,24 @@ func (f *Feeder) handle(m events.Message) {
 		nano = m.Time * 1e9
 	}
 	key := string(m.Action) + "/" + m.Actor.ID
-	// The resumed stream is inclusive of `since`: skip what we already saw.
-	if nano < f.lastNano || (nano == f.lastNano && key == f.lastKey) {
-		return
+	if f.resumeNano != 0 {
+		if nano < f.resumeNano {
+			return // replayed from before the resume point
+		}
+		if nano == f.resumeNano {
+			if _, seen := f.resumeKeys[key]; seen {
+				return
+			}
+		} else {
+			f.resumeNano, f.resumeKeys = 0, nil // the replay is over
+		}
 	}
-	f.lastNano, f.lastKey = nano, key
+	switch {
+	case nano > f.lastNano:
+		f.lastNano, f.lastKeys = nano, map[string]struct{}{key: {}}
+	case nano == f.lastNano:
+		f.lastKeys[key] = struct{}{}
+	}
 	action := string(m.Action)
 	labels := make(map[string]string, len(m.Actor.Attributes))
 	for k, v := range m.Actor.Attributes {

@@ -154,7 +154,7 @@ func TestFeederRealEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f2.lastNano, f2.lastKey = startAt.UnixNano(), ActionStart+"/"+id
+	f2.lastNano, f2.lastKeys = startAt.UnixNano(), map[string]struct{}{ActionStart + "/" + id: {}}
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	done2 := make(chan struct{})
 	go func() {

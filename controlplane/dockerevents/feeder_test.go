@@ -263,3 +263,28 @@ func TestDestroyEvictsWorldview(t *testing.T) {
 		t.Fatal("destroy must drop the row")
 	}
 }
+
+// TestFeederKeepsOutOfOrderLiveEvents: Docker can deliver concurrent
+// containers' events slightly out of time order; the live stream must
+// deliver every one (dropping an older destroy left ghost agents).
+func TestFeederKeepsOutOfOrderLiveEvents(t *testing.T) {
+	api := newFakeAPI()
+	bus := &collector{}
+	f, err := New(api, bus, nil, WithBackoff(time.Millisecond, 5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitOpened(t, api)
+	waitFor(t, "connected", func() bool { return f.Health().Connected })
+
+	const t0 = int64(1_700_000_000_000_000_000)
+	api.current().msgs <- msg(events.ActionStart, "a", t0+10)
+	api.current().msgs <- msg(events.ActionDestroy, "b", t0+5) // older, arrives later
+	api.current().msgs <- msg(events.ActionDestroy, "c", t0+10)
+	waitFor(t, "older destroy delivered", func() bool { return bus.find(ActionDestroy, "b", false) })
+	waitFor(t, "same-time event delivered", func() bool { return bus.find(ActionDestroy, "c", false) })
+}
