@@ -29,13 +29,16 @@
 //
 // Flow control: output is read in 32 KiB chunks and each Send blocks on
 // gRPC flow control, so a command's memory is bounded whatever it writes.
+// With ShellCommand.output_window set, the reader also sends only what the
+// CP has credited (OutputCredit) and otherwise stops reading the pipe, so
+// a slow consumer blocks the writer instead of losing output.
 // Stdin frames queue per command without ever blocking the Session's recv
 // loop (one command must not stall the others); a command whose unread
 // stdin backlog exceeds 4 MiB is SIGKILLed and ends with IO_ERROR. A
 // Signal that arrives before every stage has started is delivered as soon
-// as they have. After the last
-// stage exits, output is still read for OutputDrainGrace so descendants
-// holding the pipe cannot stall Done.
+// as they have. After the last stage exits, output is still read for
+// OutputDrainGrace (time waiting on the pipe, not on credit) so
+// descendants holding the pipe cannot stall Done.
 //
 // It must not touch the control plane's state or Docker: it only answers
 // the CP over the Session and calls AgentService.Register once.

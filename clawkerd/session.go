@@ -33,12 +33,25 @@ type session struct {
 	cancel context.CancelFunc
 
 	sendMu sync.Mutex
+	// recvEnded is closed when the recv loop returned: no OutputCredit can
+	// arrive any more (the CP half-closed or the transport broke).
+	recvEnded chan struct{}
 
 	mu      sync.Mutex
 	closing bool
 	live    map[string]*shellCmd // value nil for non-shell commands
 	wg      sync.WaitGroup
+
+	// recent holds the ids of the last recentMax finished shell commands,
+	// so an OutputCredit racing a command's Done is ignored rather than
+	// answered with UNKNOWN_COMMAND_ID.
+	recent     map[string]struct{}
+	recentRing []string
+	recentNext int
 }
+
+// recentMax bounds the finished-command ids a Session remembers.
+const recentMax = 256
 
 // Session implements clawkerdv1.ClawkerdServiceServer.
 func (s *Server) Session(stream clawkerdv1.ClawkerdService_SessionServer) (err error) {
@@ -63,8 +76,10 @@ func (s *Server) Session(stream clawkerdv1.ClawkerdService_SessionServer) (err e
 	defer stop()
 	sess := &session{
 		srv: s, stream: stream, ctx: ctx, cancel: cancel,
-		log:  s.log.With("peer_thumbprint", thumb),
-		live: map[string]*shellCmd{},
+		log:       s.log.With("peer_thumbprint", thumb),
+		live:      map[string]*shellCmd{},
+		recent:    map[string]struct{}{},
+		recvEnded: make(chan struct{}),
 	}
 	started := time.Now()
 	sess.log.Info().Str("event", "session_started").Str("peer_cn", leaf.Subject.CommonName).Msg("session started")
@@ -74,6 +89,7 @@ func (s *Server) Session(stream clawkerdv1.ClawkerdService_SessionServer) (err e
 	recvDone := make(chan error, 1)
 	go func() {
 		defer recoverLog(sess.log, "session_recv")
+		defer close(sess.recvEnded)
 		recvDone <- sess.recvLoop()
 	}()
 	var reason string
@@ -182,6 +198,9 @@ func (s *session) goCmd(id string, f func()) {
 		defer s.wg.Done()
 		defer func() {
 			s.mu.Lock()
+			if s.live[id] != nil {
+				s.rememberLocked(id)
+			}
 			delete(s.live, id)
 			s.mu.Unlock()
 		}()
@@ -193,6 +212,32 @@ func (s *session) goCmd(id string, f func()) {
 		}()
 		f()
 	}()
+}
+
+// rememberLocked records a finished shell command id (s.mu held).
+func (s *session) rememberLocked(id string) {
+	if s.recentRing == nil {
+		s.recentRing = make([]string, recentMax)
+	}
+	if old := s.recentRing[s.recentNext]; old != "" {
+		delete(s.recent, old)
+	}
+	s.recentRing[s.recentNext] = id
+	s.recentNext = (s.recentNext + 1) % recentMax
+	s.recent[id] = struct{}{}
+}
+
+// creditTarget resolves an OutputCredit's command: the live shell
+// command, or ok=true with nil when the id is live but not a shell command
+// or finished recently (the credit is moot), or ok=false when unknown.
+func (s *session) creditTarget(id string) (c *shellCmd, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, live := s.live[id]; live {
+		return c, true
+	}
+	_, recent := s.recent[id]
+	return nil, recent
 }
 
 // dispatch routes one Command. It never blocks on a command's work: it runs
@@ -237,6 +282,14 @@ func (s *session) dispatch(cmd *clawkerdv1.Command) {
 			c.enqueueStdin(stdinMsg{close: true})
 		} else {
 			unknown()
+		}
+	case *clawkerdv1.Command_OutputCredit:
+		c, ok := s.creditTarget(id)
+		switch {
+		case !ok:
+			unknown()
+		case c != nil:
+			c.addCredit(p.OutputCredit.GetBytes())
 		}
 	case *clawkerdv1.Command_Signal:
 		c := s.lookupShell(id)

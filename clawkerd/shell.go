@@ -29,9 +29,9 @@ const outputChunkSize = 32 << 10
 // Signal and Hello, so it must never wait for one command's stdin: frames
 // are queued without blocking, and a command whose backlog would exceed
 // this bound is SIGKILLed and ends with Error IO_ERROR (the frame is
-// dropped). The Session has no per-command flow control on the wire, so a
-// CP that streams stdin faster than the process consumes it must pace
-// itself below this bound.
+// dropped). Stdin has no flow control on the wire (output does: see
+// readOutput), so a CP that streams stdin faster than the process
+// consumes it must pace itself below this bound.
 const stdinBufferMax = 4 << 20
 
 // stdinFrameCost is what a queued frame costs beyond its data, so a flood
@@ -63,6 +63,16 @@ type shellCmd struct {
 	stdinReady chan struct{} // cap 1: wakes the writer after an enqueue
 	done       chan struct{} // closed when the command has fully ended
 
+	// Output flow control (ShellCommand.output_window > 0): the reader
+	// sends at most credit bytes, then waits on creditReady. abort (closed
+	// once, on a SIGKILL, timeout or overflow) ends the wait and the
+	// reading: the command is being killed and its output is moot.
+	window      int64
+	creditReady chan struct{} // cap 1: wakes the reader after a grant
+	abort       chan struct{}
+	abortOnce   sync.Once
+	stagesEnded chan struct{} // closed by run once every stage exited
+
 	mu         sync.Mutex
 	pids       []int
 	live       []bool
@@ -72,10 +82,83 @@ type shellCmd struct {
 	overflow   bool             // killed because the stdin backlog overflowed
 	spawned    bool             // every stage started
 	pending    []syscall.Signal // Signals that arrived before spawn finished
+	credit     int64            // output bytes the reader may still send
 }
 
 func newShellCmd(sess *session, id string, spec *clawkerdv1.ShellCommand) *shellCmd {
-	return &shellCmd{id: id, spec: spec, sess: sess, stdinReady: make(chan struct{}, 1), done: make(chan struct{})}
+	w := int64(spec.GetOutputWindow())
+	return &shellCmd{id: id, spec: spec, sess: sess, stdinReady: make(chan struct{}, 1), done: make(chan struct{}),
+		window: w, credit: w, creditReady: make(chan struct{}, 1), abort: make(chan struct{}),
+		stagesEnded: make(chan struct{})}
+}
+
+// maxCredit caps the credit a command accumulates, so a CP that grants
+// far more than it should cannot overflow the counter.
+const maxCredit = 1 << 62
+
+// addCredit applies an OutputCredit. It never blocks: the caller is the
+// Session's only recv loop.
+func (c *shellCmd) addCredit(n uint64) {
+	if c.window == 0 || n == 0 {
+		return // no flow control on this command: nothing to grant
+	}
+	c.mu.Lock()
+	if n > maxCredit || c.credit+int64(n) > maxCredit {
+		c.credit = maxCredit
+	} else {
+		c.credit += int64(n)
+	}
+	c.mu.Unlock()
+	select {
+	case c.creditReady <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// awaitCredit returns how many bytes the reader may send next (at most
+// limit), waiting for a grant while the window is used up. 0 means stop:
+// the command is being killed or the Session ended.
+func (c *shellCmd) awaitCredit(ctx context.Context, limit int) int {
+	if c.window == 0 {
+		return limit
+	}
+	for {
+		c.mu.Lock()
+		avail := c.credit
+		c.mu.Unlock()
+		if avail > 0 {
+			return int(min(avail, int64(limit)))
+		}
+		select {
+		case <-c.creditReady:
+		case <-c.abort:
+			return 0
+		case <-ctx.Done():
+			return 0
+		case <-c.sess.recvEnded:
+			// The CP half-closed: no credit can come, and a command left
+			// blocked on its full pipe would hold the Session open forever.
+			c.sess.log.Warn().Str("event", "output_credit_unavailable").Str("command_id", c.id).
+				Msg("session closed for sending with the output window used up; command killed")
+			c.signalNow(syscall.SIGKILL)
+			return 0
+		}
+	}
+}
+
+// spendCredit charges n sent bytes against the window.
+func (c *shellCmd) spendCredit(n int) {
+	if c.window == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.credit -= int64(n)
+	c.mu.Unlock()
+}
+
+// abortOutput stops the output reader for good (the command is killed).
+func (c *shellCmd) abortOutput() {
+	c.abortOnce.Do(func() { close(c.abort) })
 }
 
 // validateShell checks a ShellCommand before anything is spawned.
@@ -114,6 +197,7 @@ func (c *shellCmd) enqueueStdin(m stdinMsg) {
 			running = running || l
 		}
 		c.overflow = running
+		c.abortOutput()
 		if !c.spawned {
 			c.pending = append(c.pending, syscall.SIGKILL)
 		} else {
@@ -165,6 +249,11 @@ func (c *shellCmd) stdinOverflowed() bool {
 // signal delivers sig to every live stage; a Signal that races the spawn
 // is held and delivered as soon as every stage exists.
 func (c *shellCmd) signal(sig syscall.Signal) {
+	if sig == syscall.SIGKILL {
+		// A killed command's remaining output is not waited for: a CP
+		// that kills (e.g. its consumer went away) grants no more credit.
+		c.abortOutput()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.spawned {
@@ -220,7 +309,7 @@ func (c *shellCmd) run(ctx context.Context) {
 	closeStdin := func() { stdinOnce.Do(func() { _ = inW.Close() }) }
 	go c.writeStdin(inW, closeStdin)
 	outDone := make(chan struct{})
-	go c.readOutput(outR, outDone)
+	go c.readOutput(ctx, outR, outDone)
 
 	var timeout <-chan time.Time
 	if s := c.spec.GetTimeoutSeconds(); s > 0 {
@@ -260,17 +349,22 @@ func (c *shellCmd) run(ctx context.Context) {
 		case <-timeout:
 			timeout = nil
 			timedOut = true
+			c.abortOutput()
 			c.signalNow(syscall.SIGKILL)
 		case <-sessDone:
 			sessDone = nil // handled once; keep waiting for the reaps
 			sessionGone = true
+			c.abortOutput()
 			c.signalNow(syscall.SIGKILL)
 		}
 	}
 
 	// Every stage is gone: stop feeding stdin, give background descendants
 	// that inherited the output pipe a bounded grace, then stop reading.
+	// The grace counts only time spent waiting for the pipe, not for
+	// credit (see readOutput), so a slow consumer still gets every byte.
 	closeStdin()
+	close(c.stagesEnded)
 	_ = outR.SetReadDeadline(time.Now().Add(c.sess.srv.cfg.OutputDrainGrace))
 	<-outDone
 	_ = outR.Close()
@@ -511,20 +605,50 @@ func (c *shellCmd) writeStdin(w *os.File, closeStdin func()) {
 }
 
 // readOutput streams the merged output as OutputChunks, echoing to the
-// console when print_output is set.
-func (c *shellCmd) readOutput(r *os.File, done chan<- struct{}) {
+// console when print_output is set. With an output window it reads only
+// what it may send: while the window is used up it stops reading, the pipe
+// fills and the stages block on write, so memory stays O(chunk) and
+// nothing is dropped. Once every stage exited, the drain grace is a budget
+// of time blocked in Read (run sets the first deadline to interrupt a
+// blocked Read; the reader re-arms the rest around credit waits).
+func (c *shellCmd) readOutput(ctx context.Context, r *os.File, done chan<- struct{}) {
 	defer close(done)
 	defer recoverLog(c.sess.log, "output_reader")
 	echo := c.spec.GetPrintOutput()
 	buf := make([]byte, outputChunkSize)
+	grace := c.sess.srv.cfg.OutputDrainGrace
+	draining := false
 	for {
-		n, err := r.Read(buf)
+		limit := c.awaitCredit(ctx, len(buf))
+		if limit == 0 {
+			return
+		}
+		if !draining {
+			select {
+			case <-c.stagesEnded:
+				draining = true
+			default:
+			}
+		}
+		var t0 time.Time
+		if draining {
+			if grace <= 0 {
+				return
+			}
+			t0 = time.Now()
+			_ = r.SetReadDeadline(t0.Add(grace))
+		}
+		n, err := r.Read(buf[:limit])
+		if draining {
+			grace -= time.Since(t0)
+		}
 		if n > 0 {
 			if echo {
 				_, _ = c.sess.srv.cfg.Console.Write(buf[:n])
 			}
 			// gRPC may hold the message after Send returns: never reuse it.
 			data := append([]byte(nil), buf[:n]...)
+			c.spendCredit(n)
 			c.sess.send(&clawkerdv1.Response{CommandId: c.id, Payload: &clawkerdv1.Response_Output{Output: &clawkerdv1.OutputChunk{Data: data}}})
 		}
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/controlplane/overseer"
@@ -367,7 +368,11 @@ func (s *session) exec(ctx context.Context, cmd *clawkerdv1.ShellCommand) (*Exec
 		return nil, errors.New("exec: command has no stages")
 	}
 	id := fmt.Sprintf("exec/%d", s.seq.Add(1))
-	h := newExecHandle(ctx, id, s)
+	// Every exec is flow controlled (see ExecOutputWindow); the caller's
+	// message is not modified.
+	cmd = proto.Clone(cmd).(*clawkerdv1.ShellCommand)
+	cmd.OutputWindow = ExecOutputWindow
+	h := newExecHandle(ctx, id, s, ExecOutputWindow)
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()

@@ -10,11 +10,14 @@ import (
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 )
 
-// execQueueMax bounds the output an ExecHandle buffers for a slow reader.
-// The demultiplexer must never block on one consumer (it would stall
-// every other command on the Session), so beyond this output chunks are
-// dropped and the drop is logged; terminal responses are always kept.
-const execQueueMax = 8 << 20
+// ExecOutputWindow is the output window (ShellCommand.output_window) of
+// every exec: clawkerd sends at most this many output bytes the handle has
+// not credited back, so the handle's queue never holds more, while the
+// demultiplexer never blocks on one consumer. A slow consumer slows the
+// command's writer down (clawkerd stops reading its pipe); nothing is
+// dropped. 4 MiB keeps a fast consumer streaming: credit goes back every
+// half window, so the other half is in flight meanwhile.
+const ExecOutputWindow = 4 << 20
 
 // ExecHandle is one command running over a Session (admin Exec). The
 // caller reads Responses to the end or calls Close; either way the handle's
@@ -31,17 +34,18 @@ type ExecHandle struct {
 	mu         sync.Mutex
 	cond       *sync.Cond
 	queue      []*clawkerdv1.Response
-	queued     int
+	window     int // output_window granted to clawkerd
+	inflight   int // output bytes received and not credited back yet
+	consumed   int // output bytes delivered to the reader, not credited yet
 	done       bool
 	closed     bool
-	dropped    int
 	stopCancel func() bool // unregisters the ctx-cancel kill once finished
 	quitOnce   sync.Once
 	killOnce   sync.Once
 }
 
-func newExecHandle(ctx context.Context, id string, s *session) *ExecHandle {
-	h := &ExecHandle{id: id, s: s, ctx: ctx, out: make(chan *clawkerdv1.Response),
+func newExecHandle(ctx context.Context, id string, s *session, window int) *ExecHandle {
+	h := &ExecHandle{id: id, s: s, ctx: ctx, window: window, out: make(chan *clawkerdv1.Response),
 		quit: make(chan struct{}), finished: make(chan struct{})}
 	h.cond = sync.NewCond(&h.mu)
 	go h.pump()
@@ -87,7 +91,7 @@ func (h *ExecHandle) Close() error {
 	h.mu.Lock()
 	running := !h.done
 	h.closed = true
-	h.queue, h.queued = nil, 0
+	h.queue = nil
 	h.cond.Signal()
 	h.mu.Unlock()
 	if running {
@@ -131,24 +135,64 @@ func (h *ExecHandle) kill(why string) {
 	})
 }
 
+// push queues a non-terminal response. It runs on the demultiplexer and
+// never blocks. Output beyond the window is a protocol violation by the
+// peer: the exec ends with IO_ERROR and is killed, never a silent drop.
 func (h *ExecHandle) push(r *clawkerdv1.Response) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.done || h.closed {
-		return
-	}
 	size := len(r.GetOutput().GetData())
-	if size > 0 && h.queued+size > execQueueMax {
-		h.dropped++
-		if h.dropped == 1 {
-			h.s.log.Warn().Str("event", "agent_exec_output_dropped").Str("command_id", h.id).
-				Msg("exec consumer too slow; output dropped")
-		}
+	h.mu.Lock()
+	if h.done {
+		h.mu.Unlock()
 		return
 	}
-	h.queued += size
+	h.inflight += size
+	if size > 0 && h.window > 0 && h.inflight > h.window {
+		inflight := h.inflight
+		h.mu.Unlock()
+		h.s.log.Warn().Str("event", "agent_exec_window_violated").Str("command_id", h.id).
+			Int("inflight_bytes", inflight).Int("window_bytes", h.window).
+			Msg("clawkerd sent output beyond the window; failing the exec")
+		go func() {
+			defer h.s.recoverLog("exec_violation_kill")
+			_ = h.s.send(context.Background(), signalCommand(h.id, int32(syscall.SIGKILL)))
+		}()
+		h.s.abandon(h, fmt.Sprintf("output window of %d bytes exceeded by the agent; output incomplete", h.window))
+		return
+	}
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
 	h.queue = append(h.queue, r)
 	h.cond.Signal()
+	h.mu.Unlock()
+}
+
+// consumedOutput records n output bytes taken by the reader and, once half
+// a window has been taken, returns that much credit to clawkerd. It runs
+// on the pump, so a slow Send delays only this command.
+func (h *ExecHandle) consumedOutput(n int) {
+	if n == 0 {
+		return
+	}
+	h.mu.Lock()
+	h.consumed += n
+	grant := 0
+	if h.consumed >= h.window/2 && !h.done {
+		grant = h.consumed
+		h.consumed = 0
+		h.inflight -= grant
+	}
+	h.mu.Unlock()
+	if grant == 0 {
+		return
+	}
+	err := h.s.send(context.Background(), &clawkerdv1.Command{CommandId: h.id, Payload: &clawkerdv1.Command_OutputCredit{
+		OutputCredit: &clawkerdv1.OutputCredit{Bytes: uint64(grant)}}})
+	if err != nil {
+		// The Session is gone or torn down: its end fails this handle.
+		h.s.log.Debug().Str("event", "agent_exec_credit_failed").Str("command_id", h.id).Err(err).Msg("credit not sent")
+	}
 }
 
 // finish queues the terminal response; the pump closes the channel after
@@ -206,7 +250,6 @@ func (h *ExecHandle) pump() {
 		r := h.queue[0]
 		h.queue[0] = nil
 		h.queue = h.queue[1:]
-		h.queued -= len(r.GetOutput().GetData())
 		h.mu.Unlock()
 		if r == nil {
 			return // close(): ended without a response
@@ -216,5 +259,6 @@ func (h *ExecHandle) pump() {
 		case <-h.quit:
 			return
 		}
+		h.consumedOutput(len(r.GetOutput().GetData()))
 	}
 }

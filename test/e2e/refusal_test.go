@@ -46,14 +46,18 @@ func TestRegisterRefusedWhenCertDisagreesWithLabels(t *testing.T) {
 		}
 		return nil
 	})
+	// Trust fails closed from the first moment, so wait for the Register
+	// attempt itself to be refused before checking that it wrote nothing.
+	eventually(t, 30*time.Second, "Register refused with identity_san_mismatch", func() error {
+		r := e.must("cp", "logs")
+		if logs := r.stdout + r.stderr; !strings.Contains(logs, "identity_san_mismatch") {
+			return fmt.Errorf("CP log lacks the classification:\n%s", lastLines(logs, 40))
+		}
+		return nil
+	})
 	rows := e.agents()
 	if f, _ := findAgent(rows, forged); f.Registered || f.Thumbprint != "" {
 		t.Fatalf("forged agent has a registry row: %+v", f)
-	}
-	r := e.must("cp", "logs")
-	logs := r.stdout + r.stderr
-	if !strings.Contains(logs, "identity_san_mismatch") {
-		t.Errorf("CP log lacks the identity_san_mismatch classification:\n%s", lastLines(logs, 40))
 	}
 
 	honestBefore, _ := findAgent(e.agents(), honest)
@@ -74,10 +78,13 @@ func TestRegisterRefusedWhenCertDisagreesWithLabels(t *testing.T) {
 		}
 		return nil
 	})
-	r = e.must("cp", "logs")
-	if logs := r.stdout + r.stderr; !strings.Contains(logs, "untrusted_policy_applied") {
-		t.Errorf("CP log lacks untrusted_policy_applied:\n%s", lastLines(logs, 40))
-	}
+	eventually(t, 30*time.Second, "CP logged untrusted_policy_applied", func() error {
+		r := e.must("cp", "logs")
+		if logs := r.stdout + r.stderr; !strings.Contains(logs, "untrusted_policy_applied") {
+			return fmt.Errorf("CP log lacks it:\n%s", lastLines(logs, 40))
+		}
+		return nil
+	})
 }
 
 // createForgedAgent does what `clawker run` does, except the cert's agent

@@ -99,6 +99,7 @@ type Command struct {
 	//	*Command_RegisterRequired
 	//	*Command_AgentReady
 	//	*Command_AgentInitialized
+	//	*Command_OutputCredit
 	Payload       isCommand_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -220,6 +221,15 @@ func (x *Command) GetAgentInitialized() *AgentInitialized {
 	return nil
 }
 
+func (x *Command) GetOutputCredit() *OutputCredit {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_OutputCredit); ok {
+			return x.OutputCredit
+		}
+	}
+	return nil
+}
+
 type isCommand_Payload interface {
 	isCommand_Payload()
 }
@@ -256,6 +266,10 @@ type Command_AgentInitialized struct {
 	AgentInitialized *AgentInitialized `protobuf:"bytes,9,opt,name=agent_initialized,json=agentInitialized,proto3,oneof"`
 }
 
+type Command_OutputCredit struct {
+	OutputCredit *OutputCredit `protobuf:"bytes,10,opt,name=output_credit,json=outputCredit,proto3,oneof"`
+}
+
 func (*Command_Hello) isCommand_Payload() {}
 
 func (*Command_Shell) isCommand_Payload() {}
@@ -271,6 +285,8 @@ func (*Command_RegisterRequired) isCommand_Payload() {}
 func (*Command_AgentReady) isCommand_Payload() {}
 
 func (*Command_AgentInitialized) isCommand_Payload() {}
+
+func (*Command_OutputCredit) isCommand_Payload() {}
 
 type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -471,8 +487,14 @@ type ShellCommand struct {
 	InitialStdin   []byte                 `protobuf:"bytes,3,opt,name=initial_stdin,json=initialStdin,proto3" json:"initial_stdin,omitempty"`
 	PrintOutput    bool                   `protobuf:"varint,4,opt,name=print_output,json=printOutput,proto3" json:"print_output,omitempty"`
 	ExitOnNonZero  bool                   `protobuf:"varint,5,opt,name=exit_on_non_zero,json=exitOnNonZero,proto3" json:"exit_on_non_zero,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// output_window is how many bytes of OutputChunk data clawkerd may have
+	// sent for this command that the CP has not acknowledged with
+	// OutputCredit. While the window is used up clawkerd stops reading the
+	// output pipe, so the writer blocks (backpressure, nothing dropped).
+	// 0 = unlimited (no flow control).
+	OutputWindow  uint32 `protobuf:"varint,6,opt,name=output_window,json=outputWindow,proto3" json:"output_window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShellCommand) Reset() {
@@ -540,6 +562,63 @@ func (x *ShellCommand) GetExitOnNonZero() bool {
 	return false
 }
 
+func (x *ShellCommand) GetOutputWindow() uint32 {
+	if x != nil {
+		return x.OutputWindow
+	}
+	return 0
+}
+
+// OutputCredit returns bytes of a command's output window to clawkerd
+// (the CP consumed them). Like Stdin it is answered only on failure: an
+// unknown command_id gets UNKNOWN_COMMAND_ID, except that a credit for a
+// command that finished recently is ignored silently, since the CP may
+// grant credit while the command's Done is still in flight. A credit for a
+// command without a window is ignored.
+type OutputCredit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         uint64                 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputCredit) Reset() {
+	*x = OutputCredit{}
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputCredit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputCredit) ProtoMessage() {}
+
+func (x *OutputCredit) ProtoReflect() protoreflect.Message {
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputCredit.ProtoReflect.Descriptor instead.
+func (*OutputCredit) Descriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *OutputCredit) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 type PipeStage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Argv          []string               `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
@@ -553,7 +632,7 @@ type PipeStage struct {
 
 func (x *PipeStage) Reset() {
 	*x = PipeStage{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[7]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +644,7 @@ func (x *PipeStage) String() string {
 func (*PipeStage) ProtoMessage() {}
 
 func (x *PipeStage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[7]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +657,7 @@ func (x *PipeStage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeStage.ProtoReflect.Descriptor instead.
 func (*PipeStage) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{7}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PipeStage) GetArgv() []string {
@@ -625,7 +704,7 @@ type Stdin struct {
 
 func (x *Stdin) Reset() {
 	*x = Stdin{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[8]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +716,7 @@ func (x *Stdin) String() string {
 func (*Stdin) ProtoMessage() {}
 
 func (x *Stdin) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[8]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +729,7 @@ func (x *Stdin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stdin.ProtoReflect.Descriptor instead.
 func (*Stdin) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{8}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Stdin) GetData() []byte {
@@ -669,7 +748,7 @@ type Signal struct {
 
 func (x *Signal) Reset() {
 	*x = Signal{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[9]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +760,7 @@ func (x *Signal) String() string {
 func (*Signal) ProtoMessage() {}
 
 func (x *Signal) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[9]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +773,7 @@ func (x *Signal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Signal.ProtoReflect.Descriptor instead.
 func (*Signal) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{9}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Signal) GetSigno() int32 {
@@ -723,7 +802,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[10]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +814,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[10]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +827,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{10}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Response) GetCommandId() string {
@@ -884,7 +963,7 @@ type HelloAck struct {
 
 func (x *HelloAck) Reset() {
 	*x = HelloAck{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[11]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +975,7 @@ func (x *HelloAck) String() string {
 func (*HelloAck) ProtoMessage() {}
 
 func (x *HelloAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[11]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +988,7 @@ func (x *HelloAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloAck.ProtoReflect.Descriptor instead.
 func (*HelloAck) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{11}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HelloAck) GetInitialized() bool {
@@ -934,7 +1013,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[12]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1025,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[12]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1038,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{12}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{13}
 }
 
 // OutputChunk carries stderr of every stage and stdout of the last stage,
@@ -973,7 +1052,7 @@ type OutputChunk struct {
 
 func (x *OutputChunk) Reset() {
 	*x = OutputChunk{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1064,7 @@ func (x *OutputChunk) String() string {
 func (*OutputChunk) ProtoMessage() {}
 
 func (x *OutputChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1077,7 @@ func (x *OutputChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
 func (*OutputChunk) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{13}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *OutputChunk) GetData() []byte {
@@ -1021,7 +1100,7 @@ type StageExit struct {
 
 func (x *StageExit) Reset() {
 	*x = StageExit{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1112,7 @@ func (x *StageExit) String() string {
 func (*StageExit) ProtoMessage() {}
 
 func (x *StageExit) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1125,7 @@ func (x *StageExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageExit.ProtoReflect.Descriptor instead.
 func (*StageExit) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{14}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StageExit) GetStageIndex() uint32 {
@@ -1079,7 +1158,7 @@ type Done struct {
 
 func (x *Done) Reset() {
 	*x = Done{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1170,7 @@ func (x *Done) String() string {
 func (*Done) ProtoMessage() {}
 
 func (x *Done) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1183,7 @@ func (x *Done) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Done.ProtoReflect.Descriptor instead.
 func (*Done) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{15}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Done) GetFinalExitCode() int32 {
@@ -1124,7 +1203,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1215,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1228,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{16}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -1176,7 +1255,7 @@ type RegisterDone struct {
 
 func (x *RegisterDone) Reset() {
 	*x = RegisterDone{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1267,7 @@ func (x *RegisterDone) String() string {
 func (*RegisterDone) ProtoMessage() {}
 
 func (x *RegisterDone) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1280,7 @@ func (x *RegisterDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDone.ProtoReflect.Descriptor instead.
 func (*RegisterDone) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{17}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RegisterDone) GetOk() bool {
@@ -1222,7 +1301,7 @@ var File_api_clawkerd_v1_clawkerd_proto protoreflect.FileDescriptor
 
 const file_api_clawkerd_v1_clawkerd_proto_rawDesc = "" +
 	"\n" +
-	"\x1eapi/clawkerd/v1/clawkerd.proto\x12\x13clawker.clawkerd.v1\"\xc1\x04\n" +
+	"\x1eapi/clawkerd/v1/clawkerd.proto\x12\x13clawker.clawkerd.v1\"\x8b\x05\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x122\n" +
@@ -1235,7 +1314,9 @@ const file_api_clawkerd_v1_clawkerd_proto_rawDesc = "" +
 	"\x11register_required\x18\a \x01(\v2%.clawker.clawkerd.v1.RegisterRequiredH\x00R\x10registerRequired\x12B\n" +
 	"\vagent_ready\x18\b \x01(\v2\x1f.clawker.clawkerd.v1.AgentReadyH\x00R\n" +
 	"agentReady\x12T\n" +
-	"\x11agent_initialized\x18\t \x01(\v2%.clawker.clawkerd.v1.AgentInitializedH\x00R\x10agentInitializedB\t\n" +
+	"\x11agent_initialized\x18\t \x01(\v2%.clawker.clawkerd.v1.AgentInitializedH\x00R\x10agentInitialized\x12H\n" +
+	"\routput_credit\x18\n" +
+	" \x01(\v2!.clawker.clawkerd.v1.OutputCreditH\x00R\foutputCreditB\t\n" +
 	"\apayload\"\a\n" +
 	"\x05Hello\"\x12\n" +
 	"\x10RegisterRequired\"\x12\n" +
@@ -1245,13 +1326,16 @@ const file_api_clawkerd_v1_clawkerd_proto_rawDesc = "" +
 	"\n" +
 	"AgentReady\x12\x1f\n" +
 	"\vdefault_cmd\x18\x01 \x01(\tR\n" +
-	"defaultCmd\"\xe0\x01\n" +
+	"defaultCmd\"\x85\x02\n" +
 	"\fShellCommand\x126\n" +
 	"\x06stages\x18\x01 \x03(\v2\x1e.clawker.clawkerd.v1.PipeStageR\x06stages\x12'\n" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\x12#\n" +
 	"\rinitial_stdin\x18\x03 \x01(\fR\finitialStdin\x12!\n" +
 	"\fprint_output\x18\x04 \x01(\bR\vprintOutput\x12'\n" +
-	"\x10exit_on_non_zero\x18\x05 \x01(\bR\rexitOnNonZero\"\xc8\x01\n" +
+	"\x10exit_on_non_zero\x18\x05 \x01(\bR\rexitOnNonZero\x12#\n" +
+	"\routput_window\x18\x06 \x01(\rR\foutputWindow\"$\n" +
+	"\fOutputCredit\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x04R\x05bytes\"\xc8\x01\n" +
 	"\tPipeStage\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
@@ -1321,7 +1405,7 @@ func file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP() []byte {
 }
 
 var file_api_clawkerd_v1_clawkerd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_clawkerd_v1_clawkerd_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_api_clawkerd_v1_clawkerd_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_api_clawkerd_v1_clawkerd_proto_goTypes = []any{
 	(ErrorCode)(0),           // 0: clawker.clawkerd.v1.ErrorCode
 	(*Command)(nil),          // 1: clawker.clawkerd.v1.Command
@@ -1331,45 +1415,47 @@ var file_api_clawkerd_v1_clawkerd_proto_goTypes = []any{
 	(*CloseStdin)(nil),       // 5: clawker.clawkerd.v1.CloseStdin
 	(*AgentReady)(nil),       // 6: clawker.clawkerd.v1.AgentReady
 	(*ShellCommand)(nil),     // 7: clawker.clawkerd.v1.ShellCommand
-	(*PipeStage)(nil),        // 8: clawker.clawkerd.v1.PipeStage
-	(*Stdin)(nil),            // 9: clawker.clawkerd.v1.Stdin
-	(*Signal)(nil),           // 10: clawker.clawkerd.v1.Signal
-	(*Response)(nil),         // 11: clawker.clawkerd.v1.Response
-	(*HelloAck)(nil),         // 12: clawker.clawkerd.v1.HelloAck
-	(*Started)(nil),          // 13: clawker.clawkerd.v1.Started
-	(*OutputChunk)(nil),      // 14: clawker.clawkerd.v1.OutputChunk
-	(*StageExit)(nil),        // 15: clawker.clawkerd.v1.StageExit
-	(*Done)(nil),             // 16: clawker.clawkerd.v1.Done
-	(*Error)(nil),            // 17: clawker.clawkerd.v1.Error
-	(*RegisterDone)(nil),     // 18: clawker.clawkerd.v1.RegisterDone
-	nil,                      // 19: clawker.clawkerd.v1.PipeStage.EnvEntry
+	(*OutputCredit)(nil),     // 8: clawker.clawkerd.v1.OutputCredit
+	(*PipeStage)(nil),        // 9: clawker.clawkerd.v1.PipeStage
+	(*Stdin)(nil),            // 10: clawker.clawkerd.v1.Stdin
+	(*Signal)(nil),           // 11: clawker.clawkerd.v1.Signal
+	(*Response)(nil),         // 12: clawker.clawkerd.v1.Response
+	(*HelloAck)(nil),         // 13: clawker.clawkerd.v1.HelloAck
+	(*Started)(nil),          // 14: clawker.clawkerd.v1.Started
+	(*OutputChunk)(nil),      // 15: clawker.clawkerd.v1.OutputChunk
+	(*StageExit)(nil),        // 16: clawker.clawkerd.v1.StageExit
+	(*Done)(nil),             // 17: clawker.clawkerd.v1.Done
+	(*Error)(nil),            // 18: clawker.clawkerd.v1.Error
+	(*RegisterDone)(nil),     // 19: clawker.clawkerd.v1.RegisterDone
+	nil,                      // 20: clawker.clawkerd.v1.PipeStage.EnvEntry
 }
 var file_api_clawkerd_v1_clawkerd_proto_depIdxs = []int32{
 	2,  // 0: clawker.clawkerd.v1.Command.hello:type_name -> clawker.clawkerd.v1.Hello
 	7,  // 1: clawker.clawkerd.v1.Command.shell:type_name -> clawker.clawkerd.v1.ShellCommand
-	9,  // 2: clawker.clawkerd.v1.Command.stdin:type_name -> clawker.clawkerd.v1.Stdin
+	10, // 2: clawker.clawkerd.v1.Command.stdin:type_name -> clawker.clawkerd.v1.Stdin
 	5,  // 3: clawker.clawkerd.v1.Command.close_stdin:type_name -> clawker.clawkerd.v1.CloseStdin
-	10, // 4: clawker.clawkerd.v1.Command.signal:type_name -> clawker.clawkerd.v1.Signal
+	11, // 4: clawker.clawkerd.v1.Command.signal:type_name -> clawker.clawkerd.v1.Signal
 	3,  // 5: clawker.clawkerd.v1.Command.register_required:type_name -> clawker.clawkerd.v1.RegisterRequired
 	6,  // 6: clawker.clawkerd.v1.Command.agent_ready:type_name -> clawker.clawkerd.v1.AgentReady
 	4,  // 7: clawker.clawkerd.v1.Command.agent_initialized:type_name -> clawker.clawkerd.v1.AgentInitialized
-	8,  // 8: clawker.clawkerd.v1.ShellCommand.stages:type_name -> clawker.clawkerd.v1.PipeStage
-	19, // 9: clawker.clawkerd.v1.PipeStage.env:type_name -> clawker.clawkerd.v1.PipeStage.EnvEntry
-	12, // 10: clawker.clawkerd.v1.Response.hello_ack:type_name -> clawker.clawkerd.v1.HelloAck
-	13, // 11: clawker.clawkerd.v1.Response.started:type_name -> clawker.clawkerd.v1.Started
-	14, // 12: clawker.clawkerd.v1.Response.output:type_name -> clawker.clawkerd.v1.OutputChunk
-	15, // 13: clawker.clawkerd.v1.Response.stage_exit:type_name -> clawker.clawkerd.v1.StageExit
-	16, // 14: clawker.clawkerd.v1.Response.done:type_name -> clawker.clawkerd.v1.Done
-	17, // 15: clawker.clawkerd.v1.Response.error:type_name -> clawker.clawkerd.v1.Error
-	18, // 16: clawker.clawkerd.v1.Response.register_done:type_name -> clawker.clawkerd.v1.RegisterDone
-	0,  // 17: clawker.clawkerd.v1.Error.code:type_name -> clawker.clawkerd.v1.ErrorCode
-	1,  // 18: clawker.clawkerd.v1.ClawkerdService.Session:input_type -> clawker.clawkerd.v1.Command
-	11, // 19: clawker.clawkerd.v1.ClawkerdService.Session:output_type -> clawker.clawkerd.v1.Response
-	19, // [19:20] is the sub-list for method output_type
-	18, // [18:19] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	8,  // 8: clawker.clawkerd.v1.Command.output_credit:type_name -> clawker.clawkerd.v1.OutputCredit
+	9,  // 9: clawker.clawkerd.v1.ShellCommand.stages:type_name -> clawker.clawkerd.v1.PipeStage
+	20, // 10: clawker.clawkerd.v1.PipeStage.env:type_name -> clawker.clawkerd.v1.PipeStage.EnvEntry
+	13, // 11: clawker.clawkerd.v1.Response.hello_ack:type_name -> clawker.clawkerd.v1.HelloAck
+	14, // 12: clawker.clawkerd.v1.Response.started:type_name -> clawker.clawkerd.v1.Started
+	15, // 13: clawker.clawkerd.v1.Response.output:type_name -> clawker.clawkerd.v1.OutputChunk
+	16, // 14: clawker.clawkerd.v1.Response.stage_exit:type_name -> clawker.clawkerd.v1.StageExit
+	17, // 15: clawker.clawkerd.v1.Response.done:type_name -> clawker.clawkerd.v1.Done
+	18, // 16: clawker.clawkerd.v1.Response.error:type_name -> clawker.clawkerd.v1.Error
+	19, // 17: clawker.clawkerd.v1.Response.register_done:type_name -> clawker.clawkerd.v1.RegisterDone
+	0,  // 18: clawker.clawkerd.v1.Error.code:type_name -> clawker.clawkerd.v1.ErrorCode
+	1,  // 19: clawker.clawkerd.v1.ClawkerdService.Session:input_type -> clawker.clawkerd.v1.Command
+	12, // 20: clawker.clawkerd.v1.ClawkerdService.Session:output_type -> clawker.clawkerd.v1.Response
+	20, // [20:21] is the sub-list for method output_type
+	19, // [19:20] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_api_clawkerd_v1_clawkerd_proto_init() }
@@ -1386,8 +1472,9 @@ func file_api_clawkerd_v1_clawkerd_proto_init() {
 		(*Command_RegisterRequired)(nil),
 		(*Command_AgentReady)(nil),
 		(*Command_AgentInitialized)(nil),
+		(*Command_OutputCredit)(nil),
 	}
-	file_api_clawkerd_v1_clawkerd_proto_msgTypes[10].OneofWrappers = []any{
+	file_api_clawkerd_v1_clawkerd_proto_msgTypes[11].OneofWrappers = []any{
 		(*Response_HelloAck)(nil),
 		(*Response_Started)(nil),
 		(*Response_Output)(nil),
@@ -1402,7 +1489,7 @@ func file_api_clawkerd_v1_clawkerd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_clawkerd_v1_clawkerd_proto_rawDesc), len(file_api_clawkerd_v1_clawkerd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
