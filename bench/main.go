@@ -142,19 +142,12 @@ func runAll(ctx context.Context, o *options, rep *report) error {
 			return fmt.Errorf("registry: %w", err)
 		}
 	}
+	fmt.Println("building binaries and the agent image")
 	e, err := newEnv(ctx)
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	e.sweep(ctx)
-	fmt.Println("building binaries and the agent image")
-	if err := e.build(); err != nil {
-		return err
-	}
-	if err := e.importBusybox(ctx); err != nil {
-		return err
-	}
 	rep.Machine.Docker = dockerVersion(ctx, e)
 	if _, err := e.must(ctx, "init"); err != nil {
 		return err

@@ -97,7 +97,7 @@ func TestClawkerdFaults(t *testing.T) {
 	alive := func(what string) {
 		t.Helper()
 		r := e.clawker("exec", "--project", "faults", "worker", "--", "sh", "-c", "echo alive; exit 5")
-		if r.code != 5 || !strings.Contains(r.stdout, "alive") {
+		if r.Code != 5 || !strings.Contains(r.Stdout, "alive") {
 			t.Fatalf("%s: exec after: want exit 5 and output, got %s", what, r)
 		}
 		st, err := inspectState(ctx, id)
@@ -256,7 +256,7 @@ func TestClawkerdFaults(t *testing.T) {
 			if n, _ := bigOutput(t, c.slow); n != size {
 				logs := e.clawker("cp", "logs")
 				t.Errorf("reader got %d bytes of %d (CP log mentions agent_exec_output_dropped: %v)",
-					n, size, strings.Contains(logs.stdout+logs.stderr, "agent_exec_output_dropped"))
+					n, size, strings.Contains(logs.Stdout+logs.Stderr, "agent_exec_output_dropped"))
 			}
 		})
 	}

@@ -136,10 +136,10 @@ func TestCrashSafety(t *testing.T) {
 	}
 	lastRow := kept[last]
 	r := e.clawker("exec", "--project", lastRow.Project, lastRow.Agent, "--", "/tmp/tokenprobe")
-	if r.code != 1 || !strings.Contains(r.stdout, "status 401") || !strings.Contains(r.stdout, "invalid_client") {
+	if r.Code != 1 || !strings.Contains(r.Stdout, "status 401") || !strings.Contains(r.Stdout, "invalid_client") {
 		t.Fatalf("replayed assertion: want a 401 invalid_client refusal, got %s", r)
 	}
-	if logs := e.must("cp", "logs"); !strings.Contains(logs.stdout+logs.stderr, "token_assertion_replayed") {
+	if logs := e.must("cp", "logs"); !strings.Contains(logs.Stdout+logs.Stderr, "token_assertion_replayed") {
 		t.Fatalf("CP log lacks event=token_assertion_replayed")
 	}
 	t.Logf("crash safety: %d rounds × %d agents, %d kill -9 of the CP, %d rows kept, 0 lost, 0 duplicated, 0 re-registered, init once each, used assertion refused; %s",

@@ -37,7 +37,7 @@ func TestDockerEventStreamLoss(t *testing.T) {
 	// cp up mounts the socket its own Docker client uses: point it at the
 	// proxy for this one invocation.
 	cpUp := *e
-	cpUp.extra = []string{"DOCKER_HOST=unix://" + sock}
+	cpUp.Env = []string{"DOCKER_HOST=unix://" + sock}
 	cpUp.must("cp", "up", "--wait", "90s")
 	eventually(t, time.Minute, "the CP's events stream goes through the proxy", func() error {
 		if p.events.Load() == 0 {

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,16 +20,14 @@ import (
 	mobyclient "github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/testenv"
 )
 
-// env is one isolated clawker user: its own home and project dir, driving
-// the suite's binaries as subprocesses.
+// env is one isolated clawker user (a testenv.User: its own home and
+// project dir) plus the test it reports to.
 type env struct {
-	t    *testing.T
-	home string
-	dir  string // working dir: holds clawker.yaml
-	// extra is appended to every CLI invocation's environment.
-	extra []string
+	t *testing.T
+	testenv.User
 }
 
 // initCountFile is where the suite's post-init hook appends one line per
@@ -44,8 +41,8 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	requireSuite(t)
 	sweep(context.Background())
-	e := &env{t: t, home: t.TempDir(), dir: t.TempDir()}
-	if err := os.WriteFile(filepath.Join(e.dir, "clawker.yaml"), []byte(hooksYAML), 0o644); err != nil {
+	e := &env{t: t, User: testenv.User{Suite: suite.env, Home: t.TempDir(), Dir: t.TempDir()}}
+	if err := os.WriteFile(filepath.Join(e.Dir, "clawker.yaml"), []byte(hooksYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sweep(context.Background()) })
@@ -53,79 +50,28 @@ func newEnv(t *testing.T) *env {
 }
 
 // result is one CLI invocation.
-type result struct {
-	stdout, stderr string
-	code           int
-}
+type result = testenv.Result
 
-func (r result) String() string {
-	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-}
-
-func (e *env) command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, filepath.Join(suite.binDir, "clawker"), args...)
-	cmd.Env = append(os.Environ(), consts.EnvHome+"="+e.home, "CLAWKER_LABELS="+testLabel)
-	cmd.Env = append(cmd.Env, e.extra...)
-	cmd.Dir = e.dir
-	return cmd
-}
+func (e *env) command(ctx context.Context, args ...string) *exec.Cmd { return e.Command(ctx, args...) }
 
 // clawker runs the CLI with args and returns its output and exit code. It
-// is safe for concurrent use (it only reads e).
-func (e *env) clawker(args ...string) result {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := e.command(ctx, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code = -1
-		errb.WriteString(err.Error())
-	}
-	return result{stdout: out.String(), stderr: errb.String(), code: code}
-}
+// is safe for concurrent use.
+func (e *env) clawker(args ...string) result { return e.Clawker(args...) }
 
 // must runs the CLI and fails the test on a non-zero exit. Call it only
 // from the test goroutine.
 func (e *env) must(args ...string) result {
 	e.t.Helper()
 	r := e.clawker(args...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		e.t.Fatalf("clawker %s: %s", strings.Join(args, " "), r)
 	}
 	return r
 }
 
-// agentRow is the subset of `clawker agents -o json` the tests check.
-type agentRow struct {
-	Agent        string    `json:"agent"`
-	Project      string    `json:"project"`
-	ContainerID  string    `json:"container_id"`
-	Registered   bool      `json:"registered"`
-	Thumbprint   string    `json:"thumbprint"`
-	RegisteredAt time.Time `json:"registered_at"`
-	Session      string    `json:"session"`
-	Trusted      bool      `json:"trusted"`
-	Init         string    `json:"init"`
-	Live         bool      `json:"live"`
-}
+type agentRow = testenv.AgentRow
 
-func (e *env) agentsErr() ([]agentRow, error) {
-	r := e.clawker("agents", "-o", "json")
-	if r.code != 0 {
-		return nil, fmt.Errorf("clawker agents: %s", r)
-	}
-	var rows []agentRow
-	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
-		return nil, fmt.Errorf("agents -o json: %v\n%s", err, r)
-	}
-	return rows, nil
-}
+func (e *env) agentsErr() ([]agentRow, error) { return e.Agents() }
 
 func (e *env) agents() []agentRow {
 	e.t.Helper()
@@ -140,46 +86,22 @@ func (e *env) agents() []agentRow {
 func (e *env) run(project, agent string, cmd ...string) (string, error) {
 	args := append([]string{"run", "-d", "--project", project, "--agent", agent, agentImage}, cmd...)
 	r := e.clawker(args...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		return "", fmt.Errorf("clawker %s: %s", strings.Join(args, " "), r)
 	}
-	return strings.TrimSpace(r.stdout), nil
+	return strings.TrimSpace(r.Stdout), nil
 }
 
 // eventually polls cond until it returns nil or the deadline passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, what, cond)
 }
 
 // containerFile reads one file out of a container (running or not); a
 // missing file is an error.
 func containerFile(ctx context.Context, id, path string) ([]byte, error) {
-	res, err := suite.docker.CopyFromContainer(ctx, id, mobyclient.CopyFromContainerOptions{SourcePath: path})
-	if err != nil {
-		return nil, fmt.Errorf("copy %s from %s: %w", path, id, err)
-	}
-	defer res.Content.Close()
-	tr := tar.NewReader(res.Content)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			return nil, fmt.Errorf("read %s from %s: %w", path, id, err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			return io.ReadAll(tr)
-		}
-	}
+	return testenv.ContainerFile(ctx, suite.docker, id, path)
 }
 
 // liveAgents returns the IDs of the running agent containers of this suite.
@@ -241,7 +163,7 @@ func (e *env) cpHealthAddr() (string, error) {
 	var st struct {
 		HealthAddr string `json:"health_addr"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.HealthAddr == "" {
+	if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil || st.HealthAddr == "" {
 		return "", fmt.Errorf("cp status -o json: %v %s", err, r)
 	}
 	return st.HealthAddr, nil
@@ -376,7 +298,7 @@ func formatRows(rows []agentRow) string {
 func (e *env) cpLogFor(id string) string {
 	r := e.clawker("cp", "logs")
 	var b strings.Builder
-	for _, line := range strings.Split(r.stdout+r.stderr, "\n") {
+	for _, line := range strings.Split(r.Stdout+r.Stderr, "\n") {
 		if strings.Contains(line, id) || strings.Contains(line, id[:12]) {
 			b.WriteString(line)
 			b.WriteByte('\n')
