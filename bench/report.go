@@ -83,6 +83,9 @@ func renderMarkdown(rep *report) string {
 		if x.ClawkerShortRuns > 0 {
 			rows = append(rows, row{"4. exec output integrity", fmt.Sprintf("**%d of %d clawker exec runs exited 0 but delivered fewer bytes** (worst: %.1f%% delivered); CP logged event=agent_exec_output_dropped %d times",
 				x.ClawkerShortRuns, x.Throughput.N, 100*x.ClawkerMinDeliver, x.CPDropLogs), "docker exec: all bytes delivered", "—", "no loss: **not met**"})
+		} else if x.Throughput.N > 0 {
+			rows = append(rows, row{"4. exec output integrity", fmt.Sprintf("%d of %d clawker exec runs delivered every byte", x.Throughput.N, x.Throughput.N),
+				"docker exec: all bytes delivered", "—", "no loss: met"})
 		}
 	}
 	if r := rep.Registry; r != nil {
