@@ -1,7 +1,6 @@
 package clawkerd
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
@@ -57,29 +56,11 @@ func tlsCert(l *auth.Leaf) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{l.Cert.Raw}, PrivateKey: l.Key, Leaf: l.Cert}
 }
 
-// syncBuffer is a goroutine-safe console for tests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testServer struct {
 	srv     *Server
 	addr    string
 	pki     *testPKI
-	console *syncBuffer
+	console *logger.SyncBuffer
 	serveCh chan error
 	cancel  context.CancelFunc
 }
@@ -92,7 +73,7 @@ func startServer(t testing.TB, mutate func(*Config)) *testServer {
 
 func startServerPKI(t testing.TB, pki *testPKI, mutate func(*Config)) *testServer {
 	t.Helper()
-	console := &syncBuffer{}
+	console := &logger.SyncBuffer{}
 	cfg := Config{
 		Cert: pki.agent, CAPool: pki.pool, AgentName: "dev",
 		InitMarkerPath: t.TempDir() + "/initialized",

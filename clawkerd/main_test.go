@@ -19,6 +19,7 @@ import (
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/logger"
 )
 
 const helperEnv = "CLAWKERD_TEST_RUN_MAIN"
@@ -35,8 +36,8 @@ type mainProc struct {
 	cmd     *exec.Cmd
 	addr    string
 	logFile string
-	stderr  *syncBuffer
-	stdout  *syncBuffer
+	stderr  *logger.SyncBuffer
+	stdout  *logger.SyncBuffer
 	waited  chan struct{}
 	code    int
 	pki     *testPKI
@@ -52,7 +53,7 @@ func startMain(t *testing.T, env []string, args ...string) *mainProc {
 		"--init-marker", filepath.Join(t.TempDir(), "marker"), "--log-file", logFile}, args...)
 	cmd := exec.Command(os.Args[0], full...)
 	cmd.Env = append(append(os.Environ(), helperEnv+"=1", consts.EnvAgent+"=dev"), env...)
-	p := &mainProc{cmd: cmd, logFile: logFile, stderr: &syncBuffer{}, stdout: &syncBuffer{}, waited: make(chan struct{}), pki: pki}
+	p := &mainProc{cmd: cmd, logFile: logFile, stderr: &logger.SyncBuffer{}, stdout: &logger.SyncBuffer{}, waited: make(chan struct{}), pki: pki}
 	pr, pw := io.Pipe()
 	cmd.Stderr = io.MultiWriter(p.stderr, pw)
 	cmd.Stdout = p.stdout

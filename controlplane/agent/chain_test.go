@@ -35,24 +35,6 @@ import (
 	"github.com/clawker/clawker/internal/logger"
 )
 
-// syncBuffer is a bytes.Buffer safe for the server goroutines' log writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // fakeLookup maps every peer (all loopback here) to one configurable answer.
 type fakeLookup struct {
 	mu  sync.Mutex
@@ -100,7 +82,7 @@ type chain struct {
 	tokenKey  *ecdsa.PrivateKey // the CP's access-token signing key
 	reg       *agent.SQLiteRegistry
 	lookup    *fakeLookup
-	logs      *syncBuffer
+	logs      *logger.SyncBuffer
 	agentAddr string
 	tokenURL  string
 
@@ -122,7 +104,7 @@ func (c *chain) advance(d time.Duration) {
 
 func newChain(t *testing.T) *chain {
 	t.Helper()
-	c := &chain{lookup: &fakeLookup{}, logs: &syncBuffer{}, now: time.Now()}
+	c := &chain{lookup: &fakeLookup{}, logs: &logger.SyncBuffer{}, now: time.Now()}
 	log := logger.New(c.logs, "debug", "test")
 	var err error
 	if c.ca, err = auth.NewCA(time.Now()); err != nil {

@@ -1,7 +1,6 @@
 package overseer
 
 import (
-	"bytes"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,23 +35,6 @@ type panicApply struct{}
 func (panicApply) EventName() string     { return "panic_apply" }
 func (panicApply) OccurredAt() time.Time { return time.Now() }
 func (panicApply) ApplyTo(*State)        { panic("boom") }
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -102,7 +84,7 @@ func TestPublishFoldsIntoStateAndDelivers(t *testing.T) {
 }
 
 func TestSlowSubscriberNeverBlocksPublisher(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logger.SyncBuffer{}
 	bus := New(logger.New(logs, "debug", "test"), WithSubscriberBuffer(4))
 	release := make(chan struct{})
 	var fastCount atomic.Int64
@@ -138,7 +120,7 @@ func TestSlowSubscriberNeverBlocksPublisher(t *testing.T) {
 }
 
 func TestSubscriberPanicRecovered(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logger.SyncBuffer{}
 	bus := New(logger.New(logs, "debug", "test"))
 	var calls atomic.Int64
 	unsub := bus.Subscribe("panicky", nil, func(e Event) {

@@ -1,7 +1,6 @@
 package token
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,7 +17,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,23 +28,6 @@ import (
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type staticLookup struct {
 	rc  agent.ResolvedContainer
@@ -76,13 +57,13 @@ type tokenFixture struct {
 	iss    *Issuer
 	jti    *SQLiteJTIStore
 	dbPath string
-	logs   *syncBuffer
+	logs   *logger.SyncBuffer
 	now    time.Time
 }
 
 func newTokenFixture(t *testing.T, lookup agent.ContainerByPeerIP) *tokenFixture {
 	t.Helper()
-	f := &tokenFixture{logs: &syncBuffer{}, now: time.Now()}
+	f := &tokenFixture{logs: &logger.SyncBuffer{}, now: time.Now()}
 	var err error
 	if f.ca, err = auth.NewCA(f.now); err != nil {
 		t.Fatal(err)
