@@ -48,7 +48,7 @@ docs: build
 # fixed CP names while it runs, hence the docker lock. Quick mode e.g.:
 #   make bench BENCH_FLAGS='-agents 10 -fanout 30 -gate 10,100'
 bench:
-	flock /tmp/clawker-docker.lock go run ./bench $(BENCH_FLAGS)
+	go run ./bench -profile bench/profiles $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

@@ -3,9 +3,13 @@
 // anchor in the same run, and writes bench/REPORT.md and bench/report.json.
 //
 // It owns only the Docker objects labelled dev.clawker.test=bench (plus the
-// fixed-name CP container and clawker-net while it runs, so it must run
-// under the docker lock: `make bench` takes it). It never touches the
+// fixed-name CP container and clawker-net while it runs, so it holds the
+// fixed-names lock the engine suites hold). It never touches the
 // user's clawker home: every CLI call gets a temporary CLAWKER_HOME.
+//
+// `make bench` passes -profile bench/profiles: CPU profiles of the
+// in-process figures, and CP profiles taken through `clawker cp profile`
+// while one figure's workload repeats, summarised in REPORT.md.
 //
 // Quick mode: go run ./bench -agents 10 -fanout 30 -gate 10,100 -exec-reps 10
 package main

@@ -41,6 +41,7 @@ type report struct {
 	Gate     []gateRow       `json:"identity_gate,omitempty"`
 	Exec     *execResult     `json:"exec,omitempty"`
 	Registry *registryResult `json:"registry,omitempty"`
+	Profiles []cpProfile     `json:"cp_profiles,omitempty"`
 	Errors   []string        `json:"errors,omitempty"`
 }
 
@@ -72,7 +73,7 @@ func mainErr() int {
 	flag.IntVar(&o.snapReps, "snapshot-reps", 30, "Snapshot calls at full size")
 	flag.IntVar(&o.anchorReps, "anchor-reps", 20, "docker exec anchor runs of the init steps")
 	flag.StringVar(&o.out, "out", "bench", "directory for REPORT.md and report.json")
-	flag.StringVar(&o.profileDir, "profile", "", "write CPU profiles of the in-process figures here")
+	flag.StringVar(&o.profileDir, "profile", "", "write CPU profiles of the in-process figures, and CP profiles, here")
 	flag.StringVar(&skip, "skip", "", "comma-separated figures to skip: ready,fanout,gate,exec,registry")
 	flag.Parse()
 	for _, f := range strings.Split(gate, ",") {
@@ -88,6 +89,12 @@ func mainErr() int {
 		o.fanout = o.agents
 	}
 
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep := &report{Started: time.Now().UTC(), Options: map[string]any{
@@ -141,6 +148,8 @@ func runAll(ctx context.Context, o *options, rep *report) error {
 		}); err != nil {
 			return fmt.Errorf("registry: %w", err)
 		}
+		rep.Profiles = append(rep.Profiles, inProcessProfile(ctx, o.profileDir, "registry",
+			"in process: SQLite registry Adds then Snapshots at full size")...)
 	}
 	fmt.Println("building binaries and the agent image")
 	e, err := newEnv(ctx)
@@ -169,6 +178,8 @@ func runAll(ctx context.Context, o *options, rep *report) error {
 		}); err != nil {
 			return fmt.Errorf("identity gate: %w", err)
 		}
+		rep.Profiles = append(rep.Profiles, inProcessProfile(ctx, o.profileDir, "gate",
+			"in process: MobyPeerLookup and the naive walk against the engine")...)
 	}
 	return nil
 }
@@ -209,6 +220,10 @@ func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
 	}
 	if !o.skip["ready"] {
 		rep.Ready = &rr
+		if o.profileDir != "" {
+			fmt.Println("figure 1: CP profile")
+			rep.Profiles = append(rep.Profiles, e.profileReady(ctx, w, o.profileDir))
+		}
 	}
 	if !o.skip["exec"] {
 		fmt.Println("figure 4: exec")
@@ -217,6 +232,10 @@ func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
 			return fmt.Errorf("exec: %w", err)
 		}
 		rep.Exec = &xr
+		if o.profileDir != "" {
+			fmt.Println("figure 4: CP profiles")
+			rep.Profiles = append(rep.Profiles, e.profileExec(ctx, o.profileDir, "r000", o.tputBytes)...)
+		}
 	}
 	if !o.skip["fanout"] {
 		fmt.Printf("figure 2: fan-out over %d agents\n", o.fanout)
@@ -225,6 +244,10 @@ func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
 			return fmt.Errorf("fan-out: %w", err)
 		}
 		rep.Fanout = &fr
+		if o.profileDir != "" {
+			rep.Profiles = append(rep.Profiles, e.heapProfile(ctx, o.profileDir, "cp-fanout",
+				fmt.Sprintf("heap in use with %d Sessions connected", o.fanout)))
+		}
 	}
 	_, err = e.must(ctx, "cp", "down")
 	return err

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -55,7 +56,9 @@ func (e *env) startAgent(ctx context.Context, name string) (string, error) {
 	return id, nil
 }
 
-// listeningAt is the engine's timestamp of clawkerd's "listening" log line.
+// listeningAt is when clawkerd logged "listening": its own timestamp when
+// the line carries one finer than a second (the container shares the host
+// clock), else the engine's receipt time, which lags by the log pipeline.
 func (e *env) listeningAt(ctx context.Context, id string) (time.Time, error) {
 	logs, err := e.logs(ctx, id, true)
 	if err != nil {
@@ -68,7 +71,15 @@ func (e *env) listeningAt(ctx context.Context, id string) (time.Time, error) {
 		if !strings.Contains(line, `"event":"listening"`) {
 			continue
 		}
-		ts, _, _ := strings.Cut(line, " ")
+		ts, msg, _ := strings.Cut(line, " ")
+		var own struct {
+			Time string `json:"time"`
+		}
+		if json.Unmarshal([]byte(msg), &own) == nil {
+			if t, err := time.Parse(time.RFC3339Nano, own.Time); err == nil && t.Nanosecond() != 0 {
+				return t, nil
+			}
+		}
 		return time.Parse(time.RFC3339Nano, ts)
 	}
 	return time.Time{}, fmt.Errorf("no listening line in %s's logs", id[:12])

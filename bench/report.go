@@ -99,6 +99,7 @@ func renderMarkdown(rep *report) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.figure, r.measured, r.anchor, r.ratio, r.target)
 	}
 	b.WriteString("\nProfiles, causes of the unmet targets and the fixes: bench/FINDINGS.md (written for the committed run).\n")
+	renderProfiles(&b, rep.Profiles)
 	b.WriteString(methodNotes)
 	return b.String()
 }
@@ -109,8 +110,9 @@ const methodNotes = `
 - **Ready** (figure 1): agents are started one at a time with ` + "`clawker run -d`" + ` on the
   busybox image, each after the previous one reported InitCompleted, so no
   init competes with another. Start is the engine's State.StartedAt;
-  "clawkerd listening" is the engine's timestamp of clawkerd's
-  ` + "`event=listening`" + ` log line; SessionConnected and InitCompleted are the CP's event
+  "clawkerd listening" is the timestamp clawkerd itself put on its
+  ` + "`event=listening`" + ` log line (the engine's receipt time of that line
+  when clawkerd's is only to the second); SessionConnected and InitCompleted are the CP's event
   timestamps (` + "`clawker events -f -o json`" + `). Same host clock throughout. The anchor
   runs as many ` + "`docker exec <id> sh -c true`" + ` as the plan ran steps, one after
   another, with the docker CLI — what a user scripting init by hand pays at
@@ -134,3 +136,23 @@ const methodNotes = `
   Add per Register, then Snapshot at full size.
 - p50/p99 are nearest-rank; with fewer than 100 samples p99 is the maximum.
 `
+
+// renderProfiles lists each CP profile's heaviest functions.
+func renderProfiles(b *strings.Builder, ps []cpProfile) {
+	if len(ps) == 0 {
+		return
+	}
+	b.WriteString("\n## CP profiles\n\nTaken with `clawker cp profile` (the operator-only admin RPC) while the bench repeated one figure's workload; raw profiles and full `-top` listings are next to this report under the `-profile` directory.\n")
+	for _, p := range ps {
+		fmt.Fprintf(b, "\n### %s (%s) — %s\n\n", p.Name, p.Kind, p.Workload)
+		if p.Error != "" {
+			fmt.Fprintf(b, "Not taken: %s\n", p.Error)
+			continue
+		}
+		b.WriteString("```\n")
+		for _, l := range p.Top {
+			b.WriteString(l + "\n")
+		}
+		b.WriteString("```\n")
+	}
+}

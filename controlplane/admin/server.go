@@ -52,8 +52,9 @@ type Deps struct {
 // Server implements adminv1.AdminServiceServer.
 type Server struct {
 	adminv1.UnimplementedAdminServiceServer
-	d   Deps
-	log *logger.Logger
+	d    Deps
+	log  *logger.Logger
+	prof profiler
 }
 
 // New validates deps and returns a Server.
@@ -104,34 +105,7 @@ func (s *Server) agents(st *overseer.State) ([]*adminv1.Agent, error) {
 		s.log.Error().Str("event", "admin_registry_unreadable").Err(err).Msg("registry snapshot failed")
 		return nil, status.Error(codes.Unavailable, "registry unavailable")
 	}
-	byID := map[string]*adminv1.Agent{}
-	for _, r := range rows {
-		byID[r.ContainerID] = &adminv1.Agent{
-			ContainerId:          r.ContainerID,
-			Agent:                r.AgentName.String(),
-			Project:              r.Project.String(),
-			Registered:           true,
-			Thumbprint:           auth.ThumbprintHex(r.Thumbprint),
-			RegisteredAtUnixNano: r.RegisteredAt.UnixNano(),
-			SessionState:         string(overseer.SessionNone),
-			InitState:            string(overseer.InitNone),
-			// A registry row alone vouches for nothing: trust needs a
-			// live Session that matched it. Without one the bool field
-			// reads false, meaning "not established" (unknown), not
-			// "found hostile" — untrusted_reasons says which.
-			Trusted: false,
-		}
-	}
-	if st != nil {
-		for id, w := range st.Agents {
-			a, ok := byID[id]
-			if !ok {
-				a = &adminv1.Agent{ContainerId: id, Agent: w.AgentName, Project: w.Project}
-				byID[id] = a
-			}
-			mergeWorldview(a, w)
-		}
-	}
+	byID := joinAgents(rows, st, nil)
 	out := make([]*adminv1.Agent, 0, len(byID))
 	for _, a := range byID {
 		out = append(out, a)
@@ -146,6 +120,61 @@ func (s *Server) agents(st *overseer.State) ([]*adminv1.Agent, error) {
 		return out[i].ContainerId < out[j].ContainerId
 	})
 	return out, nil
+}
+
+// joinAgents joins registry rows and worldview entries by container ID,
+// keeping only those keep accepts (nil keeps all). A registry row decides
+// for its container; a worldview entry without a row is judged on its own.
+func joinAgents(rows []agent.Entry, st *overseer.State, keep func(*adminv1.Agent) bool) map[string]*adminv1.Agent {
+	byID := map[string]*adminv1.Agent{}
+	var dropped map[string]bool // rows keep refused: their worldview half goes too
+	for i := range rows {
+		a := rowAgent(&rows[i])
+		if keep != nil && !keep(a) {
+			if dropped == nil {
+				dropped = map[string]bool{}
+			}
+			dropped[a.ContainerId] = true
+			continue
+		}
+		byID[a.ContainerId] = a
+	}
+	if st != nil {
+		for id, w := range st.Agents {
+			a, ok := byID[id]
+			if !ok {
+				if dropped[id] {
+					continue
+				}
+				a = &adminv1.Agent{ContainerId: id, Agent: w.AgentName, Project: w.Project}
+				if keep != nil && !keep(a) {
+					continue
+				}
+				byID[id] = a
+			}
+			mergeWorldview(a, w)
+		}
+	}
+	return byID
+}
+
+// rowAgent is the admin view of a registry row alone.
+func rowAgent(r *agent.Entry) *adminv1.Agent {
+	return &adminv1.Agent{
+		ContainerId:          r.ContainerID,
+		Agent:                r.AgentName.String(),
+		Project:              r.Project.String(),
+		Registered:           true,
+		Thumbprint:           auth.ThumbprintHex(r.Thumbprint),
+		RegisteredAtUnixNano: r.RegisteredAt.UnixNano(),
+		SessionState:         string(overseer.SessionNone),
+		InitState:            string(overseer.InitNone),
+		// A registry row alone vouches for nothing: trust needs a live
+		// Session that matched it. Without one the bool field reads
+		// false, meaning "not established" (unknown), not "found
+		// hostile" — untrusted_reasons says which.
+		Trusted: false,
+	}
 }
 
 func mergeWorldview(a *adminv1.Agent, w *overseer.AgentState) {
@@ -208,19 +237,18 @@ func (s *Server) resolve(ref *adminv1.AgentRef) (*adminv1.Agent, error) {
 			return nil, status.Errorf(codes.InvalidArgument, "project %q: %v", ref.GetProject(), err)
 		}
 	}
-	all, err := s.agents(s.d.Bus.Snapshot())
-	if err != nil {
-		return nil, err
-	}
 	var hits []*adminv1.Agent
-	for _, a := range all {
-		switch {
-		case ref.GetContainerId() != "":
-			if strings.HasPrefix(a.GetContainerId(), ref.GetContainerId()) {
-				hits = append(hits, a)
-			}
-		case a.GetAgent() == ref.GetAgent() && a.GetProject() == ref.GetProject():
-			hits = append(hits, a)
+	a, ok, err := s.lookupID(ref.GetContainerId())
+	switch {
+	case err != nil:
+		return nil, err
+	case ok && a != nil:
+		hits = []*adminv1.Agent{a}
+	case !ok:
+		if a := s.lookupLive(ref); a != nil {
+			hits = []*adminv1.Agent{a}
+		} else if hits, err = s.match(ref); err != nil {
+			return nil, err
 		}
 	}
 	switch len(hits) {
@@ -230,6 +258,116 @@ func (s *Server) resolve(ref *adminv1.AgentRef) (*adminv1.Agent, error) {
 		return hits[0], nil
 	}
 	return nil, status.Errorf(codes.InvalidArgument, "%d agents match %s: use a longer container ID", len(hits), describeRef(ref))
+}
+
+// entryLookup and agentLookup are the point lookups of the production
+// registry and overseer. They are optional so small fakes still satisfy
+// Deps; without them a full container ID is resolved by the scan.
+type entryLookup interface {
+	LookupByContainerID(containerID string) (*agent.Entry, error)
+}
+
+type agentLookup interface {
+	Agent(containerID string) (overseer.AgentState, bool)
+}
+
+// lookupID resolves a full container ID with one registry row read and one
+// worldview read, so an exec by ID costs the same at 10 agents or 10k.
+// ok=false means id is not a full ID or the deps lack point lookups (use
+// the scan); a nil agent with ok=true means no such agent.
+func (s *Server) lookupID(id string) (a *adminv1.Agent, ok bool, err error) {
+	if len(id) != 64 {
+		return nil, false, nil
+	}
+	reg, ok1 := s.d.Registry.(entryLookup)
+	bus, ok2 := s.d.Bus.(agentLookup)
+	if !ok1 || !ok2 {
+		return nil, false, nil
+	}
+	e, err := reg.LookupByContainerID(id)
+	switch {
+	case errors.Is(err, agent.ErrUnknownAgent):
+	case err != nil:
+		s.log.Error().Str("event", "admin_registry_unreadable").Str("container_id", id).Err(err).Msg("registry lookup failed")
+		return nil, true, status.Error(codes.Unavailable, "registry unavailable")
+	default:
+		a = rowAgent(e)
+	}
+	if w, live := bus.Agent(id); live {
+		if a == nil {
+			a = &adminv1.Agent{ContainerId: id, Agent: w.AgentName, Project: w.Project}
+		}
+		mergeWorldview(a, &w)
+	}
+	return a, true, nil
+}
+
+// lookupLive resolves an agent name + project from the in-memory
+// worldview plus one registry row read, without the registry scan (an SQL
+// query and a re-validation of every row) that match pays: the common
+// exec and contain case of one live agent by that name. It returns nil —
+// leaving the answer to match — unless exactly one live agent has the
+// name and its registry row (if any) agrees, so ambiguity and row-name
+// precedence are still judged by the scan. One difference is deliberate:
+// a leftover row of a container the CP no longer sees does not make the
+// live agent's name ambiguous.
+func (s *Server) lookupLive(ref *adminv1.AgentRef) *adminv1.Agent {
+	reg, ok := s.d.Registry.(entryLookup)
+	if !ok || ref.GetContainerId() != "" {
+		return nil
+	}
+	st := s.d.Bus.Snapshot()
+	if st == nil {
+		return nil
+	}
+	var id string
+	for cid, w := range st.Agents {
+		if w.AgentName == ref.GetAgent() && w.Project == ref.GetProject() {
+			if id != "" {
+				return nil
+			}
+			id = cid
+		}
+	}
+	if id == "" {
+		return nil
+	}
+	w := st.Agents[id]
+	a := &adminv1.Agent{ContainerId: id, Agent: w.AgentName, Project: w.Project}
+	e, err := reg.LookupByContainerID(id)
+	switch {
+	case errors.Is(err, agent.ErrUnknownAgent):
+	case err != nil:
+		return nil // match reports the registry failure
+	case e.AgentName.String() != ref.GetAgent() || e.Project.String() != ref.GetProject():
+		return nil
+	default:
+		a = rowAgent(e)
+	}
+	mergeWorldview(a, w)
+	return a
+}
+
+// match scans for a container ID prefix or an agent name + project,
+// building admin rows only for the agents that match (the full list is
+// never sorted or materialised).
+func (s *Server) match(ref *adminv1.AgentRef) ([]*adminv1.Agent, error) {
+	rows, err := s.d.Registry.Snapshot()
+	if err != nil {
+		s.log.Error().Str("event", "admin_registry_unreadable").Err(err).Msg("registry snapshot failed")
+		return nil, status.Error(codes.Unavailable, "registry unavailable")
+	}
+	keep := func(a *adminv1.Agent) bool {
+		if id := ref.GetContainerId(); id != "" {
+			return strings.HasPrefix(a.GetContainerId(), id)
+		}
+		return a.GetAgent() == ref.GetAgent() && a.GetProject() == ref.GetProject()
+	}
+	var hits []*adminv1.Agent
+	for _, a := range joinAgents(rows, s.d.Bus.Snapshot(), keep) {
+		hits = append(hits, a)
+	}
+	return hits, nil
 }
 
 func describeRef(ref *adminv1.AgentRef) string {

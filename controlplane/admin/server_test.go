@@ -28,11 +28,36 @@ const (
 )
 
 type fakeRegistry struct {
-	rows []agent.Entry
-	err  error
+	rows      []agent.Entry
+	err       error
+	mu        sync.Mutex
+	snapshots int
 }
 
-func (f *fakeRegistry) Snapshot() ([]agent.Entry, error) { return f.rows, f.err }
+func (f *fakeRegistry) Snapshot() ([]agent.Entry, error) {
+	f.mu.Lock()
+	f.snapshots++
+	f.mu.Unlock()
+	return f.rows, f.err
+}
+
+func (f *fakeRegistry) LookupByContainerID(id string) (*agent.Entry, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	for i := range f.rows {
+		if f.rows[i].ContainerID == id {
+			e := f.rows[i]
+			return &e, nil
+		}
+	}
+	return nil, agent.ErrUnknownAgent
+}
+
+// scanOnly hides the point lookup, so resolve takes the scan.
+type scanOnly struct{ r *fakeRegistry }
+
+func (s scanOnly) Snapshot() ([]agent.Entry, error) { return s.r.Snapshot() }
 
 func entry(t *testing.T, id, project, name string) agent.Entry {
 	t.Helper()

@@ -102,7 +102,7 @@ func (c *chain) advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func newChain(t *testing.T) *chain {
+func newChain(t testing.TB) *chain {
 	t.Helper()
 	c := &chain{lookup: &fakeLookup{}, logs: &logger.SyncBuffer{}, now: time.Now()}
 	log := logger.New(c.logs, "debug", "test")

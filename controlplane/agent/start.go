@@ -309,10 +309,19 @@ func (st *starter) onDestroy(e dockerevents.DockerEvent) {
 // would strand it without a Session (nothing would re-dial). A real exit
 // always emits die, which cancels.
 func (st *starter) onLifecycle(ctx context.Context, e dockerevents.DockerEvent) {
-	st.observe(ctx, e)
 	switch e.Action {
 	case dockerevents.ActionStart, dockerevents.ActionRestart, dockerevents.ActionUnpause:
+		// Dial first: DialAgent only spawns the dial goroutine, while the
+		// peer index update costs a Docker inspect that would otherwise
+		// delay the dial. The index is needed only when the agent calls
+		// back (token, Register), well after this inspect has landed; a
+		// lookup that still misses resyncs with one list.
 		st.deps.Dialer.DialAgent(ctx, e.ContainerID)
+		st.observe(ctx, e)
+		return
+	}
+	st.observe(ctx, e)
+	switch e.Action {
 	case dockerevents.ActionDie, dockerevents.ActionStop:
 		st.deps.Dialer.CancelDial(e.ContainerID)
 	case dockerevents.ActionKill:

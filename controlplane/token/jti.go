@@ -24,11 +24,20 @@ var migrationsFS embed.FS
 
 const jtiVersionTable = "token_jti_goose_version"
 
+// jtiPruneInterval is how often Consume deletes expired rows. Pruning on
+// every call doubled the writes on the token path; expired rows are inert
+// (their assertions fail the exp check before Consume), so pruning once a
+// minute only lets the table hold one extra minute of assertions.
+const jtiPruneInterval = time.Minute
+
 // SQLiteJTIStore persists redeemed jti values so a replay stays refused
 // across CP restarts. It may share the registry's database file.
 type SQLiteJTIStore struct {
 	db    *sql.DB
 	clock func() time.Time
+
+	mu        sync.Mutex
+	lastPrune time.Time
 }
 
 // NewSQLiteJTIStore opens (or creates) dbPath and applies the jti schema.
@@ -56,14 +65,17 @@ func NewSQLiteJTIStore(dbPath string, clock func() time.Time) (*SQLiteJTIStore, 
 // Close releases the database handle.
 func (s *SQLiteJTIStore) Close() error { return s.db.Close() }
 
-// Consume records jti, pruning expired entries first so the table stays
-// bounded by the number of assertions live at once.
+// Consume records jti, first pruning expired entries if the last prune is
+// over jtiPruneInterval old, so the table stays bounded by the assertions
+// redeemed within their lifetime plus one interval. The insert is
+// committed before Consume returns fresh=true, so a redeemed jti survives
+// a CP restart.
 func (s *SQLiteJTIStore) Consume(ctx context.Context, jti string, expiresAt time.Time) (bool, error) {
 	if jti == "" {
 		return false, errors.New("jti store: empty jti")
 	}
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM token_jti WHERE expires_at < ?`, s.clock().Unix()); err != nil {
-		return false, fmt.Errorf("jti prune: %w", err)
+	if err := s.maybePrune(ctx); err != nil {
+		return false, err
 	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO token_jti (jti, expires_at) VALUES (?, ?)`, jti, expiresAt.Unix())
 	if err != nil {
@@ -73,6 +85,28 @@ func (s *SQLiteJTIStore) Consume(ctx context.Context, jti string, expiresAt time
 		return false, fmt.Errorf("jti insert: %w", err)
 	}
 	return true, nil
+}
+
+// maybePrune deletes expired rows at most once per jtiPruneInterval. A
+// failed prune is retried on the next call.
+func (s *SQLiteJTIStore) maybePrune(ctx context.Context) error {
+	now := s.clock()
+	s.mu.Lock()
+	due := s.lastPrune.IsZero() || now.Sub(s.lastPrune) >= jtiPruneInterval || now.Before(s.lastPrune)
+	if due {
+		s.lastPrune = now
+	}
+	s.mu.Unlock()
+	if !due {
+		return nil
+	}
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM token_jti WHERE expires_at < ?`, now.Unix()); err != nil {
+		s.mu.Lock()
+		s.lastPrune = time.Time{}
+		s.mu.Unlock()
+		return fmt.Errorf("jti prune: %w", err)
+	}
+	return nil
 }
 
 // MemoryJTIStore is an in-process JTIStore for tests.

@@ -38,7 +38,7 @@ const (
 func (a *app) cpCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cp",
-		Short: "Manage the control plane container (up, down, status, logs)",
+		Short: "Manage the control plane container (up, down, status, logs, profile)",
 		Long: `The control plane runs as the container clawker-controlplane on the
 clawker-net network, from the image clawker-controlplane:local that clawker
 imports from its own clawker-cp binary. Its admin API and health endpoint are
@@ -48,7 +48,7 @@ published on 127.0.0.1 only, on ports Docker picks.`,
   clawker cp logs -f
   clawker cp down`,
 	}
-	cmd.AddCommand(a.cpUpCmd(), a.cpDownCmd(), a.cpStatusCmd(), a.cpLogsCmd())
+	cmd.AddCommand(a.cpUpCmd(), a.cpDownCmd(), a.cpStatusCmd(), a.cpLogsCmd(), a.cpProfileCmd())
 	return cmd
 }
 

@@ -135,7 +135,7 @@ func (a *app) docker(ctx context.Context) (mobyclient.APIClient, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := c.Ping(pctx, mobyclient.PingOptions{}); err != nil {
+	if _, err := c.Ping(pctx, mobyclient.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		c.Close()
 		return nil, withCode(ExitUnavailable, fmt.Errorf("cannot reach the Docker engine (is it running, and may you use its socket?): %w", err))
 	}

@@ -76,6 +76,67 @@ func (ContainAction) EnumDescriptor() ([]byte, []int) {
 	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+type ProfileKind int32
+
+const (
+	ProfileKind_PROFILE_KIND_UNSPECIFIED ProfileKind = 0
+	ProfileKind_PROFILE_KIND_CPU         ProfileKind = 1 // sampled for seconds; one at a time
+	ProfileKind_PROFILE_KIND_HEAP        ProfileKind = 2 // in-use and allocated memory, now
+	ProfileKind_PROFILE_KIND_GOROUTINE   ProfileKind = 3 // every goroutine's stack, now
+	ProfileKind_PROFILE_KIND_ALLOCS      ProfileKind = 4 // allocations since start, now
+	ProfileKind_PROFILE_KIND_MUTEX       ProfileKind = 5 // contended mutex holders, over seconds
+	ProfileKind_PROFILE_KIND_BLOCK       ProfileKind = 6 // blocking on sync primitives, over seconds
+)
+
+// Enum value maps for ProfileKind.
+var (
+	ProfileKind_name = map[int32]string{
+		0: "PROFILE_KIND_UNSPECIFIED",
+		1: "PROFILE_KIND_CPU",
+		2: "PROFILE_KIND_HEAP",
+		3: "PROFILE_KIND_GOROUTINE",
+		4: "PROFILE_KIND_ALLOCS",
+		5: "PROFILE_KIND_MUTEX",
+		6: "PROFILE_KIND_BLOCK",
+	}
+	ProfileKind_value = map[string]int32{
+		"PROFILE_KIND_UNSPECIFIED": 0,
+		"PROFILE_KIND_CPU":         1,
+		"PROFILE_KIND_HEAP":        2,
+		"PROFILE_KIND_GOROUTINE":   3,
+		"PROFILE_KIND_ALLOCS":      4,
+		"PROFILE_KIND_MUTEX":       5,
+		"PROFILE_KIND_BLOCK":       6,
+	}
+)
+
+func (x ProfileKind) Enum() *ProfileKind {
+	p := new(ProfileKind)
+	*p = x
+	return p
+}
+
+func (x ProfileKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProfileKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_admin_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (ProfileKind) Type() protoreflect.EnumType {
+	return &file_api_admin_v1_admin_proto_enumTypes[1]
+}
+
+func (x ProfileKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProfileKind.Descriptor instead.
+func (ProfileKind) EnumDescriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 // AgentRef selects one agent: by container ID (full or unique prefix), or
 // by agent name plus project (empty project = global agent).
 type AgentRef struct {
@@ -1152,6 +1213,104 @@ func (x *HealthResponse) GetVersion() string {
 	return ""
 }
 
+type ProfileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  ProfileKind            `protobuf:"varint,1,opt,name=kind,proto3,enum=clawker.admin.v1.ProfileKind" json:"kind,omitempty"`
+	// How long to sample: required for cpu, mutex and block (1..120);
+	// must be 0 for the point-in-time kinds.
+	Seconds       uint32 `protobuf:"varint,2,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProfileRequest) Reset() {
+	*x = ProfileRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfileRequest) ProtoMessage() {}
+
+func (x *ProfileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfileRequest.ProtoReflect.Descriptor instead.
+func (*ProfileRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ProfileRequest) GetKind() ProfileKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ProfileKind_PROFILE_KIND_UNSPECIFIED
+}
+
+func (x *ProfileRequest) GetSeconds() uint32 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+type ProfileChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"` // the next bytes of the profile file
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProfileChunk) Reset() {
+	*x = ProfileChunk{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfileChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfileChunk) ProtoMessage() {}
+
+func (x *ProfileChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfileChunk.ProtoReflect.Descriptor instead.
+func (*ProfileChunk) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ProfileChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_admin_v1_admin_proto_rawDesc = "" +
@@ -1250,19 +1409,33 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x1a=\n" +
 	"\x0fSubsystemsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x85\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
+	"\x0eProfileRequest\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.clawker.admin.v1.ProfileKindR\x04kind\x12\x18\n" +
+	"\aseconds\x18\x02 \x01(\rR\aseconds\"\"\n" +
+	"\fProfileChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data*\x85\x01\n" +
 	"\rContainAction\x12\x1e\n" +
 	"\x1aCONTAIN_ACTION_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dCONTAIN_ACTION_NETWORK_DETACH\x10\x01\x12\x18\n" +
 	"\x14CONTAIN_ACTION_PAUSE\x10\x02\x12\x17\n" +
-	"\x13CONTAIN_ACTION_KILL\x10\x032\xad\x03\n" +
+	"\x13CONTAIN_ACTION_KILL\x10\x03*\xbd\x01\n" +
+	"\vProfileKind\x12\x1c\n" +
+	"\x18PROFILE_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10PROFILE_KIND_CPU\x10\x01\x12\x15\n" +
+	"\x11PROFILE_KIND_HEAP\x10\x02\x12\x1a\n" +
+	"\x16PROFILE_KIND_GOROUTINE\x10\x03\x12\x17\n" +
+	"\x13PROFILE_KIND_ALLOCS\x10\x04\x12\x16\n" +
+	"\x12PROFILE_KIND_MUTEX\x10\x05\x12\x16\n" +
+	"\x12PROFILE_KIND_BLOCK\x10\x062\xfc\x03\n" +
 	"\fAdminService\x12W\n" +
 	"\n" +
 	"ListAgents\x12#.clawker.admin.v1.ListAgentsRequest\x1a$.clawker.admin.v1.ListAgentsResponse\x12\\\n" +
 	"\vWatchEvents\x12$.clawker.admin.v1.WatchEventsRequest\x1a%.clawker.admin.v1.WatchEventsResponse0\x01\x12I\n" +
 	"\x04Exec\x12\x1d.clawker.admin.v1.ExecRequest\x1a\x1e.clawker.admin.v1.ExecResponse(\x010\x01\x12N\n" +
 	"\aContain\x12 .clawker.admin.v1.ContainRequest\x1a!.clawker.admin.v1.ContainResponse\x12K\n" +
-	"\x06Health\x12\x1f.clawker.admin.v1.HealthRequest\x1a .clawker.admin.v1.HealthResponseB1Z/github.com/clawker/clawker/api/admin/v1;adminv1b\x06proto3"
+	"\x06Health\x12\x1f.clawker.admin.v1.HealthRequest\x1a .clawker.admin.v1.HealthResponse\x12M\n" +
+	"\aProfile\x12 .clawker.admin.v1.ProfileRequest\x1a\x1e.clawker.admin.v1.ProfileChunk0\x01B1Z/github.com/clawker/clawker/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_api_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1276,54 +1449,60 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_admin_v1_admin_proto_rawDescData
 }
 
-var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(ContainAction)(0),          // 0: clawker.admin.v1.ContainAction
-	(*AgentRef)(nil),            // 1: clawker.admin.v1.AgentRef
-	(*ListAgentsRequest)(nil),   // 2: clawker.admin.v1.ListAgentsRequest
-	(*Agent)(nil),               // 3: clawker.admin.v1.Agent
-	(*ListAgentsResponse)(nil),  // 4: clawker.admin.v1.ListAgentsResponse
-	(*WatchEventsRequest)(nil),  // 5: clawker.admin.v1.WatchEventsRequest
-	(*Event)(nil),               // 6: clawker.admin.v1.Event
-	(*WatchEventsResponse)(nil), // 7: clawker.admin.v1.WatchEventsResponse
-	(*ExecStart)(nil),           // 8: clawker.admin.v1.ExecStart
-	(*ExecRequest)(nil),         // 9: clawker.admin.v1.ExecRequest
-	(*ExecResponse)(nil),        // 10: clawker.admin.v1.ExecResponse
-	(*ContainRequest)(nil),      // 11: clawker.admin.v1.ContainRequest
-	(*ContainResponse)(nil),     // 12: clawker.admin.v1.ContainResponse
-	(*HealthRequest)(nil),       // 13: clawker.admin.v1.HealthRequest
-	(*HealthResponse)(nil),      // 14: clawker.admin.v1.HealthResponse
-	nil,                         // 15: clawker.admin.v1.Event.FieldsEntry
-	nil,                         // 16: clawker.admin.v1.ExecStart.EnvEntry
-	nil,                         // 17: clawker.admin.v1.HealthResponse.SubsystemsEntry
+	(ProfileKind)(0),            // 1: clawker.admin.v1.ProfileKind
+	(*AgentRef)(nil),            // 2: clawker.admin.v1.AgentRef
+	(*ListAgentsRequest)(nil),   // 3: clawker.admin.v1.ListAgentsRequest
+	(*Agent)(nil),               // 4: clawker.admin.v1.Agent
+	(*ListAgentsResponse)(nil),  // 5: clawker.admin.v1.ListAgentsResponse
+	(*WatchEventsRequest)(nil),  // 6: clawker.admin.v1.WatchEventsRequest
+	(*Event)(nil),               // 7: clawker.admin.v1.Event
+	(*WatchEventsResponse)(nil), // 8: clawker.admin.v1.WatchEventsResponse
+	(*ExecStart)(nil),           // 9: clawker.admin.v1.ExecStart
+	(*ExecRequest)(nil),         // 10: clawker.admin.v1.ExecRequest
+	(*ExecResponse)(nil),        // 11: clawker.admin.v1.ExecResponse
+	(*ContainRequest)(nil),      // 12: clawker.admin.v1.ContainRequest
+	(*ContainResponse)(nil),     // 13: clawker.admin.v1.ContainResponse
+	(*HealthRequest)(nil),       // 14: clawker.admin.v1.HealthRequest
+	(*HealthResponse)(nil),      // 15: clawker.admin.v1.HealthResponse
+	(*ProfileRequest)(nil),      // 16: clawker.admin.v1.ProfileRequest
+	(*ProfileChunk)(nil),        // 17: clawker.admin.v1.ProfileChunk
+	nil,                         // 18: clawker.admin.v1.Event.FieldsEntry
+	nil,                         // 19: clawker.admin.v1.ExecStart.EnvEntry
+	nil,                         // 20: clawker.admin.v1.HealthResponse.SubsystemsEntry
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	3,  // 0: clawker.admin.v1.ListAgentsResponse.agents:type_name -> clawker.admin.v1.Agent
-	15, // 1: clawker.admin.v1.Event.fields:type_name -> clawker.admin.v1.Event.FieldsEntry
-	4,  // 2: clawker.admin.v1.WatchEventsResponse.snapshot:type_name -> clawker.admin.v1.ListAgentsResponse
-	6,  // 3: clawker.admin.v1.WatchEventsResponse.event:type_name -> clawker.admin.v1.Event
-	1,  // 4: clawker.admin.v1.ExecStart.agent:type_name -> clawker.admin.v1.AgentRef
-	16, // 5: clawker.admin.v1.ExecStart.env:type_name -> clawker.admin.v1.ExecStart.EnvEntry
-	8,  // 6: clawker.admin.v1.ExecRequest.start:type_name -> clawker.admin.v1.ExecStart
-	1,  // 7: clawker.admin.v1.ContainRequest.agent:type_name -> clawker.admin.v1.AgentRef
+	4,  // 0: clawker.admin.v1.ListAgentsResponse.agents:type_name -> clawker.admin.v1.Agent
+	18, // 1: clawker.admin.v1.Event.fields:type_name -> clawker.admin.v1.Event.FieldsEntry
+	5,  // 2: clawker.admin.v1.WatchEventsResponse.snapshot:type_name -> clawker.admin.v1.ListAgentsResponse
+	7,  // 3: clawker.admin.v1.WatchEventsResponse.event:type_name -> clawker.admin.v1.Event
+	2,  // 4: clawker.admin.v1.ExecStart.agent:type_name -> clawker.admin.v1.AgentRef
+	19, // 5: clawker.admin.v1.ExecStart.env:type_name -> clawker.admin.v1.ExecStart.EnvEntry
+	9,  // 6: clawker.admin.v1.ExecRequest.start:type_name -> clawker.admin.v1.ExecStart
+	2,  // 7: clawker.admin.v1.ContainRequest.agent:type_name -> clawker.admin.v1.AgentRef
 	0,  // 8: clawker.admin.v1.ContainRequest.action:type_name -> clawker.admin.v1.ContainAction
-	17, // 9: clawker.admin.v1.HealthResponse.subsystems:type_name -> clawker.admin.v1.HealthResponse.SubsystemsEntry
-	2,  // 10: clawker.admin.v1.AdminService.ListAgents:input_type -> clawker.admin.v1.ListAgentsRequest
-	5,  // 11: clawker.admin.v1.AdminService.WatchEvents:input_type -> clawker.admin.v1.WatchEventsRequest
-	9,  // 12: clawker.admin.v1.AdminService.Exec:input_type -> clawker.admin.v1.ExecRequest
-	11, // 13: clawker.admin.v1.AdminService.Contain:input_type -> clawker.admin.v1.ContainRequest
-	13, // 14: clawker.admin.v1.AdminService.Health:input_type -> clawker.admin.v1.HealthRequest
-	4,  // 15: clawker.admin.v1.AdminService.ListAgents:output_type -> clawker.admin.v1.ListAgentsResponse
-	7,  // 16: clawker.admin.v1.AdminService.WatchEvents:output_type -> clawker.admin.v1.WatchEventsResponse
-	10, // 17: clawker.admin.v1.AdminService.Exec:output_type -> clawker.admin.v1.ExecResponse
-	12, // 18: clawker.admin.v1.AdminService.Contain:output_type -> clawker.admin.v1.ContainResponse
-	14, // 19: clawker.admin.v1.AdminService.Health:output_type -> clawker.admin.v1.HealthResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	20, // 9: clawker.admin.v1.HealthResponse.subsystems:type_name -> clawker.admin.v1.HealthResponse.SubsystemsEntry
+	1,  // 10: clawker.admin.v1.ProfileRequest.kind:type_name -> clawker.admin.v1.ProfileKind
+	3,  // 11: clawker.admin.v1.AdminService.ListAgents:input_type -> clawker.admin.v1.ListAgentsRequest
+	6,  // 12: clawker.admin.v1.AdminService.WatchEvents:input_type -> clawker.admin.v1.WatchEventsRequest
+	10, // 13: clawker.admin.v1.AdminService.Exec:input_type -> clawker.admin.v1.ExecRequest
+	12, // 14: clawker.admin.v1.AdminService.Contain:input_type -> clawker.admin.v1.ContainRequest
+	14, // 15: clawker.admin.v1.AdminService.Health:input_type -> clawker.admin.v1.HealthRequest
+	16, // 16: clawker.admin.v1.AdminService.Profile:input_type -> clawker.admin.v1.ProfileRequest
+	5,  // 17: clawker.admin.v1.AdminService.ListAgents:output_type -> clawker.admin.v1.ListAgentsResponse
+	8,  // 18: clawker.admin.v1.AdminService.WatchEvents:output_type -> clawker.admin.v1.WatchEventsResponse
+	11, // 19: clawker.admin.v1.AdminService.Exec:output_type -> clawker.admin.v1.ExecResponse
+	13, // 20: clawker.admin.v1.AdminService.Contain:output_type -> clawker.admin.v1.ContainResponse
+	15, // 21: clawker.admin.v1.AdminService.Health:output_type -> clawker.admin.v1.HealthResponse
+	17, // 22: clawker.admin.v1.AdminService.Profile:output_type -> clawker.admin.v1.ProfileChunk
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -1352,8 +1531,8 @@ func file_api_admin_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   17,
+			NumEnums:      2,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

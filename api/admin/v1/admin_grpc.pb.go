@@ -27,6 +27,7 @@ const (
 	AdminService_Exec_FullMethodName        = "/clawker.admin.v1.AdminService/Exec"
 	AdminService_Contain_FullMethodName     = "/clawker.admin.v1.AdminService/Contain"
 	AdminService_Health_FullMethodName      = "/clawker.admin.v1.AdminService/Health"
+	AdminService_Profile_FullMethodName     = "/clawker.admin.v1.AdminService/Profile"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -43,6 +44,11 @@ type AdminServiceClient interface {
 	// Contain acts on an agent container through the Docker engine.
 	Contain(ctx context.Context, in *ContainRequest, opts ...grpc.CallOption) (*ContainResponse, error)
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
+	// Profile records a runtime/pprof profile of the control plane and
+	// streams it back (gzipped protobuf, as `go tool pprof` reads it).
+	// Operator only, like every RPC here: no pprof endpoint exists on any
+	// listener agents can reach.
+	Profile(ctx context.Context, in *ProfileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProfileChunk], error)
 }
 
 type adminServiceClient struct {
@@ -115,6 +121,25 @@ func (c *adminServiceClient) Health(ctx context.Context, in *HealthRequest, opts
 	return out, nil
 }
 
+func (c *adminServiceClient) Profile(ctx context.Context, in *ProfileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProfileChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[2], AdminService_Profile_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ProfileRequest, ProfileChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_ProfileClient = grpc.ServerStreamingClient[ProfileChunk]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -129,6 +154,11 @@ type AdminServiceServer interface {
 	// Contain acts on an agent container through the Docker engine.
 	Contain(context.Context, *ContainRequest) (*ContainResponse, error)
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
+	// Profile records a runtime/pprof profile of the control plane and
+	// streams it back (gzipped protobuf, as `go tool pprof` reads it).
+	// Operator only, like every RPC here: no pprof endpoint exists on any
+	// listener agents can reach.
+	Profile(*ProfileRequest, grpc.ServerStreamingServer[ProfileChunk]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -153,6 +183,9 @@ func (UnimplementedAdminServiceServer) Contain(context.Context, *ContainRequest)
 }
 func (UnimplementedAdminServiceServer) Health(context.Context, *HealthRequest) (*HealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Health not implemented")
+}
+func (UnimplementedAdminServiceServer) Profile(*ProfileRequest, grpc.ServerStreamingServer[ProfileChunk]) error {
+	return status.Error(codes.Unimplemented, "method Profile not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -247,6 +280,17 @@ func _AdminService_Health_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Profile_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ProfileRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).Profile(m, &grpc.GenericServerStream[ProfileRequest, ProfileChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_ProfileServer = grpc.ServerStreamingServer[ProfileChunk]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -278,6 +322,11 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _AdminService_Exec_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Profile",
+			Handler:       _AdminService_Profile_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "api/admin/v1/admin.proto",

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cpProfile is one CP profile taken through the operator-only admin RPC
+// (`clawker cp profile`) while the bench repeated one figure's workload.
+type cpProfile struct {
+	Name     string   `json:"name"`
+	Kind     string   `json:"kind"`
+	Workload string   `json:"workload"`
+	File     string   `json:"file"`
+	Top      []string `json:"top,omitempty"` // `go tool pprof -top` rows, heaviest first
+	Error    string   `json:"error,omitempty"`
+}
+
+// profileTopRows is how many pprof -top rows the report keeps per profile.
+const profileTopRows = 12
+
+// profileWhile takes a CPU profile of the CP for d while work runs in a
+// loop, so the profile holds that workload and nothing else. work is
+// called until the profile has ended; its errors end the pass.
+func (e *env) profileWhile(ctx context.Context, dir, name, workload string, d time.Duration, work func() error) cpProfile {
+	p := cpProfile{Name: name, Kind: "cpu", Workload: workload, File: name + ".cpu.pprof"}
+	out := filepath.Join(dir, p.File)
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.must(ctx, "cp", "profile", "--kind", "cpu",
+			"--seconds", strconv.Itoa(int(d/time.Second)), "-o", out)
+		done <- err
+	}()
+	for {
+		select {
+		case err := <-done:
+			return finishProfile(ctx, p, out, err)
+		default:
+		}
+		if err := work(); err != nil {
+			<-done
+			p.Error = err.Error()
+			return p
+		}
+	}
+}
+
+// heapProfile takes a heap profile of the CP now.
+func (e *env) heapProfile(ctx context.Context, dir, name, workload string) cpProfile {
+	p := cpProfile{Name: name, Kind: "heap", Workload: workload, File: name + ".heap.pprof"}
+	out := filepath.Join(dir, p.File)
+	_, err := e.must(ctx, "cp", "profile", "--kind", "heap", "-o", out)
+	return finishProfile(ctx, p, out, err)
+}
+
+func finishProfile(ctx context.Context, p cpProfile, out string, err error) cpProfile {
+	if err != nil {
+		p.Error = err.Error()
+		return p
+	}
+	top, err := pprofTop(ctx, out, p.Kind)
+	if err != nil {
+		p.Error = err.Error()
+		return p
+	}
+	p.Top = top
+	_ = os.WriteFile(strings.TrimSuffix(out, ".pprof")+".top.txt", []byte(strings.Join(top, "\n")+"\n"), 0o644)
+	return p
+}
+
+// pprofTop renders the profile's heaviest functions with `go tool pprof`.
+// Heap profiles rank by bytes in use, the figure the memory target is on.
+func pprofTop(ctx context.Context, file, kind string) ([]string, error) {
+	args := []string{"tool", "pprof", "-top", "-nodecount=" + strconv.Itoa(profileTopRows)}
+	if kind == "heap" {
+		args = append(args, "-sample_index=inuse_space")
+	}
+	out, err := exec.CommandContext(ctx, "go", append(args, file)...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("go tool pprof %s: %w", file, err)
+	}
+	var rows []string
+	started := false
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "flat") {
+			started = true
+		}
+		if started && strings.TrimSpace(l) != "" {
+			rows = append(rows, strings.TrimRight(l, " "))
+		}
+		if !started && (strings.HasPrefix(l, "Duration:") || strings.HasPrefix(l, "Showing nodes")) {
+			rows = append(rows, strings.TrimSpace(l))
+		}
+	}
+	return rows, nil
+}
+
+// profilePass is how long each CP CPU profile runs.
+const profilePass = 10 * time.Second
+
+// profileReady profiles the CP while agents are started one at a time,
+// each waited on to InitCompleted (figure 1's workload), then removes them.
+func (e *env) profileReady(ctx context.Context, w *evWatch, dir string) cpProfile {
+	var ids []string
+	defer func() {
+		for _, id := range ids {
+			_ = exec.CommandContext(ctx, "docker", "rm", "-f", id).Run()
+		}
+	}()
+	return e.profileWhile(ctx, dir, "cp-ready", "agents started one at a time to InitCompleted", profilePass, func() error {
+		id, err := e.startAgent(ctx, fmt.Sprintf("p%03d", len(ids)))
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+		return waitFor(ctx, 2*time.Minute, 5*time.Millisecond, "init_completed "+id[:12], func() error {
+			if _, ok := w.at(id, "init_completed"); !ok {
+				return fmt.Errorf("not yet")
+			}
+			return nil
+		})
+	})
+}
+
+// profileExec profiles the CP under figure 4's two workloads.
+func (e *env) profileExec(ctx context.Context, dir, agent string, bytes int) []cpProfile {
+	rt := e.profileWhile(ctx, dir, "cp-exec-true", "`clawker exec … true` in a loop", profilePass, func() error {
+		_, err := e.must(ctx, "exec", agent, "--", "true")
+		return err
+	})
+	tput := e.profileWhile(ctx, dir, "cp-exec-throughput",
+		fmt.Sprintf("`clawker exec … head -c %d /dev/zero` in a loop", bytes), profilePass, func() error {
+			cmd := e.clawkerCmd(ctx, "exec", agent, "--", "head", "-c", strconv.Itoa(bytes), "/dev/zero")
+			cw := &countWriter{}
+			cmd.Stdout = cw
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("%s: %w", cmd.Args, err)
+			}
+			if cw.n != int64(bytes) {
+				return fmt.Errorf("%s: %d bytes of output, want %d", cmd.Args, cw.n, bytes)
+			}
+			return nil
+		})
+	return []cpProfile{rt, tput}
+}
+
+// inProcessProfile summarises a CPU profile the bench took of itself
+// (profiled); it is nil-safe when profiling is off.
+func inProcessProfile(ctx context.Context, dir, name, workload string) []cpProfile {
+	if dir == "" {
+		return nil
+	}
+	p := cpProfile{Name: "bench-" + name, Kind: "cpu", Workload: workload, File: name + ".cpu.pprof"}
+	return []cpProfile{finishProfile(ctx, p, filepath.Join(dir, p.File), nil)}
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"testing"
+)
+
+// TestPprofTopReadsAProfile takes a real heap profile and checks the
+// summary the report prints: a header row and at least one function row.
+func TestPprofTopReadsAProfile(t *testing.T) {
+	keep := make([][]byte, 0, 64)
+	for i := 0; i < 64; i++ {
+		keep = append(keep, make([]byte, 64<<10))
+	}
+	file := filepath.Join(t.TempDir(), "x.heap.pprof")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_ = keep
+	rows, err := pprofTop(context.Background(), file, "heap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := -1
+	for i, r := range rows {
+		if strings.HasPrefix(strings.TrimSpace(r), "flat") {
+			header = i
+		}
+	}
+	if header < 0 || header == len(rows)-1 {
+		t.Fatalf("no header or no function rows in %q", rows)
+	}
+	if len(rows)-header-1 > profileTopRows {
+		t.Fatalf("%d function rows, want at most %d", len(rows)-header-1, profileTopRows)
+	}
+
+	p := finishProfile(context.Background(), cpProfile{Name: "x", Kind: "heap"}, file, nil)
+	if p.Error != "" || len(p.Top) == 0 {
+		t.Fatalf("finishProfile: %+v", p)
+	}
+	if _, err := os.Stat(strings.TrimSuffix(file, ".pprof") + ".top.txt"); err != nil {
+		t.Fatalf("top listing not written: %v", err)
+	}
+	if p := finishProfile(context.Background(), cpProfile{Name: "y"}, filepath.Join(t.TempDir(), "missing"), nil); p.Error == "" {
+		t.Fatal("a missing profile must be reported, not summarised")
+	}
+}

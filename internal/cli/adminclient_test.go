@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The cached admin address spares the Docker lookup when it works, and
+// anything wrong with it (stale port, not loopback, garbage) falls back to
+// asking Docker.
+func TestAdminAddrCache(t *testing.T) {
+	t.Setenv(EnvCPAdminAddr, "")
+	home := initHome(t)
+	live := serveAdmin(t, home, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := ln.Addr().String()
+	ln.Close() // nothing listens here now
+	cache := filepath.Join(home, adminAddrFile)
+	for _, tc := range []struct {
+		name        string
+		cached      string
+		dockerCalls int
+	}{
+		{"live cached address", live + "\n", 0},
+		{"stale port", stale, 1},
+		{"not loopback", "10.1.2.3:7443", 1},
+		{"garbage", "no such address", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(cache, []byte(tc.cached), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			h := &harness{home: home}
+			_, stderr, code := h.run(t, "agents")
+			if h.dockerCalls != tc.dockerCalls {
+				t.Fatalf("%d Docker calls, want %d (exit %d: %s)", h.dockerCalls, tc.dockerCalls, code, stderr)
+			}
+			if tc.dockerCalls == 0 && code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if tc.dockerCalls > 0 && (code != ExitUnavailable || !strings.Contains(stderr, "Docker")) {
+				t.Fatalf("fallback: exit %d stderr %q, want the Docker lookup's error", code, stderr)
+			}
+		})
+	}
+}
+
+func TestReadAdminAddr(t *testing.T) {
+	home := initHome(t)
+	for in, want := range map[string]string{
+		"127.0.0.1:4321\n": "127.0.0.1:4321",
+		"127.0.0.1:0":      "",
+		"[::1]:4321":       "",
+		"localhost:4321":   "",
+		"0.0.0.0:4321":     "",
+	} {
+		if err := os.WriteFile(filepath.Join(home, adminAddrFile), []byte(in), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a := &app{homeFlag: home}
+		hm, _ := a.home()
+		if got := readAdminAddr(hm); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
