@@ -29,6 +29,15 @@ type Config struct {
 	Project   string // CLAWKER_PROJECT
 	// User is the resolved CLAWKER_USER the user CMD runs as; nil = root.
 	User *ExecUser
+	// RootHome is root's home from passwd, reported to the CP as the init
+	// steps' home when User is nil; empty means /root.
+	RootHome string
+	// StagingDir is the CLI's init staging tree (default
+	// consts.StagingDir), listed in HelloAck.
+	StagingDir string
+	// ShellPath is the shell the CP's init steps run (default /bin/sh);
+	// HelloAck reports whether it exists.
+	ShellPath string
 
 	// CPAgentAddr is host:port of the CP AgentService; CPTokenURL the
 	// token endpoint. Both are needed only for RegisterRequired.
@@ -72,6 +81,12 @@ func (c *Config) withDefaults() Config {
 	out := *c
 	if out.InitMarkerPath == "" {
 		out.InitMarkerPath = consts.InitMarkerPath
+	}
+	if out.StagingDir == "" {
+		out.StagingDir = consts.StagingDir
+	}
+	if out.ShellPath == "" {
+		out.ShellPath = "/bin/sh"
 	}
 	if out.Console == nil {
 		out.Console = os.Stdout
@@ -152,6 +167,9 @@ func ParseOptions(args []string, getenv func(string) string) (*Options, error) {
 			return nil, &ConfigError{Err: err}
 		}
 		o.User = u
+	} else if u, err := ResolveUser("0", o.PasswdPath, o.GroupPath); err == nil && u.Home != "/" {
+		// Best effort, for HelloAck only: the user CMD keeps User nil.
+		o.RootHome = u.Home
 	}
 
 	dir := o.BootstrapDir

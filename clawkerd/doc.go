@@ -8,7 +8,9 @@
 //   - Session dispatch (session.go) and ShellCommand pipelines (shell.go);
 //   - process bookkeeping and PID 1 reaping (procs.go);
 //   - the user CMD supervisor and signal forwarding (supervisor.go);
-//   - the one-time Register client (register.go);
+//   - the one-time Register client (register.go), whose TLS connections
+//     are pre-dialed on a fresh container so RegisterRequired finds the
+//     handshakes done (prewarm.go);
 //   - process wiring for cmd/clawkerd (run.go, config.go, audit.go).
 //
 // Sessions: several Sessions may be open at once and are independent; a
@@ -39,6 +41,10 @@
 // as they have. After the last stage exits, output is still read for
 // OutputDrainGrace (time waiting on the pipe, not on credit) so
 // descendants holding the pipe cannot stall Done.
+//
+// HelloAck also carries what the CP's init plan would otherwise have to
+// ask with shell round trips: CLAWKER_USER as resolved for the user CMD,
+// whether /bin/sh exists, and the listing of the init staging tree.
 //
 // It must not touch the control plane's state or Docker: it only answers
 // the CP over the Session and calls AgentService.Register once.

@@ -331,6 +331,12 @@ func TestPID1InContainer(t *testing.T) {
 	if ack.GetInitialized() || ack.GetCmdRunning() {
 		t.Fatalf("fresh container HelloAck %v", ack)
 	}
+	// What the CP's init plan runs on instead of probing: root from the
+	// image's passwd, /bin/sh (a busybox symlink) present, nothing staged.
+	if u := ack.GetUser(); u == nil || u.GetUid() != 0 || u.GetGid() != 0 || u.GetHome() != "/root" ||
+		ack.GetNoShell() || ack.GetStaged() == nil || len(ack.GetStaged().GetPaths()) != 0 {
+		t.Fatalf("fresh container HelloAck %v: want user 0:0:/root, a shell, an empty staging listing", ack)
+	}
 	if res := c.run("pid", stages(stage("sh", "-c", "cat /proc/1/comm"))); trimLines(res.output) != "clawkerd" {
 		t.Fatalf("PID 1 is %q", res.output)
 	}

@@ -2,8 +2,10 @@ package clawkerd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -40,14 +43,26 @@ type registrar struct {
 	cfg *Config
 	log *logger.Logger
 
+	// dial opens the TLS conns to the CP (a test seam).
+	dial dialTLSFunc
+
 	mu        sync.Mutex
 	done      bool
 	token     *oauth2.Token
-	exchanges int // for tests: token exchanges performed
+	exchanges int        // for tests: token exchanges performed
+	warm      *warmConns // pre-dialed conns awaiting RegisterRequired
 }
 
 func newRegistrar(cfg *Config, log *logger.Logger) *registrar {
-	return &registrar{cfg: cfg, log: log}
+	return &registrar{cfg: cfg, log: log, dial: dialTLS}
+}
+
+// agentConn creates the AgentService ClientConn (not yet connected).
+func (r *registrar) agentConn(tlsCfg *tls.Config) (*grpc.ClientConn, error) {
+	return grpc.NewClient(r.cfg.CPAgentAddr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
+	)
 }
 
 func (r *registrar) register(ctx context.Context) error {
@@ -66,15 +81,38 @@ func (r *registrar) register(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registerTimeout)
 	defer cancel()
 	tlsCfg := ClientTLSConfig(r.cfg.Cert, r.cfg.CAPool)
+	w := r.claimWarm()
+	var cc *grpc.ClientConn
+	if w != nil {
+		cc, w.agent = w.agent, nil
+		if cc != nil && cc.GetState() == connectivity.TransientFailure {
+			// Its reconnect backoff would delay Register: start afresh.
+			r.log.Warn().Str("event", "register_prewarm_failed").Str("target", "agent_service").Msg("pre-dialed agent service conn failed; dialing")
+			_ = cc.Close()
+			cc = nil
+		}
+		// Off the reply path: it may wait for a pre-dial still in flight.
+		defer func() { go w.release() }()
+	}
+	warmFailed := func(err error) {
+		r.log.Warn().Str("event", "register_prewarm_failed").Str("target", "token").Err(err).Msg("pre-dialed token conn unusable; dialing")
+	}
 
 	if r.token == nil || !r.token.Valid() {
 		assertion, err := r.cfg.readAssertion()
 		if err != nil {
 			return err
 		}
+		tokenTLS := tokenTLSConfig(tlsCfg)
 		httpClient := &http.Client{
-			Timeout:   registerTimeout,
-			Transport: &http.Transport{TLSClientConfig: tlsCfg.Clone(), ForceAttemptHTTP2: true},
+			Timeout: registerTimeout,
+			Transport: &http.Transport{TLSClientConfig: tokenTLS,
+				DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+					if c := w.takeToken(ctx, addr, warmFailed); c != nil {
+						return c, nil
+					}
+					return r.dial(ctx, addr, tokenTLS)
+				}},
 		}
 		defer httpClient.CloseIdleConnections()
 		cc := clientcredentials.Config{
@@ -99,12 +137,12 @@ func (r *registrar) register(ctx context.Context) error {
 		r.log.Info().Str("event", "token_exchanged").Time("expiry", tok.Expiry).Msg("assertion exchanged for access token")
 	}
 
-	conn, err := grpc.NewClient(r.cfg.CPAgentAddr,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
-	)
-	if err != nil {
-		return fmt.Errorf("dial agent service: %w", err)
+	conn := cc
+	var err error
+	if conn == nil {
+		if conn, err = r.agentConn(tlsCfg); err != nil {
+			return fmt.Errorf("dial agent service: %w", err)
+		}
 	}
 	defer func() { _ = conn.Close() }()
 	md := metadata.Pairs("authorization", "Bearer "+r.token.AccessToken)

@@ -31,7 +31,9 @@ type fakeCP struct {
 	agentAddr   string
 	exchanges   atomic.Int32
 	registers   atomic.Int32
-	failNext    atomic.Bool // next Register returns Unavailable
+	tokenConns  atomic.Int32 // TCP conns accepted by the token endpoint
+	agentConns  atomic.Int32 // TCP conns accepted by the AgentService
+	failNext    atomic.Bool  // next Register returns Unavailable
 	mu          sync.Mutex
 	lastReq     *agentv1.RegisterRequest
 	problems    []string
@@ -75,6 +77,11 @@ func startFakeCP(t *testing.T, pki *testPKI, assertion string) *fakeCP {
 		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": f.accessToken, "token_type": "Bearer", "expires_in": 300})
 	}))
 	ts.TLS = serverTLS
+	ts.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			f.tokenConns.Add(1)
+		}
+	}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	f.tokenURL = ts.URL + consts.TokenPath
@@ -83,10 +90,23 @@ func startFakeCP(t *testing.T, pki *testPKI, assertion string) *fakeCP {
 	must(t, err)
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(serverTLS)))
 	agentv1.RegisterAgentServiceServer(gs, &fakeAgentService{f: f})
-	go func() { _ = gs.Serve(lis) }()
+	go func() { _ = gs.Serve(countingListener{lis, &f.agentConns}) }()
 	t.Cleanup(gs.Stop)
 	f.agentAddr = lis.Addr().String()
 	return f
+}
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Int32
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 type fakeAgentService struct {

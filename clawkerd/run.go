@@ -45,6 +45,14 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	log, closeLog := openAuditLog(opts.LogPath, opts.LogLevel, stderr)
 	defer closeLog()
+	// Listen first: from here the kernel completes the CP's connects into
+	// the backlog while the rest of startup runs, and Serve answers them.
+	lis, err := net.Listen("tcp", opts.ListenAddr)
+	if err != nil {
+		log.Error().Str("event", "listen_failed").Str("addr", opts.ListenAddr).Err(err).Msg("listen failed")
+		return 1
+	}
+	defer func() { _ = lis.Close() }()
 	if opts.ReapAll && os.Getpid() != 1 {
 		// Not PID 1 but asked to reap: become the subreaper so orphans of
 		// our children come to us rather than to the real init.
@@ -63,10 +71,14 @@ func Main(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	lis, err := net.Listen("tcp", opts.ListenAddr)
-	if err != nil {
-		log.Error().Str("event", "listen_failed").Str("addr", opts.ListenAddr).Err(err).Msg("listen failed")
-		return 1
+	if !srv.initialized() {
+		// A fresh container registers first thing: get the TLS handshakes
+		// with the CP out of the way while it dials us. Concurrently, so
+		// Serve is not delayed.
+		go func() {
+			defer recoverLog(log, "register_prewarm")
+			srv.reg.prewarm(srv.ctx)
+		}()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -115,17 +127,57 @@ func Main(args []string, stderr io.Writer) int {
 }
 
 // openAuditLog returns a logger writing JSON to stderr and, when path is
-// set, to a size-rotated file. A file that cannot be opened degrades to
+// set, to a size-rotated file. The file is created in the background: on
+// a fresh container that is a directory copy-up on overlayfs, milliseconds
+// that would otherwise delay the listener. Lines logged before it is open
+// wait for it, so none is lost. A file that cannot be opened degrades to
 // stderr only.
 func openAuditLog(path, level string, stderr io.Writer) (*logger.Logger, func()) {
 	if path == "" {
 		return logger.New(stderr, level, "clawkerd"), func() {}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		l := logger.New(stderr, level, "clawkerd")
-		l.Warn().Str("event", "audit_log_unavailable").Err(err).Msg("log file disabled")
-		return l, func() {}
-	}
 	lj := &lumberjack.Logger{Filename: path, MaxSize: 10, MaxBackups: 3, Compress: false}
-	return logger.New(io.MultiWriter(stderr, lj), level, "clawkerd"), func() { _ = lj.Close() }
+	f := &asyncFile{ready: make(chan struct{})}
+	go func() {
+		defer close(f.ready)
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			f.err = err
+			return
+		}
+		// An empty write makes lumberjack open (or create) the file now.
+		if _, err := lj.Write(nil); err != nil {
+			f.err = err
+			return
+		}
+		f.w = lj
+	}()
+	l := logger.New(io.MultiWriter(stderr, f), level, "clawkerd")
+	go func() {
+		<-f.ready
+		if f.err != nil {
+			logger.New(stderr, level, "clawkerd").Warn().Str("event", "audit_log_unavailable").Err(f.err).Msg("log file disabled")
+		}
+	}()
+	return l, func() {
+		<-f.ready
+		if f.w != nil {
+			_ = lj.Close()
+		}
+	}
+}
+
+// asyncFile is a writer that becomes usable once ready is closed: w set,
+// or err set and writes are dropped (stderr still has them).
+type asyncFile struct {
+	ready chan struct{}
+	w     io.Writer
+	err   error
+}
+
+func (f *asyncFile) Write(p []byte) (int, error) {
+	<-f.ready
+	if f.w == nil {
+		return len(p), nil
+	}
+	return f.w.Write(p)
 }

@@ -17,7 +17,12 @@ import (
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/rpcbuf"
 )
+
+// sessionWriteBuffer is how much the Session transport gathers before a
+// write: bulk exec output goes out in few large syscalls.
+const sessionWriteBuffer = 256 << 10
 
 // shutdownGrace bounds a graceful stop before connections are cut.
 const shutdownGrace = 5 * time.Second
@@ -77,9 +82,15 @@ func NewServer(cfg Config, log *logger.Logger) (*Server, error) {
 	s.sup = newSupervisor(s.procs, c.User, c.UserCmd, c.Console, log)
 	s.reg = newRegistrar(&s.cfg, log)
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(ServerTLSConfig(c.Cert, c.CAPool))),
+		// Exec output leaves in big flushes, one syscall each (see
+		// rpcbuf.BatchWrites) instead of one per 16 KiB TLS record.
+		grpc.Creds(rpcbuf.BatchWrites(credentials.NewTLS(ServerTLSConfig(c.Cert, c.CAPool)))),
+		grpc.WriteBufferSize(sessionWriteBuffer),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: c.KeepaliveTime, Timeout: c.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
+		// Exec output is bulk data: encode it without gRPC's zeroed 1 MiB
+		// buffer per message (see rpcbuf).
+		grpc.ForceServerCodecV2(rpcbuf.NewCodec()),
 	)
 	clawkerdv1.RegisterClawkerdServiceServer(s.grpc, s)
 	return s, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -80,6 +81,10 @@ func (s *Server) Session(stream clawkerdv1.ClawkerdService_SessionServer) (err e
 		live:      map[string]*shellCmd{},
 		recent:    map[string]struct{}{},
 		recvEnded: make(chan struct{}),
+	}
+	if !s.initialized() {
+		// Re-warm if the warm-up from startup expired before a CP came.
+		s.reg.prewarm(s.ctx)
 	}
 	started := time.Now()
 	sess.log.Info().Str("event", "session_started").Str("peer_cn", leaf.Subject.CommonName).Msg("session started")
@@ -255,6 +260,9 @@ func (s *session) dispatch(cmd *clawkerdv1.Command) {
 		s.send(&clawkerdv1.Response{CommandId: id, Payload: &clawkerdv1.Response_HelloAck{HelloAck: &clawkerdv1.HelloAck{
 			Initialized: s.srv.initialized(),
 			CmdRunning:  s.srv.sup.running(),
+			User:        resolvedUser(&s.srv.cfg),
+			NoShell:     executable(s.srv.cfg.ShellPath) != nil,
+			Staged:      listStaged(s.srv.cfg.StagingDir),
 		}}})
 	case *clawkerdv1.Command_Shell:
 		if id == "" {
@@ -325,16 +333,79 @@ func (s *session) dispatch(cmd *clawkerdv1.Command) {
 		})
 	case *clawkerdv1.Command_AgentInitialized:
 		s.claimAndGo(id, func() {
-			if err := writeMarker(s.srv.cfg.InitMarkerPath); err != nil {
+			f, err := writeMarker(s.srv.cfg.InitMarkerPath)
+			if err != nil {
 				s.log.Error().Str("event", "init_marker_failed").Err(err).Msg("write init marker failed")
 				s.sendError(id, clawkerdv1.ErrorCode_ERROR_CODE_IO_ERROR, "write init marker failed")
 				return
 			}
 			s.sendDone(id, 0)
+			// Flushed after the reply, off the init plan's path: the
+			// written marker already survives stop/start (the page cache
+			// outlives the container); the fsync guards against a host
+			// crash, after which the idempotent one-time steps would
+			// merely run again.
+			if err := f.Sync(); err != nil {
+				s.log.Warn().Str("event", "init_marker_sync_failed").Err(err).Msg("init marker not flushed")
+			}
+			_ = f.Close()
 		})
 	default:
 		invalid("unknown or empty payload")
 	}
+}
+
+// resolvedUser is the identity HelloAck reports: the user CMD's own, so
+// the CP's init steps need no probe of their own and cannot disagree.
+func resolvedUser(c *Config) *clawkerdv1.ResolvedUser {
+	if u := c.User; u != nil {
+		return &clawkerdv1.ResolvedUser{Uid: uint32(u.Uid), Gid: uint32(u.Gid), Home: u.Home}
+	}
+	home := c.RootHome
+	if home == "" {
+		home = "/root"
+	}
+	return &clawkerdv1.ResolvedUser{Home: home}
+}
+
+// stagedMax bounds the staging listing; a larger tree is not listed and
+// the CP then runs every step.
+const stagedMax = 256
+
+// listStaged lists dir to depth two (see HelloAck.staged). nil when it
+// cannot be listed faithfully: the CP must then assume everything exists.
+func listStaged(dir string) *clawkerdv1.StagedInputs {
+	top, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &clawkerdv1.StagedInputs{}
+	}
+	if err != nil {
+		return nil
+	}
+	out := &clawkerdv1.StagedInputs{}
+	for _, e := range top {
+		out.Paths = append(out.Paths, e.Name())
+		if e.Type()&fs.ModeSymlink != 0 {
+			return nil // might lead to a directory we do not list
+		}
+		if !e.IsDir() {
+			continue
+		}
+		sub, err := os.ReadDir(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil
+		}
+		for _, se := range sub {
+			out.Paths = append(out.Paths, e.Name()+"/"+se.Name())
+		}
+		if len(out.Paths) > stagedMax {
+			return nil
+		}
+	}
+	if len(out.Paths) > stagedMax {
+		return nil
+	}
+	return out
 }
 
 // claimAndGo runs a non-shell command under the duplicate-id rule.
@@ -348,22 +419,19 @@ func (s *session) claimAndGo(id string, f func()) {
 	s.goCmd(id, f)
 }
 
-// writeMarker creates the init marker durably (it must survive stop/start).
-func writeMarker(path string) error {
+// writeMarker creates the init marker and returns it open for the
+// caller to flush and close.
+func writeMarker(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("marker dir: %w", err)
+		return nil, fmt.Errorf("marker dir: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
-		return fmt.Errorf("marker: %w", err)
+		return nil, fmt.Errorf("marker: %w", err)
 	}
 	if _, err := f.WriteString(time.Now().UTC().Format(time.RFC3339) + "\n"); err != nil {
 		_ = f.Close()
-		return fmt.Errorf("marker write: %w", err)
+		return nil, fmt.Errorf("marker write: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("marker sync: %w", err)
-	}
-	return f.Close()
+	return f, nil
 }

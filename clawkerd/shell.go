@@ -19,10 +19,37 @@ import (
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 )
 
-// outputChunkSize bounds one OutputChunk and the reader's only buffer, so
-// streaming memory is O(chunk) per command regardless of output volume
-// (gRPC's per-stream write quota blocks the reader when the CP is slow).
-const outputChunkSize = 32 << 10
+// Output chunking. The reader starts with a small buffer and grows it to
+// outputChunkMax after a bulk read (coalesceMin), so a chatty command costs little
+// memory while bulk output (e.g. `head -c 256M`) moves in ~1 MiB chunks:
+// every chunk is a message through clawkerd, the CP and the CLI, so per
+// message costs (syscalls, TLS records, wake-ups) dominate at 32 KiB.
+// Streaming memory stays O(chunk) per command regardless of volume (the
+// output window, or gRPC's write quota, blocks the reader). outputChunkMax
+// leaves room for the Response envelope so an encoded chunk fits a 1 MiB
+// buffer tier.
+const (
+	outputChunkMin = 32 << 10
+	outputChunkMax = 1<<20 - 1<<10
+)
+
+// Coalescing (flow-controlled commands only, i.e. exec through the CP):
+// a writer that streams in small writes (busybox writes 4 KiB at a time)
+// would otherwise wake the reader, and send one message through clawkerd,
+// the CP and the CLI, per write. A read of at least coalesceMin bytes
+// means bulk output, so the reader keeps reading for up to coalesceWait
+// to gather coalesceTarget bytes into one chunk. Shorter reads (prompts,
+// log lines) and the end of output (EOF) are sent at once.
+const (
+	coalesceMin    = 4 << 10
+	coalesceTarget = 512 << 10
+	coalesceWait   = 2 * time.Millisecond
+)
+
+// outputPipeSize is requested for the output pipe (F_SETPIPE_SZ; 1 MiB is
+// Linux's default unprivileged maximum). With the 64 KiB default the
+// writer blocks and the reader wakes every 64 KiB; failure is harmless.
+const outputPipeSize = 1 << 20
 
 // stdinBufferMax bounds the Stdin bytes a command holds that its first
 // stage has not read yet. The Session's recv loop serves every command,
@@ -423,6 +450,7 @@ func (c *shellCmd) spawn() (exits []<-chan exitStatus, outR, inW *os.File, err e
 		return nil, nil, nil, fmt.Errorf("output pipe: %w", err)
 	}
 	parentClose = append(parentClose, inR, outW)
+	growPipe(outR)
 	fail := func(e error) ([]<-chan exitStatus, *os.File, *os.File, error) {
 		c.signalNow(syscall.SIGKILL)
 		for _, ch := range exits {
@@ -470,6 +498,19 @@ func (c *shellCmd) spawn() (exits []<-chan exitStatus, outR, inW *os.File, err e
 	c.pending = nil
 	c.mu.Unlock()
 	return exits, outR, inW, nil
+}
+
+// growPipe asks for a larger pipe buffer. It goes through SyscallConn:
+// os.File.Fd would switch the file to blocking mode and break the read
+// deadlines the drain grace relies on.
+func growPipe(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, outputPipeSize)
+	})
 }
 
 // buildStageCmd prepares one stage: resolved argv[0] (searched on the
@@ -604,6 +645,33 @@ func (c *shellCmd) writeStdin(w *os.File, closeStdin func()) {
 	}
 }
 
+// coalesce reads more into b, which holds n bytes, until it holds
+// coalesceTarget bytes (or is full), coalesceWait has passed, or the read
+// fails. A deadline it set is cleared unless the stages ended meanwhile:
+// then readOutput re-arms the drain deadline before its next Read.
+func (c *shellCmd) coalesce(r *os.File, b []byte, n int) (int, error) {
+	target := min(len(b), coalesceTarget)
+	if n >= target {
+		return n, nil
+	}
+	_ = r.SetReadDeadline(time.Now().Add(coalesceWait))
+	var err error
+	for n < target && err == nil {
+		var m int
+		m, err = r.Read(b[n:target])
+		n += m
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = nil // the wait is over; EOF and real errors still end the reader
+	}
+	select {
+	case <-c.stagesEnded:
+	default:
+		_ = r.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
 // readOutput streams the merged output as OutputChunks, echoing to the
 // console when print_output is set. With an output window it reads only
 // what it may send: while the window is used up it stops reading, the pipe
@@ -615,7 +683,9 @@ func (c *shellCmd) readOutput(ctx context.Context, r *os.File, done chan<- struc
 	defer close(done)
 	defer recoverLog(c.sess.log, "output_reader")
 	echo := c.spec.GetPrintOutput()
-	buf := make([]byte, outputChunkSize)
+	buf := make([]byte, outputChunkMin)
+	out := &clawkerdv1.OutputChunk{}
+	resp := &clawkerdv1.Response{CommandId: c.id, Payload: &clawkerdv1.Response_Output{Output: out}}
 	grace := c.sess.srv.cfg.OutputDrainGrace
 	draining := false
 	for {
@@ -641,15 +711,23 @@ func (c *shellCmd) readOutput(ctx context.Context, r *os.File, done chan<- struc
 		n, err := r.Read(buf[:limit])
 		if draining {
 			grace -= time.Since(t0)
+		} else if err == nil && n >= coalesceMin && c.window > 0 {
+			n, err = c.coalesce(r, buf[:limit], n)
 		}
 		if n > 0 {
 			if echo {
 				_, _ = c.sess.srv.cfg.Console.Write(buf[:n])
 			}
-			// gRPC may hold the message after Send returns: never reuse it.
-			data := append([]byte(nil), buf[:n]...)
+			// Send encodes the message before it returns (the server has no
+			// stats handler or binary log that would keep it), so the
+			// buffer and the message are reused without a copy.
+			out.Data = buf[:n]
 			c.spendCredit(n)
-			c.sess.send(&clawkerdv1.Response{CommandId: c.id, Payload: &clawkerdv1.Response_Output{Output: &clawkerdv1.OutputChunk{Data: data}}})
+			c.sess.send(resp)
+			out.Data = nil
+			if n >= coalesceMin && len(buf) < outputChunkMax {
+				buf = make([]byte, outputChunkMax) // bulk output: read in big chunks
+			}
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, os.ErrClosed) {

@@ -135,8 +135,8 @@ func TestLargeOutputBoundedMemory(t *testing.T) {
 		r := c.next("big")
 		switch p := r.GetPayload().(type) {
 		case *clawkerdv1.Response_Output:
-			if len(p.Output.GetData()) > outputChunkSize {
-				t.Fatalf("chunk of %d bytes exceeds %d", len(p.Output.GetData()), outputChunkSize)
+			if len(p.Output.GetData()) > outputChunkMax {
+				t.Fatalf("chunk of %d bytes exceeds %d", len(p.Output.GetData()), outputChunkMax)
 			}
 			total += len(p.Output.GetData()) // discarded: the test holds no copy
 		case *clawkerdv1.Response_Done:

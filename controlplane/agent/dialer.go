@@ -23,6 +23,7 @@ import (
 	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/rpcbuf"
 )
 
 // Dial retry budget. clawkerd's listener comes up ~10-35ms after the
@@ -460,6 +461,9 @@ func (d *Dialer) connectConn(ctx context.Context, t DialTarget, pre net.Conn) (*
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(d.cert, d.caPool, rec))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
+		// Exec output arrives in ~1 MiB messages; gRPC's default codec
+		// would zero a 1 MiB pooled buffer for each one it decodes.
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rpcbuf.NewCodec())),
 	}
 	if pre != nil {
 		h := &handoff{conn: pre}

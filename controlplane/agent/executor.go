@@ -27,6 +27,23 @@ type InitTarget struct {
 	Initialized bool
 	// CmdRunning is HelloAck.cmd_running: the user CMD is already up.
 	CmdRunning bool
+	// User is HelloAck.user: CLAWKER_USER as clawkerd resolved it for the
+	// user CMD. nil (an older clawkerd) makes the Executor probe for it
+	// with a shell command first.
+	User *clawkerdv1.ResolvedUser
+	// NoShell is HelloAck.no_shell, meaningful only with User: the image
+	// has no /bin/sh.
+	NoShell bool
+	// Staged is HelloAck.staged: the staged init inputs. nil (older
+	// clawkerd) means every step runs.
+	Staged *clawkerdv1.StagedInputs
+}
+
+// TargetFromHelloAck fills the HelloAck-derived fields of an InitTarget.
+func TargetFromHelloAck(t InitTarget, ack *clawkerdv1.HelloAck) InitTarget {
+	t.Initialized, t.CmdRunning = ack.GetInitialized(), ack.GetCmdRunning()
+	t.User, t.NoShell, t.Staged = ack.GetUser(), ack.GetNoShell(), ack.GetStaged()
+	return t
 }
 
 // ExecutorOption configures an Executor.
@@ -79,9 +96,17 @@ func (r stepResult) ok() bool { return r.reason == "" }
 // ctx does (the dialer derives both from one per-dial context), since a
 // blocked Recv can only be released by the stream's own context.
 //
-// Images without /bin/sh: when the user probe fails with SPAWN_FAILED,
-// every shell step is reported completed without running (there is
-// nothing a shell step could do in such an image); agent-ready still runs.
+// The user the steps run as comes from HelloAck (target.User), the same
+// resolution clawkerd applies to the user CMD; only an older clawkerd
+// that does not report it costs a probe shell command.
+//
+// A step whose staged input HelloAck.staged shows absent is completed
+// without running: its script would exit 0 having done nothing.
+//
+// Images without /bin/sh (HelloAck.no_shell, or SPAWN_FAILED on the
+// probe): every shell step is reported completed without running (there
+// is nothing a shell step could do in such an image); agent-ready still
+// runs.
 func (e *Executor) Run(ctx context.Context, stream clawkerdv1.ClawkerdService_SessionClient, target InitTarget) (runErr error) {
 	if stream == nil {
 		return errors.New("agent: Executor.Run: nil stream")
@@ -99,7 +124,8 @@ func (e *Executor) Run(ctx context.Context, stream clawkerdv1.ClawkerdService_Se
 		Project: target.Project, StepCount: len(plan), At: start})
 
 	r := &planRun{e: e, ctx: ctx, stream: stream, target: target, log: log}
-	user, probe := r.probe()
+	staged := stagedSet(target.Staged)
+	user, probe := r.resolveUser()
 	if !probe.ok() && !probe.noShell {
 		// A transport failure here is fatal to the whole plan; anything
 		// else falls back to root like the spec's default user.
@@ -123,6 +149,11 @@ func (e *Executor) Run(ctx context.Context, stream clawkerdv1.ClawkerdService_Se
 		case probe.noShell:
 			log.Info().Str("event", "agent_init_step_skipped_no_shell").Str("step", st.name).
 				Msg("image has no /bin/sh; shell step skipped")
+		case st.inputAbsent(staged):
+			// The script would find nothing staged and exit 0: same
+			// outcome, minus a round trip and a fork.
+			log.Debug().Str("event", "agent_init_step_no_input").Str("step", st.name).
+				Msg("nothing staged for the step; completed without running")
 		default:
 			res = r.shell(st, user)
 		}
@@ -169,7 +200,20 @@ func (r *planRun) nextID(tag string) string {
 	return fmt.Sprintf("init/%s/%d", tag, r.e.seq.Add(1))
 }
 
-// probe resolves CLAWKER_USER inside the container.
+// resolveUser takes CLAWKER_USER from HelloAck, or probes for it.
+func (r *planRun) resolveUser() (userInfo, stepResult) {
+	u := r.target.User
+	if u == nil {
+		return r.probe()
+	}
+	home := u.GetHome()
+	if home == "" {
+		home = "/"
+	}
+	return userInfo{uid: u.GetUid(), gid: u.GetGid(), home: home}, stepResult{noShell: r.target.NoShell}
+}
+
+// probe resolves CLAWKER_USER inside the container with a shell command.
 func (r *planRun) probe() (userInfo, stepResult) {
 	cmd := &clawkerdv1.ShellCommand{
 		Stages:         []*clawkerdv1.PipeStage{{Argv: []string{"/bin/sh", "-c", probeScript}}},

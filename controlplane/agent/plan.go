@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/internal/consts"
 )
 
@@ -62,7 +63,20 @@ type step struct {
 	timeout       time.Duration
 	// markInitialized sends AgentInitialized after the step succeeds.
 	markInitialized bool
+	// input is the staged path (relative to consts.StagingDir) whose
+	// absence makes the script exit 0 having done nothing; "" = none.
+	input string
 }
+
+// Staged inputs relative to consts.StagingDir, as HelloAck.staged lists
+// them.
+const (
+	inputHome        = "home"
+	inputGitIdentity = "git-identity"
+	inputKnownHosts  = "known_hosts"
+	inputHookPost    = "hooks/post-init"
+	inputHookPreRun  = "hooks/pre-run"
+)
 
 // userInfo is CLAWKER_USER resolved inside the container by the probe.
 type userInfo struct {
@@ -79,11 +93,11 @@ func buildPlan(t InitTarget) []step {
 	var plan []step
 	if !t.Initialized {
 		plan = append(plan,
-			step{name: StepConfig, script: configScript, timeout: builtinStepTimeout},
-			step{name: StepGit, script: gitScript, timeout: builtinStepTimeout},
-			step{name: StepSSH, script: sshScript, timeout: builtinStepTimeout},
+			step{name: StepConfig, script: configScript, timeout: builtinStepTimeout, input: inputHome},
+			step{name: StepGit, script: gitScript, timeout: builtinStepTimeout, input: inputGitIdentity},
+			step{name: StepSSH, script: sshScript, timeout: builtinStepTimeout, input: inputKnownHosts},
 			step{name: StepPostInit, script: hookScript(StagingHookPost), asUser: true,
-				exitOnNonZero: true, timeout: hookStepTimeout, markInitialized: true},
+				exitOnNonZero: true, timeout: hookStepTimeout, markInitialized: true, input: inputHookPost},
 		)
 	}
 	// Boot steps belong to a container start: when the user CMD already
@@ -91,10 +105,29 @@ func buildPlan(t InitTarget) []step {
 	if !t.CmdRunning {
 		plan = append(plan,
 			step{name: StepPreRun, script: hookScript(StagingHookPreRun), asUser: true,
-				exitOnNonZero: true, timeout: hookStepTimeout},
+				exitOnNonZero: true, timeout: hookStepTimeout, input: inputHookPreRun},
 			step{name: StepAgentReady, kind: kindAgentReady})
 	}
 	return plan
+}
+
+// stagedSet is HelloAck.staged as a set; nil means not reported, so
+// every input must be assumed present.
+func stagedSet(st *clawkerdv1.StagedInputs) map[string]bool {
+	if st == nil {
+		return nil
+	}
+	m := make(map[string]bool, len(st.GetPaths()))
+	for _, p := range st.GetPaths() {
+		m[p] = true
+	}
+	return m
+}
+
+// inputAbsent reports whether st's script would find its input missing
+// and exit 0 without effect, so running it can be skipped.
+func (st step) inputAbsent(staged map[string]bool) bool {
+	return staged != nil && st.input != "" && !staged[st.input]
 }
 
 // shQuote quotes s for POSIX sh.

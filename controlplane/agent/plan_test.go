@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/internal/consts"
 )
 
@@ -197,5 +198,30 @@ func TestProbeScript(t *testing.T) {
 		if got != want {
 			t.Fatalf("%s: probe %q want %q (parsed %+v)", env, got, want, u)
 		}
+	}
+}
+
+// TestStepInputsMatchScripts: a step is skipped on its input's absence
+// only if that input is what its script tests; the two must not drift.
+func TestStepInputsMatchScripts(t *testing.T) {
+	for _, st := range buildPlan(InitTarget{}) {
+		if st.kind != kindShell {
+			continue
+		}
+		if st.input == "" {
+			t.Fatalf("step %s has no staged input", st.name)
+		}
+		if path := consts.StagingDir + "/" + st.input; !strings.Contains(st.script(rootUser), path) {
+			t.Fatalf("step %s: input %s not tested by its script", st.name, path)
+		}
+		if st.inputAbsent(nil) {
+			t.Fatalf("step %s skipped although staging was not reported", st.name)
+		}
+		if !st.inputAbsent(map[string]bool{}) || st.inputAbsent(map[string]bool{st.input: true}) {
+			t.Fatalf("step %s: inputAbsent wrong", st.name)
+		}
+	}
+	if s := stagedSet(&clawkerdv1.StagedInputs{}); s == nil || len(s) != 0 {
+		t.Fatalf("empty listing must be an empty, non-nil set: %v", s)
 	}
 }

@@ -85,8 +85,7 @@ func (d *Dialer) serve(ctx context.Context, containerID string, e *dialEntry, re
 		}
 	}
 
-	target := InitTarget{ContainerID: containerID, AgentName: t.AgentName, Project: t.Project,
-		Initialized: res.ack.GetInitialized(), CmdRunning: res.ack.GetCmdRunning()}
+	target := TargetFromHelloAck(InitTarget{ContainerID: containerID, AgentName: t.AgentName, Project: t.Project}, res.ack)
 	if d.initExec == nil {
 		log.Error().Str("event", "agent_init_executor_unset").Msg("no init executor wired; plan skipped")
 	} else if err := d.initExec.Run(ctx, stream, target); err != nil {

@@ -33,6 +33,7 @@ import (
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/rpcbuf"
 )
 
 // Subsystem names on /healthz.
@@ -446,6 +447,10 @@ func (d *Daemon) serveAgentSurface(k *keys, peers *agent.MobyPeerLookup, registr
 	return httpSrv, gs
 }
 
+// adminWriteBuffer is how much the admin transport gathers before a
+// write (exec output in few large syscalls).
+const adminWriteBuffer = 256 << 10
+
 // serveAdmin starts AdminService (CN pinned to clawker-cli) with gRPC
 // health and reflection.
 func (d *Daemon) serveAdmin(k *keys, registry agent.Registry, bus *overseer.Overseer, docker mobyclient.APIClient) *grpc.Server {
@@ -468,8 +473,12 @@ func (d *Daemon) serveAdmin(k *keys, registry agent.Registry, bus *overseer.Over
 		return nil
 	}
 	u, s := admin.Interceptors(log.With("subsystem", "admin"))
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(admin.ServerTLSConfig(k.cert, k.caPool))),
-		grpc.ChainUnaryInterceptor(recoverUnary(log), u), grpc.ChainStreamInterceptor(recoverStream(log), s))
+	// Exec streams bulk output to the CLI: encode it without gRPC's zeroed
+	// 1 MiB buffer per message, and write it in large flushes of one
+	// syscall each rather than one per TLS record (see rpcbuf).
+	gs := grpc.NewServer(grpc.Creds(rpcbuf.BatchWrites(credentials.NewTLS(admin.ServerTLSConfig(k.cert, k.caPool)))),
+		grpc.ChainUnaryInterceptor(recoverUnary(log), u), grpc.ChainStreamInterceptor(recoverStream(log), s),
+		grpc.ForceServerCodecV2(rpcbuf.NewCodec()), grpc.WriteBufferSize(adminWriteBuffer))
 	adminv1.RegisterAdminServiceServer(gs, srv)
 	hs := healthgrpc.NewServer()
 	hs.SetServingStatus(adminv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

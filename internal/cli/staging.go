@@ -14,7 +14,6 @@ import (
 // consts.StagingDir). Everything is optional: a missing source stages
 // nothing, and the matching init step is a no-op.
 const (
-	stagingHome        = "home"
 	stagingGitIdentity = "git-identity"
 	stagingKnownHosts  = "known_hosts"
 	stagingHooks       = "hooks"
@@ -29,9 +28,9 @@ func stageFiles(ctx context.Context, tb *tarBuilder, root, projectDir string) er
 	if err := tb.dir(root, 0o755); err != nil {
 		return err
 	}
-	if err := tb.dir(root+"/"+stagingHome, 0o755); err != nil {
-		return err
-	}
+	// No home/ dir: the CLI has no home files to stage yet, and an empty
+	// one would only make the config step fork to copy nothing (the plan
+	// skips a step whose staged input is absent).
 	if name, email := gitConfig(ctx, "user.name"), gitConfig(ctx, "user.email"); name != "" || email != "" {
 		if err := tb.file(root+"/"+stagingGitIdentity, 0o444, []byte(name+"\n"+email+"\n")); err != nil {
 			return err

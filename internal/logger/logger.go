@@ -6,6 +6,7 @@ package logger
 import (
 	"io"
 	"os"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -22,8 +23,22 @@ func New(w io.Writer, level, component string) *Logger {
 	if err != nil || level == "" {
 		lvl = zerolog.InfoLevel
 	}
-	zl := zerolog.New(w).Level(lvl).With().Timestamp().Str("component", component).Logger()
+	zl := zerolog.New(w).Level(lvl).Hook(timeHook{}).With().Str("component", component).Logger()
 	return &Logger{Logger: zl}
+}
+
+// TimeFormat is the "time" field's layout: RFC 3339 with fixed-width
+// nanoseconds, so latency is measurable from the logs (zerolog's default
+// is whole seconds) and lines sort lexically. time.RFC3339Nano parses it.
+const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// timeHook stamps each event with the time it is written. A hook of our
+// own rather than zerolog.TimeFieldFormat, which is package-global state
+// shared with every other zerolog user in the process.
+type timeHook struct{}
+
+func (timeHook) Run(e *zerolog.Event, _ zerolog.Level, _ string) {
+	e.Str("time", time.Now().Format(TimeFormat))
 }
 
 // Stderr is New on os.Stderr.

@@ -954,9 +954,21 @@ func (*Response_Error) isResponse_Payload() {}
 func (*Response_RegisterDone) isResponse_Payload() {}
 
 type HelloAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Initialized   bool                   `protobuf:"varint,1,opt,name=initialized,proto3" json:"initialized,omitempty"`
-	CmdRunning    bool                   `protobuf:"varint,2,opt,name=cmd_running,json=cmdRunning,proto3" json:"cmd_running,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Initialized bool                   `protobuf:"varint,1,opt,name=initialized,proto3" json:"initialized,omitempty"`
+	CmdRunning  bool                   `protobuf:"varint,2,opt,name=cmd_running,json=cmdRunning,proto3" json:"cmd_running,omitempty"`
+	// user is CLAWKER_USER as clawkerd resolved it for the user CMD, so the
+	// CP's init steps run as the same identity without probing the
+	// container. Absent (older clawkerd): the CP probes with a shell step.
+	User *ResolvedUser `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// no_shell: the image has no executable /bin/sh, so no shell step can
+	// run. Meaningful only when user is set.
+	NoShell bool `protobuf:"varint,4,opt,name=no_shell,json=noShell,proto3" json:"no_shell,omitempty"`
+	// staged lists what the CLI staged for the init plan, so the CP can
+	// skip a step whose input is absent (a no-op anyway) without a round
+	// trip. Absent (older clawkerd, or a tree too large to list): the CP
+	// runs every step.
+	Staged        *StagedInputs `protobuf:"bytes,5,opt,name=staged,proto3" json:"staged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1005,6 +1017,135 @@ func (x *HelloAck) GetCmdRunning() bool {
 	return false
 }
 
+func (x *HelloAck) GetUser() *ResolvedUser {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *HelloAck) GetNoShell() bool {
+	if x != nil {
+		return x.NoShell
+	}
+	return false
+}
+
+func (x *HelloAck) GetStaged() *StagedInputs {
+	if x != nil {
+		return x.Staged
+	}
+	return nil
+}
+
+// StagedInputs is the init staging tree listed to depth two, as
+// slash-separated paths relative to its root ("home", "hooks/pre-run").
+// An empty list means nothing is staged.
+type StagedInputs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Paths         []string               `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StagedInputs) Reset() {
+	*x = StagedInputs{}
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StagedInputs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StagedInputs) ProtoMessage() {}
+
+func (x *StagedInputs) ProtoReflect() protoreflect.Message {
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StagedInputs.ProtoReflect.Descriptor instead.
+func (*StagedInputs) Descriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StagedInputs) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+// ResolvedUser is a numeric identity and its home directory.
+type ResolvedUser struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	Home          string                 `protobuf:"bytes,3,opt,name=home,proto3" json:"home,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolvedUser) Reset() {
+	*x = ResolvedUser{}
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolvedUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolvedUser) ProtoMessage() {}
+
+func (x *ResolvedUser) ProtoReflect() protoreflect.Message {
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolvedUser.ProtoReflect.Descriptor instead.
+func (*ResolvedUser) Descriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ResolvedUser) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *ResolvedUser) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *ResolvedUser) GetHome() string {
+	if x != nil {
+		return x.Home
+	}
+	return ""
+}
+
 type Started struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1013,7 +1154,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1166,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1179,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{13}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{15}
 }
 
 // OutputChunk carries stderr of every stage and stdout of the last stage,
@@ -1052,7 +1193,7 @@ type OutputChunk struct {
 
 func (x *OutputChunk) Reset() {
 	*x = OutputChunk{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1205,7 @@ func (x *OutputChunk) String() string {
 func (*OutputChunk) ProtoMessage() {}
 
 func (x *OutputChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1218,7 @@ func (x *OutputChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
 func (*OutputChunk) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{14}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OutputChunk) GetData() []byte {
@@ -1100,7 +1241,7 @@ type StageExit struct {
 
 func (x *StageExit) Reset() {
 	*x = StageExit{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1253,7 @@ func (x *StageExit) String() string {
 func (*StageExit) ProtoMessage() {}
 
 func (x *StageExit) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1266,7 @@ func (x *StageExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageExit.ProtoReflect.Descriptor instead.
 func (*StageExit) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{15}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StageExit) GetStageIndex() uint32 {
@@ -1158,7 +1299,7 @@ type Done struct {
 
 func (x *Done) Reset() {
 	*x = Done{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1311,7 @@ func (x *Done) String() string {
 func (*Done) ProtoMessage() {}
 
 func (x *Done) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1324,7 @@ func (x *Done) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Done.ProtoReflect.Descriptor instead.
 func (*Done) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{16}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Done) GetFinalExitCode() int32 {
@@ -1203,7 +1344,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1356,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1369,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{17}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -1255,7 +1396,7 @@ type RegisterDone struct {
 
 func (x *RegisterDone) Reset() {
 	*x = RegisterDone{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1408,7 @@ func (x *RegisterDone) String() string {
 func (*RegisterDone) ProtoMessage() {}
 
 func (x *RegisterDone) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1421,7 @@ func (x *RegisterDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDone.ProtoReflect.Descriptor instead.
 func (*RegisterDone) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{18}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RegisterDone) GetOk() bool {
@@ -1360,11 +1501,20 @@ const file_api_clawkerd_v1_clawkerd_proto_rawDesc = "" +
 	"\x04done\x18\a \x01(\v2\x19.clawker.clawkerd.v1.DoneH\x00R\x04done\x122\n" +
 	"\x05error\x18\b \x01(\v2\x1a.clawker.clawkerd.v1.ErrorH\x00R\x05error\x12H\n" +
 	"\rregister_done\x18\t \x01(\v2!.clawker.clawkerd.v1.RegisterDoneH\x00R\fregisterDoneB\t\n" +
-	"\apayloadJ\x04\b\x05\x10\x06\"M\n" +
+	"\apayloadJ\x04\b\x05\x10\x06\"\xda\x01\n" +
 	"\bHelloAck\x12 \n" +
 	"\vinitialized\x18\x01 \x01(\bR\vinitialized\x12\x1f\n" +
 	"\vcmd_running\x18\x02 \x01(\bR\n" +
-	"cmdRunning\"\t\n" +
+	"cmdRunning\x125\n" +
+	"\x04user\x18\x03 \x01(\v2!.clawker.clawkerd.v1.ResolvedUserR\x04user\x12\x19\n" +
+	"\bno_shell\x18\x04 \x01(\bR\anoShell\x129\n" +
+	"\x06staged\x18\x05 \x01(\v2!.clawker.clawkerd.v1.StagedInputsR\x06staged\"$\n" +
+	"\fStagedInputs\x12\x14\n" +
+	"\x05paths\x18\x01 \x03(\tR\x05paths\"F\n" +
+	"\fResolvedUser\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x12\n" +
+	"\x04home\x18\x03 \x01(\tR\x04home\"\t\n" +
 	"\aStarted\"!\n" +
 	"\vOutputChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"_\n" +
@@ -1405,7 +1555,7 @@ func file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP() []byte {
 }
 
 var file_api_clawkerd_v1_clawkerd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_clawkerd_v1_clawkerd_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_api_clawkerd_v1_clawkerd_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_api_clawkerd_v1_clawkerd_proto_goTypes = []any{
 	(ErrorCode)(0),           // 0: clawker.clawkerd.v1.ErrorCode
 	(*Command)(nil),          // 1: clawker.clawkerd.v1.Command
@@ -1421,13 +1571,15 @@ var file_api_clawkerd_v1_clawkerd_proto_goTypes = []any{
 	(*Signal)(nil),           // 11: clawker.clawkerd.v1.Signal
 	(*Response)(nil),         // 12: clawker.clawkerd.v1.Response
 	(*HelloAck)(nil),         // 13: clawker.clawkerd.v1.HelloAck
-	(*Started)(nil),          // 14: clawker.clawkerd.v1.Started
-	(*OutputChunk)(nil),      // 15: clawker.clawkerd.v1.OutputChunk
-	(*StageExit)(nil),        // 16: clawker.clawkerd.v1.StageExit
-	(*Done)(nil),             // 17: clawker.clawkerd.v1.Done
-	(*Error)(nil),            // 18: clawker.clawkerd.v1.Error
-	(*RegisterDone)(nil),     // 19: clawker.clawkerd.v1.RegisterDone
-	nil,                      // 20: clawker.clawkerd.v1.PipeStage.EnvEntry
+	(*StagedInputs)(nil),     // 14: clawker.clawkerd.v1.StagedInputs
+	(*ResolvedUser)(nil),     // 15: clawker.clawkerd.v1.ResolvedUser
+	(*Started)(nil),          // 16: clawker.clawkerd.v1.Started
+	(*OutputChunk)(nil),      // 17: clawker.clawkerd.v1.OutputChunk
+	(*StageExit)(nil),        // 18: clawker.clawkerd.v1.StageExit
+	(*Done)(nil),             // 19: clawker.clawkerd.v1.Done
+	(*Error)(nil),            // 20: clawker.clawkerd.v1.Error
+	(*RegisterDone)(nil),     // 21: clawker.clawkerd.v1.RegisterDone
+	nil,                      // 22: clawker.clawkerd.v1.PipeStage.EnvEntry
 }
 var file_api_clawkerd_v1_clawkerd_proto_depIdxs = []int32{
 	2,  // 0: clawker.clawkerd.v1.Command.hello:type_name -> clawker.clawkerd.v1.Hello
@@ -1440,22 +1592,24 @@ var file_api_clawkerd_v1_clawkerd_proto_depIdxs = []int32{
 	4,  // 7: clawker.clawkerd.v1.Command.agent_initialized:type_name -> clawker.clawkerd.v1.AgentInitialized
 	8,  // 8: clawker.clawkerd.v1.Command.output_credit:type_name -> clawker.clawkerd.v1.OutputCredit
 	9,  // 9: clawker.clawkerd.v1.ShellCommand.stages:type_name -> clawker.clawkerd.v1.PipeStage
-	20, // 10: clawker.clawkerd.v1.PipeStage.env:type_name -> clawker.clawkerd.v1.PipeStage.EnvEntry
+	22, // 10: clawker.clawkerd.v1.PipeStage.env:type_name -> clawker.clawkerd.v1.PipeStage.EnvEntry
 	13, // 11: clawker.clawkerd.v1.Response.hello_ack:type_name -> clawker.clawkerd.v1.HelloAck
-	14, // 12: clawker.clawkerd.v1.Response.started:type_name -> clawker.clawkerd.v1.Started
-	15, // 13: clawker.clawkerd.v1.Response.output:type_name -> clawker.clawkerd.v1.OutputChunk
-	16, // 14: clawker.clawkerd.v1.Response.stage_exit:type_name -> clawker.clawkerd.v1.StageExit
-	17, // 15: clawker.clawkerd.v1.Response.done:type_name -> clawker.clawkerd.v1.Done
-	18, // 16: clawker.clawkerd.v1.Response.error:type_name -> clawker.clawkerd.v1.Error
-	19, // 17: clawker.clawkerd.v1.Response.register_done:type_name -> clawker.clawkerd.v1.RegisterDone
-	0,  // 18: clawker.clawkerd.v1.Error.code:type_name -> clawker.clawkerd.v1.ErrorCode
-	1,  // 19: clawker.clawkerd.v1.ClawkerdService.Session:input_type -> clawker.clawkerd.v1.Command
-	12, // 20: clawker.clawkerd.v1.ClawkerdService.Session:output_type -> clawker.clawkerd.v1.Response
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	16, // 12: clawker.clawkerd.v1.Response.started:type_name -> clawker.clawkerd.v1.Started
+	17, // 13: clawker.clawkerd.v1.Response.output:type_name -> clawker.clawkerd.v1.OutputChunk
+	18, // 14: clawker.clawkerd.v1.Response.stage_exit:type_name -> clawker.clawkerd.v1.StageExit
+	19, // 15: clawker.clawkerd.v1.Response.done:type_name -> clawker.clawkerd.v1.Done
+	20, // 16: clawker.clawkerd.v1.Response.error:type_name -> clawker.clawkerd.v1.Error
+	21, // 17: clawker.clawkerd.v1.Response.register_done:type_name -> clawker.clawkerd.v1.RegisterDone
+	15, // 18: clawker.clawkerd.v1.HelloAck.user:type_name -> clawker.clawkerd.v1.ResolvedUser
+	14, // 19: clawker.clawkerd.v1.HelloAck.staged:type_name -> clawker.clawkerd.v1.StagedInputs
+	0,  // 20: clawker.clawkerd.v1.Error.code:type_name -> clawker.clawkerd.v1.ErrorCode
+	1,  // 21: clawker.clawkerd.v1.ClawkerdService.Session:input_type -> clawker.clawkerd.v1.Command
+	12, // 22: clawker.clawkerd.v1.ClawkerdService.Session:output_type -> clawker.clawkerd.v1.Response
+	22, // [22:23] is the sub-list for method output_type
+	21, // [21:22] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_api_clawkerd_v1_clawkerd_proto_init() }
@@ -1489,7 +1643,7 @@ func file_api_clawkerd_v1_clawkerd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_clawkerd_v1_clawkerd_proto_rawDesc), len(file_api_clawkerd_v1_clawkerd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
