@@ -90,7 +90,13 @@ func mainErr() int {
 	}
 
 	if o.profileDir != "" {
-		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+		// Absolute: the CLI that writes the CP profiles runs in another cwd.
+		abs, err := filepath.Abs(o.profileDir)
+		if err == nil {
+			o.profileDir = abs
+			err = os.MkdirAll(abs, 0o755)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			return 1
 		}
