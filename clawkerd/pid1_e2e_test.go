@@ -122,7 +122,7 @@ func buildE2EImage(cli *dockerclient.Client) (string, error) {
 	for _, d := range []struct {
 		name string
 		mode int64
-	}{{"bin/", 0o755}, {"etc/", 0o755}, {"tmp/", 0o1777}, {"run/", 0o755}, {"run/clawker/", 0o755}, {"var/", 0o755}, {"root/", 0o700}} {
+	}{{"bin/", 0o755}, {"etc/", 0o755}, {"tmp/", 0o1777}, {"run/", 0o755}, {"run/clawker/", 0o755}, {"run/clawker/bin/", 0o755}, {"var/", 0o755}, {"root/", 0o700}} {
 		if err := tw.WriteHeader(&tar.Header{Name: d.name, Mode: d.mode, Typeflag: tar.TypeDir}); err != nil {
 			return "", err
 		}
@@ -130,7 +130,7 @@ func buildE2EImage(cli *dockerclient.Client) (string, error) {
 	if err := addFile("bin/busybox", "/bin/busybox", 0o755); err != nil {
 		return "", err
 	}
-	if err := addFile("run/clawker/clawkerd", bin, 0o755); err != nil {
+	if err := addFile(strings.TrimPrefix(consts.ClawkerdPath, "/"), bin, 0o755); err != nil {
 		return "", err
 	}
 	for _, a := range strings.Fields(string(applets)) {

@@ -105,7 +105,9 @@ func readAdminAddr(h auth.Home) string {
 
 func dialAdmin(addr string, creds credentials.TransportCredentials) (*adminConn, error) {
 	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, adminTransportOptions()...)
-	conn, err := grpc.NewClient(addr, opts...)
+	// passthrough: addr is an IP:port (cached, probed or from Docker), so
+	// the default DNS resolver would only add a goroutine hop per command.
+	conn, err := grpc.NewClient("passthrough:///"+addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("admin client for %s: %w", addr, err)
 	}

@@ -74,6 +74,9 @@ func TestBadInputs(t *testing.T) {
 		{"image missing", "", []string{"run", "--agent", "a"}, ExitUsage, "arg"},
 		{"env without key", "", []string{"run", "--agent", "a", "-e", "=v", "busybox"}, ExitUsage, "KEY=VALUE"},
 		{"reserved env", "", []string{"run", "--agent", "a", "-e", "CLAWKER_AGENT=x", "busybox"}, ExitUsage, "set by clawker"},
+		{"volume over clawkerd", "", []string{"run", "--agent", "a", "-v", "x:/run/clawker/bin", "busybox"}, ExitUsage, "which clawker owns"},
+		{"volume over /run", "", []string{"run", "--agent", "a", "-v", "/tmp:/run:ro", "busybox"}, ExitUsage, "/run/clawker"},
+		{"volume over init marker", "", []string{"run", "--agent", "a", "-v", "x:/var/lib/clawker/", "busybox"}, ExitUsage, "/var/lib/clawker"},
 		{"run before init", t.TempDir(), []string{"run", "--agent", "a", "busybox"}, ExitUsage, "clawker init"},
 		{"cp up before init", t.TempDir(), []string{"cp", "up"}, ExitUsage, "clawker init"},
 		{"agents before init", t.TempDir(), []string{"agents"}, ExitUsage, "clawker init"},
@@ -201,6 +204,24 @@ func TestWrongCAIsAClearTLSError(t *testing.T) {
 	_, stderr, code := h.run(t, "agents")
 	if code != ExitError || !strings.Contains(stderr, "TLS with the control plane failed") {
 		t.Fatalf("exit %d stderr %q", code, stderr)
+	}
+}
+
+func TestReservedMount(t *testing.T) {
+	for target, want := range map[string]string{
+		"/run/clawker":           "/run/clawker",
+		"/run/clawker/bin":       "/run/clawker",
+		"/run/clawker/bin/../x/": "/run/clawker",
+		"/run":                   "/run/clawker",
+		"/var":                   "/var/lib/clawker",
+		"/var/lib/clawker/x":     "/var/lib/clawker",
+		"/run/clawkerd":          "",
+		"/work":                  "",
+		"/var/lib/docker":        "",
+	} {
+		if got := reservedMount(target); got != want {
+			t.Errorf("reservedMount(%q) = %q, want %q", target, got, want)
+		}
 	}
 }
 

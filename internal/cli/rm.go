@@ -49,7 +49,7 @@ evicts its registry row; a running agent needs --force.`,
 						errs = append(errs, withCode(ExitError, fmt.Errorf("agent %s is running: stop it first or use --force", arg)))
 						continue
 					}
-					if _, err := c.ContainerRemove(ctx, ctr.ID, mobyclient.ContainerRemoveOptions{Force: force}); err != nil {
+					if _, err := c.ContainerRemove(ctx, ctr.ID, mobyclient.ContainerRemoveOptions{Force: force, RemoveVolumes: true}); err != nil {
 						errs = append(errs, fmt.Errorf("remove %s: %w", arg, err))
 						continue
 					}

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	mobyclient "github.com/moby/moby/client"
 	"github.com/spf13/cobra"
@@ -121,6 +123,9 @@ func (a *app) runAgent(ctx context.Context, o runOptions, image string, userCmd 
 			(len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
 			return usageErrorf("invalid --volume %q: want SRC:/container/path[:ro]", v)
 		}
+		if r := reservedMount(parts[1]); r != "" {
+			return usageErrorf("invalid --volume %q: it would cover %s, which clawker owns", v, r)
+		}
 	}
 	h, err := a.home()
 	if err != nil {
@@ -194,6 +199,7 @@ func (a *app) runAgent(ctx context.Context, o runOptions, image string, userCmd 
 		HostConfig: &container.HostConfig{
 			NetworkMode: container.NetworkMode(consts.NetworkName),
 			Binds:       o.volumes,
+			Mounts:      []mount.Mount{clawkerdMount()},
 			// Raw sockets would let an agent spoof another container's IP
 			// on clawker-net (ARP), undermining the peer-IP identity anchor.
 			CapDrop: []string{"NET_RAW"},
@@ -212,7 +218,7 @@ func (a *app) runAgent(ctx context.Context, o runOptions, image string, userCmd 
 	started := false
 	defer func() {
 		if !started { // nothing half-created: an unstarted container goes
-			_, _ = c.ContainerRemove(context.WithoutCancel(ctx), id, mobyclient.ContainerRemoveOptions{Force: true})
+			_, _ = c.ContainerRemove(context.WithoutCancel(ctx), id, mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 		}
 	}()
 
@@ -289,6 +295,38 @@ func (a *app) runAgent(ctx context.Context, o runOptions, image string, userCmd 
 	defer stopProgress()
 	go a.showProgress(pctx, a.errOut, project.String(), agent.String(), id)
 	return a.followAgent(ctx, c, id, attached, o.debug)
+}
+
+// reservedMount returns the clawker-owned directory a --volume target
+// would cover (it, a parent or a child of it), else "". A mount there
+// would hide clawkerd or the bootstrap files, or keep the init marker
+// past rm.
+func reservedMount(target string) string {
+	dst := path.Clean(target)
+	for _, r := range []string{"/run/clawker", path.Dir(consts.InitMarkerPath)} {
+		if dst == r || strings.HasPrefix(dst, r+"/") || strings.HasPrefix(r, strings.TrimSuffix(dst, "/")+"/") {
+			return r
+		}
+	}
+	return ""
+}
+
+// clawkerdMount is the agent's own anonymous volume at ClawkerdDir, which
+// the copy before start fills with clawkerd. A volume, not the writable
+// layer: on a FUSE storage driver (fuse-overlayfs) every page fault of the
+// 19 MB binary in the writable layer is a round trip to the FUSE daemon,
+// which made clawkerd's start 2-3× slower (bench/FINDINGS.md). The volume
+// is a plain host directory; it goes with the container (rm -v, clawker
+// rm) and is labelled so test sweeps find a leftover.
+func clawkerdMount() mount.Mount {
+	return mount.Mount{
+		Type:   mount.TypeVolume,
+		Target: consts.ClawkerdDir,
+		VolumeOptions: &mount.VolumeOptions{
+			NoCopy: true, // nothing of the image belongs there
+			Labels: managedLabels(map[string]string{consts.LabelPurpose: consts.PurposeClawkerdBin}),
+		},
+	}
 }
 
 // followAgent streams the attached console until the container exits and

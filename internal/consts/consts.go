@@ -15,6 +15,8 @@ const (
 
 	PurposeAgent        = "agent"
 	PurposeControlPlane = "controlplane"
+	// PurposeClawkerdBin labels an agent's own volume holding clawkerd.
+	PurposeClawkerdBin = "clawkerd-bin"
 
 	// Certificate common names.
 	ContainerClawkerd = "clawker-clawkerd"
@@ -42,7 +44,10 @@ const (
 	BootstrapKey    = "key.pem"
 	BootstrapCA     = "ca.pem"
 	BootstrapAssert = "assertion.jwt"
-	ClawkerdPath    = "/run/clawker/clawkerd"
+	// ClawkerdDir is where clawker run mounts the agent's clawkerd volume
+	// (see docs/spec-notes.md); ClawkerdPath is the binary in it.
+	ClawkerdDir     = "/run/clawker/bin"
+	ClawkerdPath    = ClawkerdDir + "/clawkerd"
 	InitMarkerPath  = "/var/lib/clawker/initialized"
 	StagingDir      = "/run/clawker/staging"
 	ClawkerdLogPath = "/var/log/clawker/clawkerd.log"

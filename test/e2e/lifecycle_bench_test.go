@@ -96,7 +96,7 @@ func benchRound(b *testing.B, c *benchCLI, metricsURL string, n, round int) {
 	}
 	defer func() {
 		for _, id := range ids {
-			_, _ = suite.docker.ContainerRemove(ctx, id, mobyclient.ContainerRemoveOptions{Force: true})
+			_, _ = suite.docker.ContainerRemove(ctx, id, mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 		}
 	}()
 

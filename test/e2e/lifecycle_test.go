@@ -116,7 +116,7 @@ func TestLifecycleStopStartRemove(t *testing.T) {
 	}
 
 	// docker rm: the row is evicted.
-	if _, err := suite.docker.ContainerRemove(context.Background(), id, mobyclient.ContainerRemoveOptions{Force: true}); err != nil {
+	if _, err := suite.docker.ContainerRemove(context.Background(), id, mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "row evicted after rm", func() error {

@@ -161,7 +161,8 @@ func createForgedAgent(t *testing.T, home, project, labelAgent, certAgent string
 	}
 	add("run/", 0o755, nil)
 	add("run/clawker/", 0o755, nil)
-	add("run/clawker/clawkerd", 0o755, clawkerd)
+	add(strings.TrimPrefix(consts.ClawkerdDir, "/")+"/", 0o755, nil)
+	add(strings.TrimPrefix(consts.ClawkerdPath, "/"), 0o755, clawkerd)
 	add("run/clawker/bootstrap/", 0o700, nil)
 	add("run/clawker/bootstrap/"+consts.BootstrapCert, 0o400, auth.CertPEM(leaf.Cert))
 	add("run/clawker/bootstrap/"+consts.BootstrapKey, 0o400, keyPEM)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	mobyclient "github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/internal/consts"
@@ -89,7 +90,7 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 	}
 
-	if _, err := suite.docker.ContainerRemove(context.Background(), ids["alpha"], mobyclient.ContainerRemoveOptions{Force: true}); err != nil {
+	if _, err := suite.docker.ContainerRemove(context.Background(), ids["alpha"], mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "alpha's row evicted", func() error {
@@ -141,9 +142,48 @@ func TestBadInputsOnEngine(t *testing.T) {
 	if len(res.Items) != 1 || res.Items[0].ID != id {
 		t.Errorf("agent containers after refusals: %d (want only %s)", len(res.Items), id)
 	}
+	// clawkerd runs from the agent's own labelled volume, which clawker rm
+	// removes with the container.
+	vol := clawkerdVolume(t, id)
 	e.must("rm", "--force", "dup")
+	if _, err := suite.docker.VolumeInspect(context.Background(), vol, mobyclient.VolumeInspectOptions{}); !cerrdefs.IsNotFound(err) {
+		t.Errorf("clawkerd volume %s after clawker rm: err=%v, want not found", vol, err)
+	}
 	e.must("cp", "down")
 	if r := e.clawker("exec", "dup", "--", "true"); r.code != 3 {
 		t.Errorf("exec with the CP down: %s", r)
 	}
+}
+
+// clawkerdVolume returns the name of the volume mounted at ClawkerdDir in
+// agent container id, failing unless it is a clawkerd-bin volume holding
+// the entrypoint.
+func clawkerdVolume(t *testing.T, id string) string {
+	t.Helper()
+	ctx := context.Background()
+	in, err := suite.docker.ContainerInspect(ctx, id, mobyclient.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep := in.Container.Config.Entrypoint; len(ep) == 0 || ep[0] != consts.ClawkerdPath {
+		t.Errorf("entrypoint %v, want %s first", ep, consts.ClawkerdPath)
+	}
+	for _, m := range in.Container.Mounts {
+		if m.Destination != consts.ClawkerdDir {
+			continue
+		}
+		if m.Type != "volume" || m.Name == "" {
+			t.Fatalf("mount at %s is %+v, want a volume", consts.ClawkerdDir, m)
+		}
+		v, err := suite.docker.VolumeInspect(ctx, m.Name, mobyclient.VolumeInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := v.Volume.Labels[consts.LabelPurpose]; got != consts.PurposeClawkerdBin {
+			t.Errorf("volume %s purpose label %q, want %q", m.Name, got, consts.PurposeClawkerdBin)
+		}
+		return m.Name
+	}
+	t.Fatalf("no mount at %s in %+v", consts.ClawkerdDir, in.Container.Mounts)
+	return ""
 }

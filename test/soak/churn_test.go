@@ -86,7 +86,7 @@ func TestChurnSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id := range live {
-		if _, err := suite.docker.ContainerRemove(ctx, id, mobyclient.ContainerRemoveOptions{Force: true}); err != nil {
+		if _, err := suite.docker.ContainerRemove(ctx, id, mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -138,7 +138,7 @@ func churnCycle(ctx context.Context, e *env, name string) error {
 	if _, err := suite.docker.ContainerStart(ctx, id, mobyclient.ContainerStartOptions{}); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	if _, err := suite.docker.ContainerRemove(ctx, id, mobyclient.ContainerRemoveOptions{Force: true}); err != nil {
+	if _, err := suite.docker.ContainerRemove(ctx, id, mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
 		return fmt.Errorf("rm: %w", err)
 	}
 	return nil

@@ -84,7 +84,7 @@ func TestDockerEventStreamLoss(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := suite.docker.ContainerRemove(ctx, doomed, mobyclient.ContainerRemoveOptions{Force: true}); err != nil {
+	if _, err := suite.docker.ContainerRemove(ctx, doomed, mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
 		t.Fatal(err)
 	}
 	born, err := e.run("loss", "born", "sleep", "3600")
