@@ -176,7 +176,7 @@ func runAll(ctx context.Context, o *options, rep *report) error {
 	if !o.skip["gate"] && len(o.gate) > 0 {
 		fmt.Println("figure 3: identity gate")
 		// The CP is down and no agent runs: the sleepers are the only agents.
-		e.sweepAgents(ctx)
+		e.sweep(ctx)
 		if err := profiled(o.profileDir, "gate", func() error {
 			rows, err := e.measureGate(ctx, o.gate, o.gateLookups, o.naive)
 			rep.Gate = rows
@@ -193,7 +193,7 @@ func runAll(ctx context.Context, o *options, rep *report) error {
 // cpPhases runs figures 1, 4 and 2 against one CP (fan-out last: it
 // restarts the CP), then takes the CP and agents down.
 func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
-	defer e.sweepAgents(ctx)
+	defer e.sweep(ctx)
 	fmt.Println("cp up")
 	health, err := e.cpUp(ctx)
 	if err != nil {
@@ -257,12 +257,6 @@ func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
 	}
 	_, err = e.must(ctx, "cp", "down")
 	return err
-}
-
-// sweepAgents removes every bench container except nothing else: agents
-// and sleepers all carry the bench label.
-func (e *env) sweepAgents(ctx context.Context) {
-	e.sweep(ctx)
 }
 
 func describeMachine() machine {

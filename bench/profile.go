@@ -110,7 +110,8 @@ func (e *env) profileReady(ctx context.Context, w *evWatch, dir string) cpProfil
 	var ids []string
 	defer func() {
 		for _, id := range ids {
-			_ = exec.CommandContext(ctx, "docker", "rm", "-f", id).Run()
+			// -v: each agent has its own clawkerd volume.
+			_ = exec.CommandContext(ctx, "docker", "rm", "-fv", id).Run()
 		}
 	}()
 	return e.profileWhile(ctx, dir, "cp-ready", "agents started one at a time to InitCompleted", profilePass, func() error {

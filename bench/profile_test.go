@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -25,7 +26,7 @@ func TestPprofTopReadsAProfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	_ = keep
+	runtime.KeepAlive(keep) // the profile must still see these as in use
 	rows, err := pprofTop(context.Background(), file, "heap")
 	if err != nil {
 		t.Fatal(err)

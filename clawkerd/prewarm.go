@@ -137,36 +137,33 @@ func (r *registrar) claimWarm() *warmConns {
 }
 
 // takeToken hands the pre-dialed token conn to http.Transport once, if it
-// is for addr and its dial succeeded; nil means dial normally.
-func (w *warmConns) takeToken(ctx context.Context, addr string, log func(error)) net.Conn {
+// is for addr and its dial succeeded. A nil conn means dial normally; err
+// is then the pre-dial's failure, if that is why. Nil-safe.
+func (w *warmConns) takeToken(ctx context.Context, addr string) (net.Conn, error) {
 	if w == nil || w.token.addr != addr {
-		return nil
+		return nil, nil
 	}
 	pc := w.token
 	select {
 	case <-pc.done:
 	case <-ctx.Done():
-		return nil
+		return nil, nil
 	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.taken {
-		return nil
+		return nil, nil
 	}
 	if pc.err != nil {
-		log(pc.err)
-		return nil
+		return nil, pc.err
 	}
 	pc.taken = true
-	return pc.conn
+	return pc.conn, nil
 }
 
 // release closes whatever of w nobody took. It waits for the pending dial,
-// which its own timeout and the server context bound. Nil-safe.
+// which its own timeout and the server context bound.
 func (w *warmConns) release() {
-	if w == nil {
-		return
-	}
 	if w.agent != nil {
 		_ = w.agent.Close()
 	}

@@ -12,27 +12,11 @@ import (
 	"go.uber.org/goleak"
 )
 
-func startPrewarmServer(t *testing.T, mutate func(*Config)) (*testServer, *fakeCP) {
-	t.Helper()
-	var cp *fakeCP
-	pki := newTestPKI(t)
-	ts := startServerPKI(t, pki, func(c *Config) {
-		c.AgentName, c.Project = "dev", "proj"
-		c.Assertion = "the.jwt.assertion"
-		cp = startFakeCP(t, pki, c.Assertion)
-		c.CPTokenURL, c.CPAgentAddr = cp.tokenURL, cp.agentAddr
-		if mutate != nil {
-			mutate(c)
-		}
-	})
-	return ts, cp
-}
-
 // TestRegisterPrewarmedConnsAreUsed: a Session on a fresh container opens
 // both CP connections before RegisterRequired without spending the
 // assertion, and Register then runs over exactly those connections.
 func TestRegisterPrewarmedConnsAreUsed(t *testing.T) {
-	ts, cp := startPrewarmServer(t, nil)
+	ts, cp := startServerWithCP(t, nil)
 	c := ts.session(t)
 	eventually(t, 10*time.Second, "pre-dialed CP conns", func() bool {
 		return cp.tokenConns.Load() == 1 && cp.agentConns.Load() == 1
@@ -64,7 +48,7 @@ func TestRegisterPrewarmedConnsAreUsed(t *testing.T) {
 // TestRegisterPrewarmFailureFallsBack: a failed pre-dial is harmless:
 // Register dials for itself and succeeds.
 func TestRegisterPrewarmFailureFallsBack(t *testing.T) {
-	ts, cp := startPrewarmServer(t, nil)
+	ts, cp := startServerWithCP(t, nil)
 	var warmDials atomic.Int32
 	ts.srv.reg.dial = func(ctx context.Context, addr string, cfg *tls.Config) (net.Conn, error) {
 		if warmDials.Add(1) == 1 {
@@ -88,7 +72,7 @@ func TestRegisterNoPrewarmWhenInitialized(t *testing.T) {
 	if err := writeFile(marker, "x\n"); err != nil {
 		t.Fatal(err)
 	}
-	ts, cp := startPrewarmServer(t, func(c *Config) { c.InitMarkerPath = marker })
+	ts, cp := startServerWithCP(t, func(c *Config) { c.InitMarkerPath = marker })
 	ts.session(t).hello()
 	ts.session(t).hello()
 	if n, m := cp.tokenConns.Load(), cp.agentConns.Load(); n != 0 || m != 0 {

@@ -82,20 +82,17 @@ func (r *registrar) register(ctx context.Context) error {
 	defer cancel()
 	tlsCfg := ClientTLSConfig(r.cfg.Cert, r.cfg.CAPool)
 	w := r.claimWarm()
-	var cc *grpc.ClientConn
+	var conn *grpc.ClientConn // the AgentService conn; nil: dial one
 	if w != nil {
-		cc, w.agent = w.agent, nil
-		if cc != nil && cc.GetState() == connectivity.TransientFailure {
+		conn, w.agent = w.agent, nil
+		if conn != nil && conn.GetState() == connectivity.TransientFailure {
 			// Its reconnect backoff would delay Register: start afresh.
 			r.log.Warn().Str("event", "register_prewarm_failed").Str("target", "agent_service").Msg("pre-dialed agent service conn failed; dialing")
-			_ = cc.Close()
-			cc = nil
+			_ = conn.Close()
+			conn = nil
 		}
 		// Off the reply path: it may wait for a pre-dial still in flight.
 		defer func() { go w.release() }()
-	}
-	warmFailed := func(err error) {
-		r.log.Warn().Str("event", "register_prewarm_failed").Str("target", "token").Err(err).Msg("pre-dialed token conn unusable; dialing")
 	}
 
 	if r.token == nil || !r.token.Valid() {
@@ -108,8 +105,12 @@ func (r *registrar) register(ctx context.Context) error {
 			Timeout: registerTimeout,
 			Transport: &http.Transport{TLSClientConfig: tokenTLS,
 				DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-					if c := w.takeToken(ctx, addr, warmFailed); c != nil {
+					c, err := w.takeToken(ctx, addr)
+					if c != nil {
 						return c, nil
+					}
+					if err != nil {
+						r.log.Warn().Str("event", "register_prewarm_failed").Str("target", "token").Err(err).Msg("pre-dialed token conn unusable; dialing")
 					}
 					return r.dial(ctx, addr, tokenTLS)
 				}},
@@ -137,18 +138,16 @@ func (r *registrar) register(ctx context.Context) error {
 		r.log.Info().Str("event", "token_exchanged").Time("expiry", tok.Expiry).Msg("assertion exchanged for access token")
 	}
 
-	conn := cc
-	var err error
 	if conn == nil {
+		var err error
 		if conn, err = r.agentConn(tlsCfg); err != nil {
 			return fmt.Errorf("dial agent service: %w", err)
 		}
 	}
 	defer func() { _ = conn.Close() }()
 	md := metadata.Pairs("authorization", "Bearer "+r.token.AccessToken)
-	_, err = agentv1.NewAgentServiceClient(conn).Register(metadata.NewOutgoingContext(ctx, md),
-		&agentv1.RegisterRequest{AgentName: r.cfg.AgentName, Project: r.cfg.Project}, grpc.WaitForReady(true))
-	if err != nil {
+	if _, err := agentv1.NewAgentServiceClient(conn).Register(metadata.NewOutgoingContext(ctx, md),
+		&agentv1.RegisterRequest{AgentName: r.cfg.AgentName, Project: r.cfg.Project}, grpc.WaitForReady(true)); err != nil {
 		return fmt.Errorf("register call: %w", err)
 	}
 	r.done = true

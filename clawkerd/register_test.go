@@ -140,7 +140,10 @@ func registerRequired(c *client, id string) *clawkerdv1.RegisterDone {
 	return r.GetRegisterDone()
 }
 
-func TestRegisterSingleUse(t *testing.T) {
+// startServerWithCP starts a server for agent dev in project proj whose
+// Register goes to a fake CP expecting its assertion.
+func startServerWithCP(t *testing.T, mutate func(*Config)) (*testServer, *fakeCP) {
+	t.Helper()
 	var cp *fakeCP
 	pki := newTestPKI(t)
 	ts := startServerPKI(t, pki, func(c *Config) {
@@ -148,7 +151,15 @@ func TestRegisterSingleUse(t *testing.T) {
 		c.Assertion = "the.jwt.assertion"
 		cp = startFakeCP(t, pki, c.Assertion)
 		c.CPTokenURL, c.CPAgentAddr = cp.tokenURL, cp.agentAddr
+		if mutate != nil {
+			mutate(c)
+		}
 	})
+	return ts, cp
+}
+
+func TestRegisterSingleUse(t *testing.T) {
+	ts, cp := startServerWithCP(t, nil)
 	// Concurrent RegisterRequired on two Sessions: one exchange, one Register.
 	c1, c2 := ts.session(t), ts.session(t)
 	var wg sync.WaitGroup

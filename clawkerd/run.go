@@ -140,24 +140,19 @@ func openAuditLog(path, level string, stderr io.Writer) (*logger.Logger, func())
 	f := &asyncFile{ready: make(chan struct{})}
 	go func() {
 		defer close(f.ready)
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-			f.err = err
-			return
+		err := os.MkdirAll(filepath.Dir(path), 0o750)
+		if err == nil {
+			// An empty write makes lumberjack open (or create) the file now.
+			_, err = lj.Write(nil)
 		}
-		// An empty write makes lumberjack open (or create) the file now.
-		if _, err := lj.Write(nil); err != nil {
-			f.err = err
+		if err != nil {
+			// Straight to stderr: f is not ready, so l would wait on it.
+			logger.New(stderr, level, "clawkerd").Warn().Str("event", "audit_log_unavailable").Err(err).Msg("log file disabled")
 			return
 		}
 		f.w = lj
 	}()
 	l := logger.New(io.MultiWriter(stderr, f), level, "clawkerd")
-	go func() {
-		<-f.ready
-		if f.err != nil {
-			logger.New(stderr, level, "clawkerd").Warn().Str("event", "audit_log_unavailable").Err(f.err).Msg("log file disabled")
-		}
-	}()
 	return l, func() {
 		<-f.ready
 		if f.w != nil {
@@ -167,11 +162,10 @@ func openAuditLog(path, level string, stderr io.Writer) (*logger.Logger, func())
 }
 
 // asyncFile is a writer that becomes usable once ready is closed: w set,
-// or err set and writes are dropped (stderr still has them).
+// or w nil and writes are dropped (stderr still has them).
 type asyncFile struct {
 	ready chan struct{}
 	w     io.Writer
-	err   error
 }
 
 func (f *asyncFile) Write(p []byte) (int, error) {

@@ -388,22 +388,18 @@ func listStaged(dir string) *clawkerdv1.StagedInputs {
 		if e.Type()&fs.ModeSymlink != 0 {
 			return nil // might lead to a directory we do not list
 		}
-		if !e.IsDir() {
-			continue
-		}
-		sub, err := os.ReadDir(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return nil
-		}
-		for _, se := range sub {
-			out.Paths = append(out.Paths, e.Name()+"/"+se.Name())
+		if e.IsDir() {
+			sub, err := os.ReadDir(filepath.Join(dir, e.Name()))
+			if err != nil {
+				return nil
+			}
+			for _, se := range sub {
+				out.Paths = append(out.Paths, e.Name()+"/"+se.Name())
+			}
 		}
 		if len(out.Paths) > stagedMax {
 			return nil
 		}
-	}
-	if len(out.Paths) > stagedMax {
-		return nil
 	}
 	return out
 }

@@ -45,13 +45,6 @@ func (p *profiler) acquire() bool {
 	return true
 }
 
-// running reports whether a window holds the slot.
-func (p *profiler) running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.busy
-}
-
 func (p *profiler) release() {
 	p.mu.Lock()
 	p.busy = false
@@ -61,15 +54,10 @@ func (p *profiler) release() {
 // Profile records a runtime/pprof profile of this process and streams it
 // in chunks. The admin listener's TLS and interceptors restrict it to the
 // operator's CLI cert like every other admin RPC; there is deliberately no
-// net/http/pprof handler on a listener agents can reach.
-func (s *Server) Profile(req *adminv1.ProfileRequest, stream adminv1.AdminService_ProfileServer) (err error) {
+// net/http/pprof handler on a listener agents can reach. A panic is the
+// admin listener's recover interceptor's to catch, as for every RPC.
+func (s *Server) Profile(req *adminv1.ProfileRequest, stream adminv1.AdminService_ProfileServer) error {
 	ctx := stream.Context()
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error().Str("event", "admin_profile_panic").Interface("panic", r).Msg("recovered")
-			err = status.Error(codes.Internal, "profile failed")
-		}
-	}()
 	kind, seconds := req.GetKind(), req.GetSeconds()
 	if err := checkProfileRequest(kind, seconds); err != nil {
 		return err
@@ -77,6 +65,7 @@ func (s *Server) Profile(req *adminv1.ProfileRequest, stream adminv1.AdminServic
 	s.log.Info().Str("event", "admin_profile").Str("kind", profileName(kind)).Uint32("seconds", seconds).
 		Str("by", callerCN(ctx)).Msg("profile requested")
 	var buf bytes.Buffer
+	var err error
 	if windowed(kind) {
 		if !s.prof.acquire() {
 			return status.Error(codes.ResourceExhausted, "another cpu, mutex or block profile is running: try again when it ends")

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,15 +77,6 @@ func profileStrings(t *testing.T, data []byte) []string {
 	return strs
 }
 
-func contains(strs []string, want string) bool {
-	for _, s := range strs {
-		if s == want {
-			return true
-		}
-	}
-	return false
-}
-
 func TestProfileRoundTripsRealProfiles(t *testing.T) {
 	p := newPKI(t)
 	addr := serve(t, p, newServer(t, &fakeRegistry{}, overseer.New(nil), nil, nil))
@@ -110,7 +102,7 @@ func TestProfileRoundTripsRealProfiles(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)
 		}
-		if strs := profileStrings(t, data); !contains(strs, want) {
+		if strs := profileStrings(t, data); !slices.Contains(strs, want) {
 			t.Errorf("%s profile lacks %q in its string table: %q", kind, want, strs)
 		}
 	}
@@ -126,12 +118,12 @@ func TestProfileRefusesNonOperators(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := &adminv1.ProfileRequest{Kind: adminv1.ProfileKind_PROFILE_KIND_HEAP}
-	for name, cert := range map[string]struct{ c adminv1.AdminServiceClient }{
-		"agent cert":   {dial(t, addr, p, tlsCert(t, agentLeaf))},
-		"cp cert":      {dial(t, addr, p, p.cp)},
-		"foreign cert": {dial(t, addr, p, newPKI(t).cli)},
+	for name, c := range map[string]adminv1.AdminServiceClient{
+		"agent cert":   dial(t, addr, p, tlsCert(t, agentLeaf)),
+		"cp cert":      dial(t, addr, p, p.cp),
+		"foreign cert": dial(t, addr, p, newPKI(t).cli),
 	} {
-		data, err := fetchProfile(ctx, cert.c, req)
+		data, err := fetchProfile(ctx, c, req)
 		if err == nil || len(data) > 0 {
 			t.Errorf("%s got a profile (%d bytes, err %v)", name, len(data), err)
 		}
@@ -195,26 +187,14 @@ func TestProfileEndsWhenTheClientGoesAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait until the server holds the slot, then walk away.
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.prof.running() {
-		if time.Now().After(deadline) {
-			t.Fatal("the profile never started")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, 10*time.Second, "the profile never started", s.prof.running)
 	cancel()
 	if _, err := stream.Recv(); status.Code(err) != codes.Canceled {
 		t.Fatalf("recv after cancel: %v", err)
 	}
 	// The 120 s window is abandoned at once: the slot frees and the CPU
 	// profiler can start again.
-	deadline = time.Now().Add(10 * time.Second)
-	for s.prof.running() {
-		if time.Now().After(deadline) {
-			t.Fatal("the cpu window outlived its client")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, 10*time.Second, "the cpu window outlived its client", func() bool { return !s.prof.running() })
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel2()
 	if _, err := fetchProfile(ctx2, c, &adminv1.ProfileRequest{Kind: adminv1.ProfileKind_PROFILE_KIND_CPU, Seconds: 1}); err != nil {

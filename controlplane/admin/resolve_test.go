@@ -76,16 +76,10 @@ func TestResolveByNameUsesTheRowsName(t *testing.T) {
 
 func waitAgent(t *testing.T, bus *overseer.Overseer, id string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, ok := bus.Agent(id); ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent %s never reached the worldview", id[:4])
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, 5*time.Second, "agent "+id[:4]+" never reached the worldview", func() bool {
+		_, ok := bus.Agent(id)
+		return ok
+	})
 }
 
 // One live agent by name resolves without a registry scan, to what the

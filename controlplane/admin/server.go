@@ -99,11 +99,9 @@ func filterProject(in []*adminv1.Agent, project string) []*adminv1.Agent {
 
 // agents builds the joined view from one worldview snapshot.
 func (s *Server) agents(st *overseer.State) ([]*adminv1.Agent, error) {
-	rows, err := s.d.Registry.Snapshot()
+	rows, err := s.registryRows()
 	if err != nil {
-		// Never answer "no agents" while the registry is unreadable.
-		s.log.Error().Str("event", "admin_registry_unreadable").Err(err).Msg("registry snapshot failed")
-		return nil, status.Error(codes.Unavailable, "registry unavailable")
+		return nil, err
 	}
 	byID := joinAgents(rows, st, nil)
 	out := make([]*adminv1.Agent, 0, len(byID))
@@ -122,34 +120,44 @@ func (s *Server) agents(st *overseer.State) ([]*adminv1.Agent, error) {
 	return out, nil
 }
 
+// registryRows is the registry scan, or Unavailable (logged) when it
+// fails: never answer "no agents" while the registry is unreadable.
+func (s *Server) registryRows() ([]agent.Entry, error) {
+	rows, err := s.d.Registry.Snapshot()
+	if err != nil {
+		s.log.Error().Str("event", "admin_registry_unreadable").Err(err).Msg("registry snapshot failed")
+		return nil, status.Error(codes.Unavailable, "registry unavailable")
+	}
+	return rows, nil
+}
+
 // joinAgents joins registry rows and worldview entries by container ID,
-// keeping only those keep accepts (nil keeps all). A registry row decides
-// for its container; a worldview entry without a row is judged on its own.
-func joinAgents(rows []agent.Entry, st *overseer.State, keep func(*adminv1.Agent) bool) map[string]*adminv1.Agent {
+// keeping only the containers keep accepts by ID, agent name and project
+// (nil keeps all), so no admin row is built for one it refuses. A
+// registry row decides for its container; a worldview entry without a
+// row is judged on its own.
+func joinAgents(rows []agent.Entry, st *overseer.State, keep func(id, name, project string) bool) map[string]*adminv1.Agent {
 	byID := map[string]*adminv1.Agent{}
 	var dropped map[string]bool // rows keep refused: their worldview half goes too
 	for i := range rows {
-		a := rowAgent(&rows[i])
-		if keep != nil && !keep(a) {
+		r := &rows[i]
+		if keep != nil && !keep(r.ContainerID, r.AgentName.String(), r.Project.String()) {
 			if dropped == nil {
 				dropped = map[string]bool{}
 			}
-			dropped[a.ContainerId] = true
+			dropped[r.ContainerID] = true
 			continue
 		}
-		byID[a.ContainerId] = a
+		byID[r.ContainerID] = rowAgent(r)
 	}
 	if st != nil {
 		for id, w := range st.Agents {
 			a, ok := byID[id]
 			if !ok {
-				if dropped[id] {
+				if dropped[id] || (keep != nil && !keep(id, w.AgentName, w.Project)) {
 					continue
 				}
 				a = &adminv1.Agent{ContainerId: id, Agent: w.AgentName, Project: w.Project}
-				if keep != nil && !keep(a) {
-					continue
-				}
 				byID[id] = a
 			}
 			mergeWorldview(a, w)
@@ -245,9 +253,11 @@ func (s *Server) resolve(ref *adminv1.AgentRef) (*adminv1.Agent, error) {
 	case ok && a != nil:
 		hits = []*adminv1.Agent{a}
 	case !ok:
-		if a := s.lookupLive(ref); a != nil {
+		// One worldview copy (a clone of every agent) serves both tries.
+		st := s.d.Bus.Snapshot()
+		if a := s.lookupLive(ref, st); a != nil {
 			hits = []*adminv1.Agent{a}
-		} else if hits, err = s.match(ref); err != nil {
+		} else if hits, err = s.match(ref, st); err != nil {
 			return nil, err
 		}
 	}
@@ -311,13 +321,9 @@ func (s *Server) lookupID(id string) (a *adminv1.Agent, ok bool, err error) {
 // precedence are still judged by the scan. One difference is deliberate:
 // a leftover row of a container the CP no longer sees does not make the
 // live agent's name ambiguous.
-func (s *Server) lookupLive(ref *adminv1.AgentRef) *adminv1.Agent {
+func (s *Server) lookupLive(ref *adminv1.AgentRef, st *overseer.State) *adminv1.Agent {
 	reg, ok := s.d.Registry.(entryLookup)
-	if !ok || ref.GetContainerId() != "" {
-		return nil
-	}
-	st := s.d.Bus.Snapshot()
-	if st == nil {
+	if !ok || ref.GetContainerId() != "" || st == nil {
 		return nil
 	}
 	var id string
@@ -348,23 +354,22 @@ func (s *Server) lookupLive(ref *adminv1.AgentRef) *adminv1.Agent {
 	return a
 }
 
-// match scans for a container ID prefix or an agent name + project,
-// building admin rows only for the agents that match (the full list is
-// never sorted or materialised).
-func (s *Server) match(ref *adminv1.AgentRef) ([]*adminv1.Agent, error) {
-	rows, err := s.d.Registry.Snapshot()
+// match scans the registry rows and worldview st for a container ID
+// prefix or an agent name + project, building admin rows only for the
+// agents that match (the full list is never sorted or materialised).
+func (s *Server) match(ref *adminv1.AgentRef, st *overseer.State) ([]*adminv1.Agent, error) {
+	rows, err := s.registryRows()
 	if err != nil {
-		s.log.Error().Str("event", "admin_registry_unreadable").Err(err).Msg("registry snapshot failed")
-		return nil, status.Error(codes.Unavailable, "registry unavailable")
+		return nil, err
 	}
-	keep := func(a *adminv1.Agent) bool {
-		if id := ref.GetContainerId(); id != "" {
-			return strings.HasPrefix(a.GetContainerId(), id)
+	keep := func(id, name, project string) bool {
+		if prefix := ref.GetContainerId(); prefix != "" {
+			return strings.HasPrefix(id, prefix)
 		}
-		return a.GetAgent() == ref.GetAgent() && a.GetProject() == ref.GetProject()
+		return name == ref.GetAgent() && project == ref.GetProject()
 	}
 	var hits []*adminv1.Agent
-	for _, a := range joinAgents(rows, s.d.Bus.Snapshot(), keep) {
+	for _, a := range joinAgents(rows, st, keep) {
 		hits = append(hits, a)
 	}
 	return hits, nil

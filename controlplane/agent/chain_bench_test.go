@@ -1,13 +1,8 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"net/http"
-	"net/url"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -49,7 +44,7 @@ func BenchmarkRegisterChain(b *testing.B) {
 		const n = 1000
 		c.lookup.set(resolved(b, n, "proj", "bench"), nil)
 		leaf := c.agentLeaf(b, n, "proj", "bench")
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c.clientTLS(leaf)}, Timeout: 10 * time.Second}
+		hc := c.tokenClient(leaf)
 		b.Cleanup(hc.CloseIdleConnections)
 		conn, err := grpc.NewClient(c.agentAddr, grpc.WithTransportCredentials(credentials.NewTLS(c.clientTLS(leaf))))
 		if err != nil {
@@ -67,38 +62,11 @@ func BenchmarkRegisterChain(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StartTimer()
-			tok := postTokenWith(b, hc, c.tokenURL, a)
+			tok := c.redeem(b, hc, a, consts.ScopeRegister)
 			ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
 			if _, err := cli.Register(ctx, req); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
-}
-
-func postTokenWith(b *testing.B, hc *http.Client, tokenURL, assertion string) string {
-	b.Helper()
-	form := url.Values{
-		"grant_type":            {"client_credentials"},
-		"client_assertion_type": {consts.JWTBearerAssertionType},
-		"client_assertion":      {assertion},
-		"scope":                 {consts.ScopeRegister},
-	}
-	resp, err := hc.PostForm(tokenURL, form)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	_, _ = buf.ReadFrom(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("token endpoint: %d %s", resp.StatusCode, buf.Bytes())
-	}
-	var r struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.Unmarshal(buf.Bytes(), &r); err != nil || r.AccessToken == "" {
-		b.Fatalf("token response %s: %v", buf.Bytes(), err)
-	}
-	return r.AccessToken
 }

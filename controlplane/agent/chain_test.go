@@ -227,7 +227,21 @@ func (c *chain) fetchToken(t testing.TB, leaf *auth.Leaf, containerN int, scope 
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, body := c.postToken(t, leaf, a, scope)
+	hc := c.tokenClient(leaf)
+	defer hc.CloseIdleConnections()
+	return c.redeem(t, hc, a, scope)
+}
+
+// tokenClient is an HTTPS client for the token endpoint presenting leaf.
+func (c *chain) tokenClient(leaf *auth.Leaf) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: c.clientTLS(leaf)}, Timeout: 10 * time.Second}
+}
+
+// redeem posts assertion to the token endpoint over hc (a benchmark
+// reuses one across calls); it fails the test unless a token is issued.
+func (c *chain) redeem(t testing.TB, hc *http.Client, assertion, scope string) string {
+	t.Helper()
+	code, body := c.postToken(hc, assertion, scope)
 	if code != http.StatusOK {
 		t.Fatalf("token endpoint: %d %s\nlogs:\n%s", code, body, c.logs.String())
 	}
@@ -241,10 +255,7 @@ func (c *chain) fetchToken(t testing.TB, leaf *auth.Leaf, containerN int, scope 
 	return resp.AccessToken
 }
 
-func (c *chain) postToken(t testing.TB, leaf *auth.Leaf, assertion, scope string) (int, []byte) {
-	t.Helper()
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c.clientTLS(leaf)}, Timeout: 10 * time.Second}
-	defer hc.CloseIdleConnections()
+func (c *chain) postToken(hc *http.Client, assertion, scope string) (int, []byte) {
 	form := url.Values{
 		"grant_type":            {"client_credentials"},
 		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},

@@ -389,7 +389,7 @@ func (d *Dialer) runDial(ctx context.Context, containerID string, e *dialEntry) 
 			}
 			var res *attemptResult
 			var conn *grpc.ClientConn
-			res, conn, err = d.connectConn(ctx, t, pre)
+			res, conn, err = d.connect(ctx, t, pre)
 			if err == nil {
 				d.serve(ctx, containerID, e, res, attempts, log)
 				return
@@ -448,15 +448,12 @@ func (d *Dialer) fail(containerID string, t DialTarget, reason string, attempts 
 // connect makes one attempt: TLS (permissive), open Session, Hello →
 // HelloAck. On failure the conn (if any) is returned for the caller to
 // close and count.
-func (d *Dialer) connect(ctx context.Context, t DialTarget) (*attemptResult, *grpc.ClientConn, error) {
-	return d.connectConn(ctx, t, nil)
-}
-
-// connectConn is connect over pre, an already established TCP connection
-// to t.Address, when non-nil: gRPC's first dial takes it instead of
-// dialing (later dials, if any, dial normally). connectConn owns pre: it
-// is closed if gRPC never took it.
-func (d *Dialer) connectConn(ctx context.Context, t DialTarget, pre net.Conn) (*attemptResult, *grpc.ClientConn, error) {
+//
+// pre, when non-nil, is an already established TCP connection to
+// t.Address (an accepted listener probe): gRPC's first dial takes it
+// instead of dialing (later dials, if any, dial normally). connect owns
+// pre: it is closed if gRPC never took it.
+func (d *Dialer) connect(ctx context.Context, t DialTarget, pre net.Conn) (*attemptResult, *grpc.ClientConn, error) {
 	rec := &peerRecorder{}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(d.cert, d.caPool, rec))),

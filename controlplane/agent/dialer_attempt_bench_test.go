@@ -22,7 +22,7 @@ func BenchmarkDialAttempt(b *testing.B) {
 		t := DialTarget{Address: addr, AgentName: "dev", Project: "proj"}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			_, conn, err := env.dialer.connect(context.Background(), t)
+			_, conn, err := env.dialer.connect(context.Background(), t, nil)
 			if err == nil {
 				b.Fatal("connect to a closed port succeeded")
 			}
@@ -40,7 +40,7 @@ func BenchmarkDialAttempt(b *testing.B) {
 		}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			res, _, err := env.dialer.connect(context.Background(), t)
+			res, _, err := env.dialer.connect(context.Background(), t, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

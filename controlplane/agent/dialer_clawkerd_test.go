@@ -2,59 +2,13 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"io"
-	"net"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
-	"github.com/clawker/clawker/clawkerd"
-	"github.com/clawker/clawker/internal/logger"
 )
-
-// startRealClawkerd serves the real clawkerd Session server in-process on
-// 127.0.0.1 with an agent leaf for id. Shell steps run on the host: with
-// no staging directory present they are the documented no-ops.
-func startRealClawkerd(t *testing.T, env *dtEnv, id string) (addr, marker string) {
-	t.Helper()
-	if _, err := os.Stat("/bin/sh"); err != nil {
-		t.Skip("no /bin/sh on this host")
-	}
-	leaf := env.pki.agentLeaf(t, "proj", "dev", id)
-	marker = filepath.Join(t.TempDir(), "initialized")
-	srv, err := clawkerd.NewServer(clawkerd.Config{
-		Cert:           tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert},
-		CAPool:         env.pki.pool,
-		AgentName:      "dev",
-		Project:        "proj",
-		InitMarkerPath: marker,
-		Console:        io.Discard,
-	}, logger.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ctx, ln)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	addRow(t, env.reg, id, leaf)
-	env.targets.set(id, DialTarget{Address: ln.Addr().String(), AgentName: "dev", Project: "proj"})
-	return ln.Addr().String(), marker
-}
 
 func TestDialRealClawkerdInitExecAndReconnect(t *testing.T) {
 	env := newDTEnv(t, nil)

@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
+	"github.com/clawker/clawker/clawkerd"
 	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/logger"
@@ -462,4 +464,45 @@ func addRow(t testing.TB, reg Registry, id string, leaf *auth.Leaf) {
 		RegisteredAt: now, LastSeen: now}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startRealClawkerd serves the real clawkerd Session server in-process on
+// 127.0.0.1 with an agent leaf for id, and points id's dial target at it.
+// Shell steps run on the host: with no staging directory present they are
+// the documented no-ops.
+func startRealClawkerd(t testing.TB, env *dtEnv, id string) (addr, marker string) {
+	t.Helper()
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh on this host")
+	}
+	leaf := env.pki.agentLeaf(t, "proj", "dev", id)
+	marker = filepath.Join(t.TempDir(), "initialized")
+	srv, err := clawkerd.NewServer(clawkerd.Config{
+		Cert:           tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert},
+		CAPool:         env.pki.pool,
+		AgentName:      "dev",
+		Project:        "proj",
+		InitMarkerPath: marker,
+		Console:        io.Discard,
+	}, logger.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ctx, ln)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	addRow(t, env.reg, id, leaf)
+	env.targets.set(id, DialTarget{Address: ln.Addr().String(), AgentName: "dev", Project: "proj"})
+	return ln.Addr().String(), marker
 }

@@ -19,9 +19,10 @@ func probeBackoff(probe int) time.Duration {
 // awaitListener probes address with plain TCP connects until one is
 // accepted (returned, to carry the Session), a probe fails with anything
 // but "connection refused" (the listener is not the problem), the probe
-// window (cut to the cycle's remaining budget) ends, or ctx is done; then it returns nil and the caller makes a
-// normal attempt. A refused probe costs a SYN/RST pair, far less than a
-// gRPC attempt, so probing every ~1ms stays cheap.
+// window (cut to the cycle's remaining budget) ends, or ctx is done; in
+// those last cases it returns nil and the caller makes a normal attempt.
+// A refused probe costs a SYN/RST pair, far less than a gRPC attempt, so
+// probing every ~1ms stays cheap.
 func (d *Dialer) awaitListener(ctx context.Context, address string, budget time.Duration, log *logger.Logger) net.Conn {
 	window := min(d.probeWindow, budget)
 	if window <= 0 {

@@ -2,54 +2,11 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"io"
-	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
-	"github.com/clawker/clawker/clawkerd"
-	"github.com/clawker/clawker/internal/logger"
 )
-
-// benchClawkerd is startRealClawkerd for benchmarks (testing.TB).
-func benchClawkerd(tb testing.TB, env *dtEnv, id string) {
-	tb.Helper()
-	if _, err := os.Stat("/bin/sh"); err != nil {
-		tb.Skip("no /bin/sh on this host")
-	}
-	leaf := env.pki.agentLeaf(tb, "proj", "dev", id)
-	srv, err := clawkerd.NewServer(clawkerd.Config{
-		Cert:           tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert},
-		CAPool:         env.pki.pool,
-		AgentName:      "dev",
-		Project:        "proj",
-		InitMarkerPath: filepath.Join(tb.TempDir(), "initialized"),
-		Console:        io.Discard,
-	}, logger.Nop())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ctx, ln)
-	}()
-	tb.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	addRow(tb, env.reg, id, leaf)
-	env.targets.set(id, DialTarget{Address: ln.Addr().String(), AgentName: "dev", Project: "proj"})
-}
 
 // BenchmarkExecThroughput streams head -c of /dev/zero through a real
 // clawkerd and the CP's Session exec path (TLS over loopback), the data
@@ -68,7 +25,7 @@ func BenchmarkExecThroughput(b *testing.B) {
 func benchExec(b *testing.B, size int, argv []string) {
 	env := newDTEnv(b, nil)
 	id := dtContainerID(b)
-	benchClawkerd(b, env, id)
+	startRealClawkerd(b, env, id)
 	env.dialer.DialAgent(context.Background(), id)
 	env.rec.wait(b, id, EventInitCompleted)
 	dtWait(b, "session ready", func() bool {

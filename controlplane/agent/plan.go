@@ -24,11 +24,11 @@ const (
 // writable layer before start; the plan only reads them. Every input is
 // optional — an absent one makes its step a successful no-op.
 const (
-	StagingHome        = consts.StagingDir + "/home"
-	StagingGitIdentity = consts.StagingDir + "/git-identity" // line 1 name, line 2 email
-	StagingKnownHosts  = consts.StagingDir + "/known_hosts"
-	StagingHookPost    = consts.StagingDir + "/hooks/post-init"
-	StagingHookPreRun  = consts.StagingDir + "/hooks/pre-run"
+	StagingHome        = consts.StagingDir + "/" + inputHome
+	StagingGitIdentity = consts.StagingDir + "/" + inputGitIdentity // line 1 name, line 2 email
+	StagingKnownHosts  = consts.StagingDir + "/" + inputKnownHosts
+	StagingHookPost    = consts.StagingDir + "/" + inputHookPost
+	StagingHookPreRun  = consts.StagingDir + "/" + inputHookPreRun
 )
 
 // Step timeouts. The built-in steps touch a few small files; hooks are
@@ -69,7 +69,8 @@ type step struct {
 }
 
 // Staged inputs relative to consts.StagingDir, as HelloAck.staged lists
-// them.
+// them; the Staging* paths above are built from these so the two cannot
+// drift.
 const (
 	inputHome        = "home"
 	inputGitIdentity = "git-identity"
@@ -78,7 +79,8 @@ const (
 	inputHookPreRun  = "hooks/pre-run"
 )
 
-// userInfo is CLAWKER_USER resolved inside the container by the probe.
+// userInfo is CLAWKER_USER as resolved inside the container (reported in
+// HelloAck.user, or by the probe from an older clawkerd).
 type userInfo struct {
 	uid, gid uint32
 	home     string

@@ -1,11 +1,12 @@
 package cli
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/clawker/clawker/internal/auth"
 )
 
 // The cached admin address spares the Docker lookup when it works, and
@@ -15,12 +16,7 @@ func TestAdminAddrCache(t *testing.T) {
 	t.Setenv(EnvCPAdminAddr, "")
 	home := initHome(t)
 	live := serveAdmin(t, home, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale := ln.Addr().String()
-	ln.Close() // nothing listens here now
+	stale := closedAddr(t)
 	cache := filepath.Join(home, adminAddrFile)
 	for _, tc := range []struct {
 		name        string
@@ -52,7 +48,7 @@ func TestAdminAddrCache(t *testing.T) {
 }
 
 func TestReadAdminAddr(t *testing.T) {
-	home := initHome(t)
+	hm := auth.Home{Dir: initHome(t)}
 	for in, want := range map[string]string{
 		"127.0.0.1:4321\n": "127.0.0.1:4321",
 		"127.0.0.1:0":      "",
@@ -60,11 +56,9 @@ func TestReadAdminAddr(t *testing.T) {
 		"localhost:4321":   "",
 		"0.0.0.0:4321":     "",
 	} {
-		if err := os.WriteFile(filepath.Join(home, adminAddrFile), []byte(in), 0o600); err != nil {
+		if err := os.WriteFile(hm.Path(adminAddrFile), []byte(in), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		a := &app{homeFlag: home}
-		hm, _ := a.home()
 		if got := readAdminAddr(hm); got != want {
 			t.Errorf("%q: got %q, want %q", in, got, want)
 		}

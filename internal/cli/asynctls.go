@@ -14,59 +14,55 @@ import (
 // connection: the handshake waits for the config, so the two overlap
 // instead of adding up on every command.
 type asyncTLS struct {
-	st *asyncTLSState
-}
-
-type asyncTLSState struct {
-	done  chan struct{}
+	done  chan struct{} // closed once creds or err is set
 	creds credentials.TransportCredentials
 	err   error
 }
 
 // newAsyncTLS starts load in a goroutine.
-func newAsyncTLS(load func() (*tls.Config, error)) asyncTLS {
-	st := &asyncTLSState{done: make(chan struct{})}
+func newAsyncTLS(load func() (*tls.Config, error)) *asyncTLS {
+	c := &asyncTLS{done: make(chan struct{})}
 	go func() {
-		defer close(st.done)
+		defer close(c.done)
 		cfg, err := load()
 		if err != nil {
-			st.err = err
+			c.err = err
 			return
 		}
-		st.creds = credentials.NewTLS(cfg)
+		c.creds = credentials.NewTLS(cfg)
 	}()
-	return asyncTLS{st: st}
+	return c
 }
 
 // wait returns the config's load error once it is known.
-func (c asyncTLS) wait(ctx context.Context) error {
+func (c *asyncTLS) wait(ctx context.Context) error {
 	select {
-	case <-c.st.done:
-		return c.st.err
+	case <-c.done:
+		return c.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (c asyncTLS) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+func (c *asyncTLS) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	if err := c.wait(ctx); err != nil {
 		return nil, nil, err
 	}
-	return c.st.creds.ClientHandshake(ctx, authority, conn)
+	return c.creds.ClientHandshake(ctx, authority, conn)
 }
 
-func (c asyncTLS) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
+func (c *asyncTLS) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	return nil, nil, errors.New("asyncTLS: client credentials only")
 }
 
-func (c asyncTLS) Info() credentials.ProtocolInfo {
+func (c *asyncTLS) Info() credentials.ProtocolInfo {
 	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
 }
 
 // Clone shares the one load: the config is immutable once built.
-func (c asyncTLS) Clone() credentials.TransportCredentials { return c }
+func (c *asyncTLS) Clone() credentials.TransportCredentials { return c }
 
 // OverrideServerName is refused: the server name is pinned in the config.
-func (c asyncTLS) OverrideServerName(string) error {
+func (c *asyncTLS) OverrideServerName(string) error {
 	return errors.New("asyncTLS: the server name is pinned")
 }

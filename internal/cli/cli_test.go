@@ -116,14 +116,20 @@ func TestDockerDownIsUnavailable(t *testing.T) {
 	}
 }
 
-func TestCPDownIsUnavailable(t *testing.T) {
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close() // nothing listens here now
-	t.Setenv(EnvCPAdminAddr, addr)
+	ln.Close()
+	return addr
+}
+
+func TestCPDownIsUnavailable(t *testing.T) {
+	t.Setenv(EnvCPAdminAddr, closedAddr(t))
 	h := &harness{home: initHome(t)}
 	_, stderr, code := h.run(t, "agents")
 	if code != ExitUnavailable || !strings.Contains(stderr, "cp status") {

@@ -285,11 +285,9 @@ func publishedAddr(ctx context.Context, c mobyclient.APIClient, port int) (strin
 	return "", withCode(ExitUnavailable, fmt.Errorf("control plane port %d is not published: run clawker cp up --recreate", port))
 }
 
-// adminAddr is where the CLI reaches AdminService.
+// adminAddr asks Docker where the CP's admin port is published (dialCP
+// has already tried the env override and the cached address).
 func (a *app) adminAddr(ctx context.Context) (string, error) {
-	if v := os.Getenv(EnvCPAdminAddr); v != "" {
-		return v, nil
-	}
 	c, err := a.docker(ctx)
 	if err != nil {
 		return "", err

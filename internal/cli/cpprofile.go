@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -64,7 +63,7 @@ control plane started.`,
 			case !windowed:
 				seconds = 0
 			}
-			return a.cpProfile(cmd.Context(), &adminv1.ProfileRequest{Kind: k, Seconds: uint32(seconds)}, out)
+			return a.cpProfile(cmd.Context(), kind, &adminv1.ProfileRequest{Kind: k, Seconds: uint32(seconds)}, out)
 		},
 	}
 	cmd.Flags().StringVar(&kind, "kind", "cpu", "profile kind: cpu, heap, goroutine, allocs, mutex or block")
@@ -73,7 +72,7 @@ control plane started.`,
 	return cmd
 }
 
-func (a *app) cpProfile(ctx context.Context, req *adminv1.ProfileRequest, out string) error {
+func (a *app) cpProfile(ctx context.Context, kind string, req *adminv1.ProfileRequest, out string) error {
 	ac, err := a.admin(ctx)
 	if err != nil {
 		return err
@@ -111,7 +110,7 @@ func (a *app) cpProfile(ctx context.Context, req *adminv1.ProfileRequest, out st
 	if err := auth.WriteFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("profile: %w", err)
 	}
-	fmt.Fprintf(a.errOut, "wrote %s profile (%d bytes) to %s\n", strings.TrimPrefix(strings.ToLower(req.GetKind().String()), "profile_kind_"), len(data), out)
+	fmt.Fprintf(a.errOut, "wrote %s profile (%d bytes) to %s\n", kind, len(data), out)
 	return nil
 }
 
