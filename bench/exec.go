@@ -81,27 +81,28 @@ func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps,
 		return c
 	}
 	var floor, pin sample
+	// Each round runs the four commands in a rotated order: whatever runs
+	// right after `docker exec` pays for the engine's cleanup of that
+	// exec, so no variant may always hold that place.
+	runs := []struct {
+		cmd  func() *exec.Cmd
+		want int64
+		into *sample
+	}{
+		{pinned, 0, &pin},
+		{func() *exec.Cmd { return e.clawkerCmd(ctx, "version") }, -1, &floor},
+		{func() *exec.Cmd { return e.clawkerCmd(ctx, "exec", agent, "--", "true") }, 0, &rt},
+		{func() *exec.Cmd { return exec.CommandContext(ctx, "docker", "exec", id, "true") }, 0, &art},
+	}
 	for i := 0; i < reps; i++ {
-		d, err := once(pinned(), 0)
-		if err != nil {
-			return res, err
+		for k := range runs {
+			r := runs[(i+k)%len(runs)]
+			d, err := once(r.cmd(), r.want)
+			if err != nil {
+				return res, err
+			}
+			r.into.addDur(d)
 		}
-		pin.addDur(d)
-		d, err = once(e.clawkerCmd(ctx, "version"), -1)
-		if err != nil {
-			return res, err
-		}
-		floor.addDur(d)
-		d, err = once(e.clawkerCmd(ctx, "exec", agent, "--", "true"), 0)
-		if err != nil {
-			return res, err
-		}
-		rt.addDur(d)
-		d, err = once(exec.CommandContext(ctx, "docker", "exec", id, "true"), 0)
-		if err != nil {
-			return res, err
-		}
-		art.addDur(d)
 	}
 	if logs, err := e.logs(ctx, consts.ControlPlaneContainer, true); err == nil {
 		res.CPSide = execSpans(logs)
