@@ -110,12 +110,12 @@ func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps,
 	mib := float64(bytes) / (1 << 20)
 	head := fmt.Sprintf("head -c %d /dev/zero", bytes)
 	res.ClawkerMinDeliver = 1
-	for i := 0; i < tputReps; i++ {
+	viaClawker := func() error {
 		// want -1: a short delivery is recorded, not fatal, so the report
 		// can show it.
 		d, err := once(e.clawkerCmd(ctx, "exec", agent, "--", "sh", "-c", head), -1)
 		if err != nil {
-			return res, err
+			return err
 		}
 		if got != int64(bytes) {
 			res.ClawkerShortRuns++
@@ -125,11 +125,27 @@ func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps,
 		}
 		// Throughput counts what was delivered.
 		tp.add(float64(got) / (1 << 20) / d.Seconds())
-		d, err = once(exec.CommandContext(ctx, "docker", "exec", id, "sh", "-c", head), int64(bytes))
+		return nil
+	}
+	viaDocker := func() error {
+		d, err := once(exec.CommandContext(ctx, "docker", "exec", id, "sh", "-c", head), int64(bytes))
 		if err != nil {
-			return res, err
+			return err
 		}
 		atp.add(mib / d.Seconds())
+		return nil
+	}
+	for i := 0; i < tputReps; i++ {
+		// Alternate which path goes first, as for the round trips.
+		pair := [2]func() error{viaClawker, viaDocker}
+		if i%2 == 1 {
+			pair[0], pair[1] = pair[1], pair[0]
+		}
+		for _, run := range pair {
+			if err := run(); err != nil {
+				return res, err
+			}
+		}
 	}
 	res.RoundTrip, res.AnchorRoundTrip, res.CLIFloor = rt.stat("ms"), art.stat("ms"), floor.stat("ms")
 	res.RoundTripPinned = pin.stat("ms")

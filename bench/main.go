@@ -65,7 +65,7 @@ func mainErr() int {
 	flag.IntVar(&o.fanout, "fanout", 200, "running agents when the CP is restarted")
 	flag.StringVar(&gate, "gate", "10,100,500", "agent-container counts for the identity gate")
 	flag.IntVar(&o.execReps, "exec-reps", 30, "round trips per exec path")
-	flag.IntVar(&o.tputReps, "tput-reps", 3, "throughput runs per exec path")
+	flag.IntVar(&o.tputReps, "tput-reps", 7, "throughput runs per exec path")
 	flag.IntVar(&o.tputBytes, "tput-bytes", 256<<20, "bytes of output per throughput run")
 	flag.IntVar(&o.gateLookups, "gate-lookups", 300, "indexed lookups per container count")
 	flag.IntVar(&o.naive, "gate-naive", 10, "naive walks per container count")
