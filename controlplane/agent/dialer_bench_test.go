@@ -2,52 +2,12 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"io"
-	"net"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/clawker/clawker/clawkerd"
-	"github.com/clawker/clawker/internal/logger"
 )
-
-// benchAgent serves a real in-process clawkerd for id (Match row added).
-func benchAgent(b *testing.B, env *dtEnv, id string) {
-	b.Helper()
-	leaf := env.pki.agentLeaf(b, "proj", "dev", id)
-	srv, err := clawkerd.NewServer(clawkerd.Config{
-		Cert:           tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert},
-		CAPool:         env.pki.pool,
-		AgentName:      "dev",
-		Project:        "proj",
-		InitMarkerPath: filepath.Join(b.TempDir(), "initialized"),
-		Console:        io.Discard,
-	}, logger.Nop())
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ctx, ln)
-	}()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	addRow(b, env.reg, id, leaf)
-	env.targets.set(id, DialTarget{Address: ln.Addr().String(), AgentName: "dev", Project: "proj"})
-}
 
 // BenchmarkDialToInit measures, for n agents dialed together, the time
 // from DialAgent to SessionConnected and to InitCompleted (full first-start
@@ -64,7 +24,7 @@ func BenchmarkDialToInit(b *testing.B) {
 				ids := make([]string, n)
 				for j := range ids {
 					ids[j] = dtContainerID(b)
-					benchAgent(b, env, ids[j])
+					startRealClawkerd(b, env, ids[j])
 				}
 				runtime.GC()
 				var before runtime.MemStats
