@@ -111,8 +111,7 @@ func getHealth(t *testing.T, addr string) (int, healthBody) {
 	return resp.StatusCode, hb
 }
 
-// waitStarted polls until the startup sequence finished (admin bound or
-// reported).
+// waitFor polls cond until it holds, failing after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

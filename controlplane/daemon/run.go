@@ -282,6 +282,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}))
 	}
 
+	// Unused clawkerd volumes: pruned at start and after each agent destroy.
+	if docker != nil {
+		vols := &clawkerdVolumes{docker: docker, log: log.With("subsystem", "volumes"), ctx: runCtx}
+		closers = append(closers, bus.Subscribe("clawkerd-volumes", isAgentDestroy, vols.handle))
+		go d.guard("clawkerd_volume_prune", vols.prune)
+	}
+
 	// Containment policy for untrusted agents (optional).
 	if d.cfg.UntrustedPolicy != "" && d.cfg.UntrustedPolicy != PolicyOff {
 		pol := &untrustedPolicy{action: d.cfg.UntrustedPolicy, bus: bus, log: log.With("subsystem", "policy"), ctx: runCtx, now: time.Now}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	mobyclient "github.com/moby/moby/client"
 )
 
@@ -115,13 +116,21 @@ func TestLifecycleStopStartRemove(t *testing.T) {
 		t.Errorf("row after restart: %+v", r)
 	}
 
-	// docker rm: the row is evicted.
-	if _, err := suite.docker.ContainerRemove(context.Background(), id, mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+	// docker rm (without -v): the row is evicted, and the CP prunes the
+	// agent's clawkerd volume that rm left behind.
+	vol := clawkerdVolume(t, id)
+	if _, err := suite.docker.ContainerRemove(context.Background(), id, mobyclient.ContainerRemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "row evicted after rm", func() error {
 		if r, ok := findAgent(e.agents(), id); ok {
 			return fmt.Errorf("still listed: %+v", r)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, "clawkerd volume pruned after docker rm", func() error {
+		if _, err := suite.docker.VolumeInspect(context.Background(), vol, mobyclient.VolumeInspectOptions{}); !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("volume %s: err=%v", vol, err)
 		}
 		return nil
 	})
