@@ -284,9 +284,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	// Unused clawkerd volumes: pruned at start and after each agent destroy.
 	if docker != nil {
-		vols := &clawkerdVolumes{docker: docker, log: log.With("subsystem", "volumes"), ctx: runCtx}
+		vols := newClawkerdVolumes(runCtx, docker, log.With("subsystem", "volumes"))
 		closers = append(closers, bus.Subscribe("clawkerd-volumes", isAgentDestroy, vols.handle))
-		go d.guard("clawkerd_volume_prune", vols.prune)
+		go d.guard("clawkerd_volumes", vols.run)
 	}
 
 	// Containment policy for untrusted agents (optional).

@@ -27,10 +27,19 @@ const volumePruneTimeout = 30 * time.Second
 // plain `docker rm` leaves it behind, 19 MB a time. Only unused volumes
 // labelled dev.clawker.purpose=clawkerd-bin are pruned, so a volume of a
 // stopped agent (still referenced) and anything else stay.
+//
+// Prunes run on one goroutine (run) and coalesce: a burst of destroys
+// (a sweep, `docker rm` of many agents) costs one or two prunes, not one
+// Docker volume scan each, and never blocks the bus subscriber.
 type clawkerdVolumes struct {
 	docker volumePruner
 	log    *logger.Logger
 	ctx    context.Context
+	kick   chan struct{} // capacity 1: a pending prune
+}
+
+func newClawkerdVolumes(ctx context.Context, docker volumePruner, log *logger.Logger) *clawkerdVolumes {
+	return &clawkerdVolumes{docker: docker, log: log, ctx: ctx, kick: make(chan struct{}, 1)}
 }
 
 func isAgentDestroy(e overseer.Event) bool {
@@ -38,8 +47,28 @@ func isAgentDestroy(e overseer.Event) bool {
 	return ok && d.Action == dockerevents.ActionDestroy && d.IsAgent()
 }
 
-// handle prunes after an agent container is destroyed.
-func (v *clawkerdVolumes) handle(overseer.Event) { v.prune() }
+// handle asks for a prune after an agent container is destroyed; one
+// already pending covers this destroy too.
+func (v *clawkerdVolumes) handle(overseer.Event) {
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run prunes once at start (leftovers from while the CP was down), then
+// once per kick until ctx ends.
+func (v *clawkerdVolumes) run() {
+	v.prune()
+	for {
+		select {
+		case <-v.ctx.Done():
+			return
+		case <-v.kick:
+			v.prune()
+		}
+	}
+}
 
 // prune removes every unused clawkerd volume, logging what it did; a
 // failure is logged and otherwise ignored.

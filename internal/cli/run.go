@@ -303,8 +303,8 @@ func (a *app) runAgent(ctx context.Context, o runOptions, image string, userCmd 
 // past rm.
 func reservedMount(target string) string {
 	dst := path.Clean(target)
-	for _, r := range []string{"/run/clawker", path.Dir(consts.InitMarkerPath)} {
-		if dst == r || strings.HasPrefix(dst, r+"/") || strings.HasPrefix(r, strings.TrimSuffix(dst, "/")+"/") {
+	for _, r := range []string{path.Dir(consts.BootstrapDir), path.Dir(consts.InitMarkerPath)} {
+		if dst == "/" || dst == r || strings.HasPrefix(dst, r+"/") || strings.HasPrefix(r, dst+"/") {
 			return r
 		}
 	}
@@ -317,7 +317,7 @@ func reservedMount(target string) string {
 // 19 MB binary in the writable layer is a round trip to the FUSE daemon,
 // which made clawkerd's start 2-3× slower (bench/FINDINGS.md). The volume
 // is a plain host directory; it goes with the container (rm -v, clawker
-// rm) and is labelled so test sweeps find a leftover.
+// rm), and its label lets the CP prune it after a plain docker rm.
 func clawkerdMount() mount.Mount {
 	return mount.Mount{
 		Type:   mount.TypeVolume,
