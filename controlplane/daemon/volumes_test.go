@@ -63,21 +63,23 @@ func TestIsAgentDestroy(t *testing.T) {
 	}
 }
 
-// runVolumes starts the janitor's loop and stops it at the end of t.
-func runVolumes(t *testing.T, f *fakePruner, log *logger.Logger) *clawkerdVolumes {
+// runVolumes starts the janitor's loop; stop ends it and waits (it also
+// runs at the end of t).
+func runVolumes(t *testing.T, f *fakePruner, log *logger.Logger) (vols *clawkerdVolumes, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	vols := newClawkerdVolumes(ctx, f, log)
+	vols = newClawkerdVolumes(ctx, f, log)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		vols.run()
 	}()
-	t.Cleanup(func() {
+	stop = func() {
 		cancel()
 		<-done
-	})
-	return vols
+	}
+	t.Cleanup(stop)
+	return vols, stop
 }
 
 // At start and after an agent destroy on the bus, the janitor prunes
@@ -88,7 +90,7 @@ func TestClawkerdVolumesPrunedOnAgentDestroy(t *testing.T) {
 	log := logger.New(&buf, "debug", "test")
 	f := &fakePruner{deleted: []string{"v1", "v2"}}
 	bus := overseer.New(log)
-	vols := runVolumes(t, f, log)
+	vols, _ := runVolumes(t, f, log)
 	defer bus.Subscribe("clawkerd-volumes", isAgentDestroy, vols.handle)()
 	waitFor(t, "the start-up prune", func() bool { return len(f.calls()) == 1 })
 
@@ -109,21 +111,14 @@ func TestClawkerdVolumesPrunedOnAgentDestroy(t *testing.T) {
 // Destroys that arrive while a prune runs cost one more prune in all.
 func TestClawkerdVolumePrunesCoalesce(t *testing.T) {
 	f := &fakePruner{hold: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	vols := newClawkerdVolumes(ctx, f, logger.Nop())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		vols.run()
-	}()
+	vols, stop := runVolumes(t, f, logger.Nop())
 	waitFor(t, "the start-up prune to begin", func() bool { return len(f.calls()) == 1 })
 	for range 50 {
 		vols.handle(dockerevents.DockerEvent{Action: dockerevents.ActionDestroy})
 	}
 	close(f.hold)
 	waitFor(t, "the coalesced prune", func() bool { return len(f.calls()) == 2 })
-	cancel()
-	<-done
+	stop()
 	if n := len(f.calls()); n != 2 {
 		t.Errorf("%d prunes for a start and 50 destroys during it, want 2", n)
 	}
