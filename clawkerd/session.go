@@ -324,12 +324,10 @@ func (s *session) dispatch(cmd *clawkerdv1.Command) {
 		})
 	case *clawkerdv1.Command_AgentReady:
 		s.claimAndGo(id, func() {
-			if err := s.srv.sup.start(p.AgentReady.GetDefaultCmd()); err != nil {
+			if err := s.srv.sup.start(p.AgentReady.GetDefaultCmd(), func() { s.sendDone(id, 0) }); err != nil {
 				s.log.Error().Str("event", "user_cmd_spawn_failed").Err(err).Msg("user CMD spawn failed")
 				s.sendError(id, clawkerdv1.ErrorCode_ERROR_CODE_SPAWN_FAILED, err.Error())
-				return
 			}
-			s.sendDone(id, 0)
 		})
 	case *clawkerdv1.Command_AgentInitialized:
 		s.claimAndGo(id, func() {

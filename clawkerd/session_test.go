@@ -94,9 +94,11 @@ func TestAgentReadyDefaultCmd(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Serve did not return")
 	}
-	if !strings.Contains(ts.console.String(), "via-default") {
-		t.Fatalf("console %q", ts.console.String())
-	}
+	// The test console is a pipe drained by its own goroutine, which may
+	// still be copying when the CMD's exit is observed.
+	eventually(t, 10*time.Second, "via-default on the console", func() bool {
+		return strings.Contains(ts.console.String(), "via-default")
+	})
 }
 
 func TestAgentReadyNoCmdKeepsSupervising(t *testing.T) {

@@ -54,9 +54,19 @@ func newSupervisor(procs *procTable, u *ExecUser, userCmd []string, console io.W
 
 // start spawns the user CMD exactly once. Later calls succeed without a
 // second process. With no CMD and no defaultCmd clawkerd only supervises.
-func (s *supervisor) start(defaultCmd string) error {
+//
+// On success started runs before start returns and before the child's
+// exit can be observed (the exit watcher needs s.mu, held until then), so
+// the AgentReady reply reaches the stream before a CMD that exits at once
+// makes Serve end the Sessions.
+func (s *supervisor) start(defaultCmd string, started func()) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() {
+		if err == nil {
+			started()
+		}
+	}()
 	if s.spawned {
 		s.log.Info().Str("event", "agent_ready_repeat").Msg("user CMD already spawned")
 		return nil
