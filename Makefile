@@ -14,10 +14,14 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 build:
 	mkdir -p bin
-	go build -ldflags "-X github.com/clawker/clawker/internal/cli.Version=$(VERSION)" -o bin/ ./cmd/...
+	go build -ldflags "-X github.com/clawker/clawker/internal/version.Version=$(VERSION)" -o bin/ ./cmd/...
 
+# The protoc plugins are go.mod tool directives; `go tool -n` builds one
+# (cached) and prints its path.
 generate: deps
-	protoc -I . --go_out=. --go_opt=paths=source_relative \
+	protoc -I . --plugin=protoc-gen-go="$$(go tool -n protoc-gen-go)" \
+	  --plugin=protoc-gen-go-grpc="$$(go tool -n protoc-gen-go-grpc)" \
+	  --go_out=. --go_opt=paths=source_relative \
 	  --go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTOS)
 
 # Fails when the checked-in generated code differs from a fresh generation.
@@ -27,7 +31,7 @@ check-generated: generate
 lint: deps
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	go vet ./...
-	staticcheck ./...
+	go tool staticcheck ./...
 
 test:
 	./scripts/test.sh

@@ -9,7 +9,12 @@
 //
 // `make bench` passes -profile bench/profiles: CPU profiles of the
 // in-process figures, and CP profiles taken through `clawker cp profile`
-// while one figure's workload repeats, summarised in REPORT.md.
+// while one figure's workload repeats, summarised in REPORT.md. Only the
+// text summaries are committed; raw profiles go to the ignored raw/.
+//
+// Every comparison runs its two sides alternately (order.go); the report
+// gives min/median/max, marks noisy figures, and records a calibration
+// row (a do-nothing process) and the machine's load around each figure.
 //
 // Quick mode: go run ./bench -agents 10 -fanout 30 -gate 10,100 -exec-reps 10
 package main

@@ -35,6 +35,8 @@ type execResult struct {
 	// CPSide is the CP's share of each `true` round trip: engine log
 	// timestamps of its event=admin_exec and event=admin_exec_done lines.
 	CPSide stat `json:"cp_side_exec_true"`
+	// Stdin is stdin throughput (bench/stdin.go).
+	Stdin stdinResult `json:"stdin"`
 }
 
 // countWriter counts what the output pipe delivered.
@@ -42,8 +44,8 @@ type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
-// measureExec interleaves clawker exec and docker exec runs so drift in
-// machine load hits both alike.
+// measureExec interleaves clawker exec and docker exec runs (alternate) so
+// drift in machine load hits both alike.
 func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps, bytes int) (execResult, error) {
 	res := execResult{Bytes: bytes}
 	var rt, art, tp, atp sample
@@ -81,28 +83,25 @@ func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps,
 		return c
 	}
 	var floor, pin sample
-	// Each round runs the four commands in a rotated order: whatever runs
+	// The four commands take turns going first (alternate): whatever runs
 	// right after `docker exec` pays for the engine's cleanup of that
 	// exec, so no variant may always hold that place.
-	runs := []struct {
-		cmd  func() *exec.Cmd
-		want int64
-		into *sample
-	}{
-		{pinned, 0, &pin},
-		{func() *exec.Cmd { return e.clawkerCmd(ctx, "version") }, -1, &floor},
-		{func() *exec.Cmd { return e.clawkerCmd(ctx, "exec", agent, "--", "true") }, 0, &rt},
-		{func() *exec.Cmd { return exec.CommandContext(ctx, "docker", "exec", id, "true") }, 0, &art},
-	}
-	for i := 0; i < reps; i++ {
-		for k := range runs {
-			r := runs[(i+k)%len(runs)]
-			d, err := once(r.cmd(), r.want)
-			if err != nil {
-				return res, err
+	timed := func(mk func() *exec.Cmd, want int64, into *sample) variant {
+		return variant{reps, func(int) error {
+			d, err := once(mk(), want)
+			if err == nil {
+				into.addDur(d)
 			}
-			r.into.addDur(d)
-		}
+			return err
+		}}
+	}
+	if err := alternate(
+		timed(pinned, 0, &pin),
+		timed(func() *exec.Cmd { return e.clawkerCmd(ctx, "version") }, -1, &floor),
+		timed(func() *exec.Cmd { return e.clawkerCmd(ctx, "exec", agent, "--", "true") }, 0, &rt),
+		timed(func() *exec.Cmd { return exec.CommandContext(ctx, "docker", "exec", id, "true") }, 0, &art),
+	); err != nil {
+		return res, err
 	}
 	if logs, err := e.logs(ctx, consts.ControlPlaneContainer, true); err == nil {
 		res.CPSide = execSpans(logs)
@@ -110,7 +109,7 @@ func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps,
 	mib := float64(bytes) / (1 << 20)
 	head := fmt.Sprintf("head -c %d /dev/zero", bytes)
 	res.ClawkerMinDeliver = 1
-	viaClawker := func() error {
+	viaClawker := func(int) error {
 		// want -1: a short delivery is recorded, not fatal, so the report
 		// can show it.
 		d, err := once(e.clawkerCmd(ctx, "exec", agent, "--", "sh", "-c", head), -1)
@@ -127,7 +126,7 @@ func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps,
 		tp.add(float64(got) / (1 << 20) / d.Seconds())
 		return nil
 	}
-	viaDocker := func() error {
+	viaDocker := func(int) error {
 		d, err := once(exec.CommandContext(ctx, "docker", "exec", id, "sh", "-c", head), int64(bytes))
 		if err != nil {
 			return err
@@ -135,17 +134,8 @@ func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps,
 		atp.add(mib / d.Seconds())
 		return nil
 	}
-	for i := 0; i < tputReps; i++ {
-		// Alternate which path goes first, as for the round trips.
-		pair := [2]func() error{viaClawker, viaDocker}
-		if i%2 == 1 {
-			pair[0], pair[1] = pair[1], pair[0]
-		}
-		for _, run := range pair {
-			if err := run(); err != nil {
-				return res, err
-			}
-		}
+	if err := alternate(variant{tputReps, viaClawker}, variant{tputReps, viaDocker}); err != nil {
+		return res, err
 	}
 	res.RoundTrip, res.AnchorRoundTrip, res.CLIFloor = rt.stat("ms"), art.stat("ms"), floor.stat("ms")
 	res.RoundTripPinned = pin.stat("ms")
@@ -153,6 +143,9 @@ func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps,
 		res.CPDropLogs = strings.Count(logs, `"event":"agent_exec_output_dropped"`)
 	}
 	res.Throughput, res.AnchorThrough = tp.stat("MiB/s"), atp.stat("MiB/s")
+	if res.Stdin, err = e.measureStdin(ctx, agent, id, tputReps, bytes); err != nil {
+		return res, fmt.Errorf("stdin: %w", err)
+	}
 	return res, nil
 }
 

@@ -13,7 +13,9 @@ import (
 	"github.com/moby/moby/api/types/network"
 	mobyclient "github.com/moby/moby/client"
 
-	"github.com/clawker/clawker/controlplane/agent"
+	"github.com/clawker/clawker/controlplane/peerid"
+	"github.com/clawker/clawker/internal/agentnet"
+	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 )
 
@@ -28,23 +30,23 @@ type gateRow struct {
 
 // countingClient counts Docker API calls made through it.
 type countingClient struct {
-	agent.PeerLookupClient
+	peerid.DockerClient
 	n atomic.Int64
 }
 
 func (c *countingClient) ContainerList(ctx context.Context, o mobyclient.ContainerListOptions) (mobyclient.ContainerListResult, error) {
 	c.n.Add(1)
-	return c.PeerLookupClient.ContainerList(ctx, o)
+	return c.DockerClient.ContainerList(ctx, o)
 }
 
 func (c *countingClient) ContainerInspect(ctx context.Context, id string, o mobyclient.ContainerInspectOptions) (mobyclient.ContainerInspectResult, error) {
 	c.n.Add(1)
-	return c.PeerLookupClient.ContainerInspect(ctx, id, o)
+	return c.DockerClient.ContainerInspect(ctx, id, o)
 }
 
 // naiveLookup is the anchor: list every agent container and inspect each
 // one (exhaustively: an IP claimed twice must be refused).
-func naiveLookup(ctx context.Context, cli agent.PeerLookupClient, ip netip.Addr) (string, error) {
+func naiveLookup(ctx context.Context, cli peerid.DockerClient, ip netip.Addr) (string, error) {
 	res, err := cli.ContainerList(ctx, mobyclient.ContainerListOptions{
 		Filters: make(mobyclient.Filters).Add("label", consts.LabelPurpose+"="+consts.PurposeAgent),
 	})
@@ -57,7 +59,8 @@ func naiveLookup(ctx context.Context, cli agent.PeerLookupClient, ip netip.Addr)
 		if err != nil {
 			continue
 		}
-		if ep := in.Container.NetworkSettings.Networks[consts.NetworkName]; ep != nil && ep.IPAddress == ip {
+		n, _ := agentnet.NameFromLabels(in.Container.Config.Labels)
+		if ep := in.Container.NetworkSettings.Networks[n]; ep != nil && ep.IPAddress == ip {
 			match = append(match, c.ID)
 		}
 	}
@@ -83,20 +86,34 @@ func (e *env) ensureNetwork(ctx context.Context) error {
 	return err
 }
 
-// spawnSleepers starts containers labelled as agents on clawker-net (no
+// spawnSleepers starts containers labelled as agents on their own agent
+// networks (no
 // clawkerd: the CP is down during this phase, and the lookup only reads
 // what the engine says about them).
 func (e *env) spawnSleepers(ctx context.Context, from, to int) ([]string, []netip.Addr, error) {
 	ids := make([]string, to-from)
 	ips := make([]netip.Addr, to-from)
+	project, _ := auth.NewProjectSlug("gate")
 	err := parallel(to-from, 4, func(i int) error {
+		name := fmt.Sprintf("g%04d", from+i)
+		an, err := auth.NewAgentName(name)
+		if err != nil {
+			return err
+		}
+		// Each on its own agent network, as clawker run puts agents.
+		anet, _, err := agentnet.Ensure(ctx, e.docker, project, an, map[string]string{consts.LabelTest: benchLabelValue})
+		if err != nil {
+			return err
+		}
 		res, err := e.docker.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{
 			Config: &container.Config{Image: agentImage, Cmd: []string{"sleep", "86400"}, Labels: map[string]string{
 				consts.LabelTest: benchLabelValue, consts.LabelPurpose: consts.PurposeAgent,
-				consts.LabelAgent: fmt.Sprintf("g%04d", from+i), consts.LabelProject: "gate",
+				consts.LabelAgent: name, consts.LabelProject: "gate",
 			}},
-			HostConfig:       &container.HostConfig{NetworkMode: container.NetworkMode(consts.NetworkName)},
-			NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{consts.NetworkName: {}}},
+			HostConfig: &container.HostConfig{NetworkMode: container.NetworkMode(anet.Name)},
+			NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+				anet.Name: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: anet.AgentAddr()}},
+			}},
 		})
 		if err != nil {
 			return err
@@ -108,9 +125,9 @@ func (e *env) spawnSleepers(ctx context.Context, from, to int) ([]string, []neti
 		if err != nil {
 			return err
 		}
-		ep := in.Container.NetworkSettings.Networks[consts.NetworkName]
+		ep := in.Container.NetworkSettings.Networks[anet.Name]
 		if ep == nil || !ep.IPAddress.IsValid() {
-			return errors.New("sleeper has no clawker-net IP")
+			return errors.New("sleeper has no agent-network IP")
 		}
 		ids[i], ips[i] = res.ID, ep.IPAddress
 		return nil
@@ -137,35 +154,42 @@ func (e *env) measureGate(ctx context.Context, counts []int, lookups, naiveReps 
 			ids, ips = append(ids, more...), append(ips, moreIPs...)
 		}
 		row := gateRow{Containers: n}
-		cc := &countingClient{PeerLookupClient: e.docker}
-		m := agent.NewMobyPeerLookup(cc, nil)
+		cc := &countingClient{DockerClient: e.docker}
+		m := peerid.NewIndex(cc, nil)
 		if err := m.Refresh(ctx); err != nil {
 			return rows, err
 		}
 		cc.n.Store(0)
-		var s sample
-		for i := 0; i < lookups; i++ {
-			k := (i * 7919) % n
-			start := time.Now()
-			rc, err := m.LookupByIP(ctx, ips[k])
-			s.addDur(time.Since(start))
-			if err != nil || rc.ContainerID != ids[k] {
-				return rows, fmt.Errorf("lookup %s: %+v %v", ips[k], rc, err)
-			}
+		cn := &countingClient{DockerClient: e.docker}
+		var s, ns sample
+		// Indexed lookups and naive walks interleaved (alternate).
+		err := alternate(
+			variant{lookups, func(i int) error {
+				k := (i * 7919) % n
+				start := time.Now()
+				rc, err := m.LookupByIP(ctx, ips[k])
+				s.addDur(time.Since(start))
+				if err != nil || rc.ContainerID != ids[k] {
+					return fmt.Errorf("lookup %s: %+v %v", ips[k], rc, err)
+				}
+				return nil
+			}},
+			variant{naiveReps, func(i int) error {
+				k := (i * 7919) % n
+				start := time.Now()
+				id, err := naiveLookup(ctx, cn, ips[k])
+				ns.addDur(time.Since(start))
+				if err != nil || id != ids[k] {
+					return fmt.Errorf("naive %s: %s %v", ips[k], id, err)
+				}
+				return nil
+			}},
+		)
+		if err != nil {
+			return rows, err
 		}
 		row.Lookup = s.stat("ms")
 		row.LookupCallsPerOp = float64(cc.n.Load()) / float64(lookups)
-		cn := &countingClient{PeerLookupClient: e.docker}
-		var ns sample
-		for i := 0; i < naiveReps; i++ {
-			k := (i * 7919) % n
-			start := time.Now()
-			id, err := naiveLookup(ctx, cn, ips[k])
-			ns.addDur(time.Since(start))
-			if err != nil || id != ids[k] {
-				return rows, fmt.Errorf("naive %s: %s %v", ips[k], id, err)
-			}
-		}
 		row.Naive = ns.stat("ms")
 		row.NaiveCallsPerOp = float64(cn.n.Load()) / float64(naiveReps)
 		rows = append(rows, row)

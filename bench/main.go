@@ -19,15 +19,17 @@ import (
 )
 
 type options struct {
-	agents, fanout       int
-	gate                 []int
-	execReps, tputReps   int
-	tputBytes            int
-	gateLookups, naive   int
-	registryRows         int
-	snapReps, anchorReps int
-	out, profileDir      string
-	skip                 map[string]bool
+	agents, fanout        int
+	gate                  []int
+	execReps, tputReps    int
+	tputBytes             int
+	gateLookups, naive    int
+	egressMiB, egressReqs int
+	registryRows          int
+	snapReps, anchorReps  int
+	ttyKeys, ttyAttaches  int
+	out, profileDir       string
+	skip                  map[string]bool
 }
 
 // report is bench/report.json.
@@ -41,8 +43,14 @@ type report struct {
 	Gate     []gateRow       `json:"identity_gate,omitempty"`
 	Exec     *execResult     `json:"exec,omitempty"`
 	Registry *registryResult `json:"registry,omitempty"`
-	Profiles []cpProfile     `json:"cp_profiles,omitempty"`
-	Errors   []string        `json:"errors,omitempty"`
+	TTY      *ttyResult      `json:"tty,omitempty"`
+	// Calibration is a do-nothing process's start, at the start and the
+	// end of the run; Load is the machine's load around each figure.
+	Calibration []calibration `json:"calibration,omitempty"`
+	Load        []figureLoad  `json:"load,omitempty"`
+	Egress      *egressResult `json:"egress,omitempty"`
+	Profiles    []cpProfile   `json:"cp_profiles,omitempty"`
+	Errors      []string      `json:"errors,omitempty"`
 }
 
 type machine struct {
@@ -71,10 +79,14 @@ func mainErr() int {
 	flag.IntVar(&o.naive, "gate-naive", 10, "naive walks per container count")
 	flag.IntVar(&o.registryRows, "registry-rows", 10000, "registry rows for figure 5")
 	flag.IntVar(&o.snapReps, "snapshot-reps", 30, "Snapshot calls at full size")
-	flag.IntVar(&o.anchorReps, "anchor-reps", 20, "docker exec anchor runs of the init steps")
+	flag.IntVar(&o.anchorReps, "anchor-reps", 50, "docker exec anchor runs of the init steps (interleaved with the agent starts)")
+	flag.IntVar(&o.ttyKeys, "tty-keys", 300, "keystrokes per side for the exec -it echo latency")
+	flag.IntVar(&o.ttyAttaches, "tty-attaches", 20, "exec -it sessions (and attaches) per side for the time to the first prompt byte")
 	flag.StringVar(&o.out, "out", "bench", "directory for REPORT.md and report.json")
 	flag.StringVar(&o.profileDir, "profile", "", "write CPU profiles of the in-process figures, and CP profiles, here")
-	flag.StringVar(&skip, "skip", "", "comma-separated figures to skip: ready,fanout,gate,exec,registry")
+	flag.IntVar(&o.egressMiB, "egress-mib", 100, "MiB per egress download run")
+	flag.IntVar(&o.egressReqs, "egress-requests", 1000, "small HTTPS requests per egress variant")
+	flag.StringVar(&skip, "skip", "", "comma-separated figures to skip: calibration,ready,fanout,gate,exec,tty,registry,egress")
 	flag.Parse()
 	for _, f := range strings.Split(gate, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
@@ -94,7 +106,7 @@ func mainErr() int {
 		abs, err := filepath.Abs(o.profileDir)
 		if err == nil {
 			o.profileDir = abs
-			err = os.MkdirAll(abs, 0o755)
+			err = os.MkdirAll(filepath.Join(abs, rawProfileDir), 0o755)
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -107,9 +119,10 @@ func mainErr() int {
 		"agents": o.agents, "fanout": o.fanout, "gate": o.gate, "exec_reps": o.execReps, "tput_reps": o.tputReps,
 		"tput_bytes": o.tputBytes, "gate_lookups": o.gateLookups, "gate_naive": o.naive,
 		"registry_rows": o.registryRows, "snapshot_reps": o.snapReps, "anchor_reps": o.anchorReps,
+		"tty_keys": o.ttyKeys, "tty_attaches": o.ttyAttaches,
 	}}
 	rep.Machine = describeMachine()
-	err := runAll(ctx, &o, rep)
+	err := calibrated(ctx, &o, rep, func() error { return runAll(ctx, &o, rep) })
 	if err != nil {
 		rep.Errors = append(rep.Errors, err.Error())
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -129,10 +142,11 @@ func profiled(dir, name string, f func() error) error {
 	if dir == "" {
 		return f()
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	raw, _ := profilePaths(dir, name+".cpu.pprof")
+	if err := os.MkdirAll(filepath.Dir(raw), 0o755); err != nil {
 		return err
 	}
-	fh, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))
+	fh, err := os.Create(raw)
 	if err != nil {
 		return err
 	}
@@ -147,15 +161,34 @@ func profiled(dir, name string, f func() error) error {
 func runAll(ctx context.Context, o *options, rep *report) error {
 	if !o.skip["registry"] {
 		fmt.Println("figure 5: registry")
-		if err := profiled(o.profileDir, "registry", func() error {
-			r, err := measureRegistry(o.registryRows, o.snapReps)
-			rep.Registry = &r
-			return err
+		if err := rep.track("registry", func() error {
+			return profiled(o.profileDir, "registry", func() error {
+				r, err := measureRegistry(o.registryRows, o.snapReps)
+				rep.Registry = &r
+				return err
+			})
 		}); err != nil {
 			return fmt.Errorf("registry: %w", err)
 		}
 		rep.Profiles = append(rep.Profiles, inProcessProfile(ctx, o.profileDir, "registry",
 			"in process: SQLite registry Adds then Snapshots at full size")...)
+	}
+	if !o.skip["egress"] {
+		fmt.Println("figure 6: egress gateway")
+		if err := rep.track("egress", func() error {
+			return profiled(o.profileDir, "egress", func() error {
+				r, err := measureEgress(ctx, o.egressMiB, o.egressReqs, 9)
+				rep.Egress = &r
+				return err
+			})
+		}); err != nil {
+			return fmt.Errorf("egress: %w", err)
+		}
+		rep.Profiles = append(rep.Profiles, inProcessProfile(ctx, o.profileDir, "egress",
+			"in process: egress gateway downloads and small requests, against direct")...)
+	}
+	if o.skip["ready"] && o.skip["fanout"] && o.skip["exec"] && o.skip["tty"] && o.skip["gate"] {
+		return nil // in-process figures only: no engine needed
 	}
 	fmt.Println("building binaries and the agent image")
 	e, err := newEnv(ctx)
@@ -167,7 +200,7 @@ func runAll(ctx context.Context, o *options, rep *report) error {
 	if _, err := e.must(ctx, "init"); err != nil {
 		return err
 	}
-	needCP := !o.skip["ready"] || !o.skip["fanout"] || !o.skip["exec"]
+	needCP := !o.skip["ready"] || !o.skip["fanout"] || !o.skip["exec"] || !o.skip["tty"]
 	if needCP {
 		if err := e.cpPhases(ctx, o, rep); err != nil {
 			return err
@@ -177,10 +210,12 @@ func runAll(ctx context.Context, o *options, rep *report) error {
 		fmt.Println("figure 3: identity gate")
 		// The CP is down and no agent runs: the sleepers are the only agents.
 		e.sweep(ctx)
-		if err := profiled(o.profileDir, "gate", func() error {
-			rows, err := e.measureGate(ctx, o.gate, o.gateLookups, o.naive)
-			rep.Gate = rows
-			return err
+		if err := rep.track("identity gate", func() error {
+			return profiled(o.profileDir, "gate", func() error {
+				rows, err := e.measureGate(ctx, o.gate, o.gateLookups, o.naive)
+				rep.Gate = rows
+				return err
+			})
 		}); err != nil {
 			return fmt.Errorf("identity gate: %w", err)
 		}
@@ -220,8 +255,13 @@ func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
 		n = 1
 	}
 	fmt.Printf("figure 1: ready latency over %d agents\n", n)
-	rr, ids, err := e.measureReady(ctx, w, n, o.anchorReps)
-	if err != nil {
+	var rr readyResult
+	var ids []string
+	if err := rep.track("ready", func() error {
+		var err error
+		rr, ids, err = e.measureReady(ctx, w, n, o.anchorReps)
+		return err
+	}); err != nil {
 		return fmt.Errorf("ready latency: %w", err)
 	}
 	if !o.skip["ready"] {
@@ -233,8 +273,12 @@ func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
 	}
 	if !o.skip["exec"] {
 		fmt.Println("figure 4: exec")
-		xr, err := e.measureExec(ctx, "r000", ids[0], o.execReps, o.tputReps, o.tputBytes)
-		if err != nil {
+		var xr execResult
+		if err := rep.track("exec", func() error {
+			var err error
+			xr, err = e.measureExec(ctx, "r000", ids[0], o.execReps, o.tputReps, o.tputBytes)
+			return err
+		}); err != nil {
 			return fmt.Errorf("exec: %w", err)
 		}
 		rep.Exec = &xr
@@ -243,10 +287,30 @@ func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
 			rep.Profiles = append(rep.Profiles, e.profileExec(ctx, o.profileDir, "r000", o.tputBytes)...)
 		}
 	}
+	if !o.skip["tty"] {
+		fmt.Println("figure 7: exec -it echo and attach")
+		var tr ttyResult
+		if err := rep.track("tty", func() error {
+			var err error
+			tr, err = e.measureTTY(ctx, "r000", ids[0], o.ttyKeys, o.ttyAttaches)
+			return err
+		}); err != nil {
+			// Figure 7 drives two terminals: its failure is reported and
+			// the run goes on to fan-out rather than lose it.
+			rep.Errors = append(rep.Errors, "tty: "+err.Error())
+			fmt.Fprintln(os.Stderr, "bench: tty:", err)
+		} else {
+			rep.TTY = &tr
+		}
+	}
 	if !o.skip["fanout"] {
 		fmt.Printf("figure 2: fan-out over %d agents\n", o.fanout)
-		fr, err := e.measureFanout(ctx, ids, o.fanout, base, baseHeap)
-		if err != nil {
+		var fr fanoutResult
+		if err := rep.track("fan-out", func() error {
+			var err error
+			fr, err = e.measureFanout(ctx, ids, o.fanout, base, baseHeap)
+			return err
+		}); err != nil {
 			return fmt.Errorf("fan-out: %w", err)
 		}
 		rep.Fanout = &fr

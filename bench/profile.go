@@ -30,7 +30,7 @@ const profileTopRows = 12
 // called until the profile has ended; its errors end the pass.
 func (e *env) profileWhile(ctx context.Context, dir, name, workload string, d time.Duration, work func() error) cpProfile {
 	p := cpProfile{Name: name, Kind: "cpu", Workload: workload, File: name + ".cpu.pprof"}
-	out := filepath.Join(dir, p.File)
+	out, summary := profilePaths(dir, p.File)
 	done := make(chan error, 1)
 	go func() {
 		_, err := e.must(ctx, "cp", "profile", "--kind", "cpu",
@@ -40,7 +40,7 @@ func (e *env) profileWhile(ctx context.Context, dir, name, workload string, d ti
 	for {
 		select {
 		case err := <-done:
-			return finishProfile(ctx, p, out, err)
+			return finishProfile(ctx, p, out, summary, err)
 		default:
 		}
 		if err := work(); err != nil {
@@ -54,12 +54,22 @@ func (e *env) profileWhile(ctx context.Context, dir, name, workload string, d ti
 // heapProfile takes a heap profile of the CP now.
 func (e *env) heapProfile(ctx context.Context, dir, name, workload string) cpProfile {
 	p := cpProfile{Name: name, Kind: "heap", Workload: workload, File: name + ".heap.pprof"}
-	out := filepath.Join(dir, p.File)
+	out, summary := profilePaths(dir, p.File)
 	_, err := e.must(ctx, "cp", "profile", "--kind", "heap", "-o", out)
-	return finishProfile(ctx, p, out, err)
+	return finishProfile(ctx, p, out, summary, err)
 }
 
-func finishProfile(ctx context.Context, p cpProfile, out string, err error) cpProfile {
+// rawProfileDir is the subdirectory of -profile that holds the raw pprof
+// files: git ignores it, only the text summaries beside it are committed.
+const rawProfileDir = "raw"
+
+// profilePaths is where profile file goes under dir: the raw profile in
+// rawProfileDir, its `-top` summary (name.top.txt) in dir itself.
+func profilePaths(dir, file string) (raw, summary string) {
+	return filepath.Join(dir, rawProfileDir, file), filepath.Join(dir, strings.TrimSuffix(file, ".pprof")+".top.txt")
+}
+
+func finishProfile(ctx context.Context, p cpProfile, out, summary string, err error) cpProfile {
 	if err != nil {
 		p.Error = err.Error()
 		return p
@@ -70,7 +80,7 @@ func finishProfile(ctx context.Context, p cpProfile, out string, err error) cpPr
 		return p
 	}
 	p.Top = top
-	_ = os.WriteFile(strings.TrimSuffix(out, ".pprof")+".top.txt", []byte(strings.Join(top, "\n")+"\n"), 0o644)
+	_ = os.WriteFile(summary, []byte(strings.Join(top, "\n")+"\n"), 0o644)
 	return p
 }
 
@@ -158,5 +168,6 @@ func inProcessProfile(ctx context.Context, dir, name, workload string) []cpProfi
 		return nil
 	}
 	p := cpProfile{Name: "bench-" + name, Kind: "cpu", Workload: workload, File: name + ".cpu.pprof"}
-	return []cpProfile{finishProfile(ctx, p, filepath.Join(dir, p.File), nil)}
+	out, summary := profilePaths(dir, p.File)
+	return []cpProfile{finishProfile(ctx, p, out, summary, nil)}
 }

@@ -44,14 +44,24 @@ func TestPprofTopReadsAProfile(t *testing.T) {
 		t.Fatalf("%d function rows, want at most %d", len(rows)-header-1, profileTopRows)
 	}
 
-	p := finishProfile(context.Background(), cpProfile{Name: "x", Kind: "heap"}, file, nil)
+	summary := filepath.Join(t.TempDir(), "x.heap.top.txt")
+	p := finishProfile(context.Background(), cpProfile{Name: "x", Kind: "heap"}, file, summary, nil)
 	if p.Error != "" || len(p.Top) == 0 {
 		t.Fatalf("finishProfile: %+v", p)
 	}
-	if _, err := os.Stat(strings.TrimSuffix(file, ".pprof") + ".top.txt"); err != nil {
+	if _, err := os.Stat(summary); err != nil {
 		t.Fatalf("top listing not written: %v", err)
 	}
-	if p := finishProfile(context.Background(), cpProfile{Name: "y"}, filepath.Join(t.TempDir(), "missing"), nil); p.Error == "" {
+	if p := finishProfile(context.Background(), cpProfile{Name: "y"}, filepath.Join(t.TempDir(), "missing"), summary, nil); p.Error == "" {
 		t.Fatal("a missing profile must be reported, not summarised")
+	}
+}
+
+// TestProfilePathsKeepRawApart checks that raw profiles land in the
+// git-ignored raw/ subdirectory and only the text summary beside it.
+func TestProfilePathsKeepRawApart(t *testing.T) {
+	raw, summary := profilePaths("/p", "cp-ready.cpu.pprof")
+	if raw != "/p/raw/cp-ready.cpu.pprof" || summary != "/p/cp-ready.cpu.top.txt" {
+		t.Fatalf("profilePaths = %q, %q", raw, summary)
 	}
 }

@@ -95,15 +95,17 @@ func (e *env) startedAt(ctx context.Context, id string) (time.Time, error) {
 
 // measureReady starts n agents one at a time, each after the previous one
 // completed init (so each latency is uncontended by the others' init), and
-// derives figure 1 from engine timestamps and CP event timestamps.
+// derives figure 1 from engine timestamps and CP event timestamps. The
+// anchor's runs are interleaved with the agent starts (alternate), each on
+// the newest running agent, so both sides see the same machine.
 func (e *env) measureReady(ctx context.Context, w *evWatch, n, anchorReps int) (readyResult, []string, error) {
 	var res readyResult
 	var s2i, l2c, anchor, s2l, c2r, r2i sample
 	ids := make([]string, 0, n)
-	for i := 0; i < n; i++ {
+	startOne := func(i int) error {
 		id, err := e.startAgent(ctx, fmt.Sprintf("r%03d", i))
 		if err != nil {
-			return res, ids, err
+			return err
 		}
 		ids = append(ids, id)
 		if err := waitFor(ctx, 2*time.Minute, 10*time.Millisecond, "init_completed "+id[:12], func() error {
@@ -112,15 +114,15 @@ func (e *env) measureReady(ctx context.Context, w *evWatch, n, anchorReps int) (
 			}
 			return nil
 		}); err != nil {
-			return res, ids, err
+			return err
 		}
 		started, err := e.startedAt(ctx, id)
 		if err != nil {
-			return res, ids, err
+			return err
 		}
 		listening, err := e.listeningAt(ctx, id)
 		if err != nil {
-			return res, ids, err
+			return err
 		}
 		initAt, _ := w.at(id, "init_completed")
 		connAt, _ := w.at(id, "session_connected")
@@ -133,21 +135,48 @@ func (e *env) measureReady(ctx context.Context, w *evWatch, n, anchorReps int) (
 		if steps := w.count(id, "init_step_completed"); steps > res.InitSteps {
 			res.InitSteps = steps
 		}
+		return nil
 	}
-	if res.InitSteps == 0 {
-		res.InitSteps = 1
-	}
-	// Anchor, on the same running agents, after all init is done.
-	for i := 0; i < anchorReps; i++ {
-		id := ids[i%len(ids)]
+	// The anchor runs as many steps as the plan ran (known after the
+	// first agent); runs planned before any agent exists wait for one.
+	pending := 0
+	anchorOne := func() error {
+		id := ids[len(ids)-1]
 		start := time.Now()
-		for s := 0; s < res.InitSteps; s++ {
+		for s := 0; s < max(res.InitSteps, 1); s++ {
 			cmd := exec.CommandContext(ctx, "docker", "exec", id, "sh", "-c", "true")
 			if out, err := cmd.CombinedOutput(); err != nil {
-				return res, ids, fmt.Errorf("docker exec anchor: %v: %s", err, out)
+				return fmt.Errorf("docker exec anchor: %v: %s", err, out)
 			}
 		}
 		anchor.addDur(time.Since(start))
+		return nil
+	}
+	err := alternate(
+		variant{n, func(i int) error {
+			if err := startOne(i); err != nil {
+				return err
+			}
+			for ; pending > 0; pending-- {
+				if err := anchorOne(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		variant{anchorReps, func(int) error {
+			if len(ids) == 0 {
+				pending++
+				return nil
+			}
+			return anchorOne()
+		}},
+	)
+	if err != nil {
+		return res, ids, err
+	}
+	if res.InitSteps == 0 {
+		res.InitSteps = 1
 	}
 	res.StartToInit = s2i.stat("ms")
 	res.ListenToConnected = l2c.stat("ms")

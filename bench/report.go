@@ -25,6 +25,17 @@ func yesNo(ok bool) string {
 	return "**not met**"
 }
 
+// verdict is a target cell: label, met or not, and "(noisy)" when a
+// figure it rests on is.
+func verdict(label string, ok bool, sts ...stat) string {
+	return label + ": " + yesNo(ok) + noisyMark(sts...)
+}
+
+// p50Ratio is the ratio cell of two figures' medians.
+func p50Ratio(anchor, measured stat) string {
+	return "p50 " + ratio(anchor.P50, measured.P50) + noisyMark(anchor, measured)
+}
+
 func renderMarkdown(rep *report) string {
 	var b strings.Builder
 	m := rep.Machine
@@ -33,30 +44,31 @@ func renderMarkdown(rep *report) string {
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s RAM, kernel %s, Docker %s, %s. Shared and noisy: every figure is compared only with its anchor taken in the same run.\n\n",
 		m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.Docker, m.GoVersion)
 	fmt.Fprintf(&b, "Options: %v\n\n", rep.Options)
+	fmt.Fprintf(&b, "Each figure gives min / median / max over its runs (nearest rank). A figure is marked **noisy** when %s; a ratio or verdict resting on a noisy figure says (noisy). Each ratio's two sides were run alternately in the same run (A B B A …). The machine's load around each figure is in the load table below the results.\n\n", noisyRule)
 	if len(rep.Errors) > 0 {
-		fmt.Fprintf(&b, "**The run stopped early:** %s\n\n", strings.Join(rep.Errors, "; "))
+		fmt.Fprintf(&b, "**Errors in this run** (a figure that failed is missing, and the run may have stopped early): %s\n\n", strings.Join(rep.Errors, "; "))
 	}
-	var rows []row
+	rows := calibrationRows(rep)
 	if r := rep.Ready; r != nil {
 		rows = append(rows,
 			row{"1. Ready: container start → InitCompleted", r.StartToInit.String(), fmt.Sprintf("%d init steps by `docker exec … sh -c true`, one after another: %s", r.InitSteps, r.AnchorExecSteps),
-				"p50 " + ratio(r.AnchorExecSteps.P50, r.StartToInit.P50) + ", p99 " + ratio(r.AnchorExecSteps.P99, r.StartToInit.P99),
-				"≥10× faster: " + yesNo(r.AnchorExecSteps.P50 >= 10*r.StartToInit.P50)},
+				p50Ratio(r.AnchorExecSteps, r.StartToInit) + ", p99 " + ratio(r.AnchorExecSteps.P99, r.StartToInit.P99),
+				verdict("≥20× faster", r.AnchorExecSteps.P50 >= 20*r.StartToInit.P50, r.AnchorExecSteps, r.StartToInit)},
 			row{"1. Ready breakdown: start → clawkerd listening; SessionConnected → AgentRegistered; AgentRegistered → InitCompleted",
 				fmt.Sprintf("%s; %s; %s", r.StartToListening, r.ConnectedToRegister, r.RegisterToInit), "—", "—", "—"},
 			row{"1. Ready: clawkerd listening → SessionConnected", r.ListenToConnected.String(), "—", "—",
-				"p99 ≤ 50 ms: " + yesNo(r.ListenToConnected.P99 <= 50)},
+				verdict("p99 ≤ 50 ms", r.ListenToConnected.P99 <= 50, r.ListenToConnected)},
 		)
 	}
 	if f := rep.Fanout; f != nil {
 		rows = append(rows,
 			row{fmt.Sprintf("2. Fan-out: CP restarted with %d agents → all Sessions connected", f.Agents),
 				fmt.Sprintf("%.0f ms from CP container start (%.0f ms from `cp up` invoked)", f.StartToAllConnectedMs, f.UpToAllConnectedMs), "—", "—",
-				"≤ 3 s: " + yesNo(f.StartToAllConnectedMs <= 3000)},
+				"≤ 1.5 s: " + yesNo(f.StartToAllConnectedMs <= 1500)},
 			row{"2. Fan-out: CP CPU time (start → all connected)", fmt.Sprintf("%.0f ms (%.2f ms per Session)", f.CPUTimeMs, f.CPUTimeMs/float64(f.Agents)), "—", "—", "—"},
 			row{"2. Fan-out: CP memory per Session", fmt.Sprintf("%.1f KiB cgroup memory ((%.1f − %.1f MiB) / %d); Go heap in use %.1f KiB per Session",
 				f.MemPerSessionBytes/1024, f.MemBytes/(1<<20), f.MemBaselineBytes/(1<<20), f.Agents, f.HeapPerSessionBytes/1024), "—", "—",
-				"< 200 KiB: " + yesNo(f.MemPerSessionBytes < 200*1024)},
+				"< 100 KiB: " + yesNo(f.MemPerSessionBytes < 100*1024)},
 		)
 	}
 	for _, g := range rep.Gate {
@@ -64,22 +76,29 @@ func renderMarkdown(rep *report) string {
 			fmt.Sprintf("3. Identity gate lookup, %d agent containers", g.Containers),
 			fmt.Sprintf("%s; %.2f Docker calls per Register", g.Lookup, g.LookupCallsPerOp),
 			fmt.Sprintf("naive list + inspect-all walk: %s; %.0f calls", g.Naive, g.NaiveCallsPerOp),
-			"p50 " + ratio(g.Naive.P50, g.Lookup.P50),
-			fmt.Sprintf("1 call: %s; p99 < 10 ms: %s", yesNo(g.LookupCallsPerOp <= 1.0001), yesNo(g.Lookup.P99 < 10)),
+			p50Ratio(g.Naive, g.Lookup),
+			fmt.Sprintf("1 call: %s; %s", yesNo(g.LookupCallsPerOp <= 1.0001), verdict("p99 < 10 ms", g.Lookup.P99 < 10, g.Lookup)),
 		})
 	}
 	if x := rep.Exec; x != nil {
 		rows = append(rows,
 			row{"4. `clawker exec <agent> -- true` round trip", x.RoundTrip.String(), "`docker exec <id> true`: " + x.AnchorRoundTrip.String(),
-				"p50 " + ratio(x.AnchorRoundTrip.P50, x.RoundTrip.P50), "≥5× faster: " + yesNo(x.AnchorRoundTrip.P50 >= 5*x.RoundTrip.P50)},
+				p50Ratio(x.AnchorRoundTrip, x.RoundTrip), verdict("≥10× faster", x.AnchorRoundTrip.P50 >= 10*x.RoundTrip.P50, x.AnchorRoundTrip, x.RoundTrip)},
 			row{fmt.Sprintf("4. exec throughput, %d MiB to stdout", x.Bytes>>20), x.Throughput.String(), "`docker exec`: " + x.AnchorThrough.String(),
-				"p50 " + ratio(x.Throughput.P50, x.AnchorThrough.P50) + " (clawker/docker)", "≥ docker: " + yesNo(x.Throughput.P50 >= x.AnchorThrough.P50 && x.ClawkerShortRuns == 0)},
+				p50Ratio(x.Throughput, x.AnchorThrough) + " (clawker/docker)",
+				verdict("≥3× docker", x.Throughput.P50 >= 3*x.AnchorThrough.P50 && x.ClawkerShortRuns == 0, x.Throughput, x.AnchorThrough)},
 		)
+		if si := x.Stdin; si.Throughput.N > 0 {
+			rows = append(rows, row{fmt.Sprintf("4. exec stdin throughput, %d MiB into `wc -c` (`exec -i`, paced by stdin credit)", si.Bytes>>20),
+				si.Throughput.String(), "`docker exec -i`: " + si.AnchorThrough.String(),
+				p50Ratio(si.Throughput, si.AnchorThrough) + " (clawker/docker)",
+				verdict("≥ docker", si.Throughput.P50 >= si.AnchorThrough.P50, si.Throughput, si.AnchorThrough)})
+		}
 		rows = append(rows,
 			row{"4. CLI floor: `clawker version` (process start/exit, no RPC)", x.CLIFloor.String(), "—", "—", "—"},
 			row{"4. CP's share of the `true` round trip (admin_exec → admin_exec_done log lines, engine timestamps; includes the Session hop to clawkerd and the fork of `true`)", x.CPSide.String(), "—", "—", "—"},
 			row{"4. `clawker exec … true` with CLAWKER_CP_ADMIN_ADDR set (no Docker lookup of the CP port)", x.RoundTripPinned.String(), "`docker exec`: " + x.AnchorRoundTrip.String(),
-				"p50 " + ratio(x.AnchorRoundTrip.P50, x.RoundTripPinned.P50), "≥5× faster: " + yesNo(x.AnchorRoundTrip.P50 >= 5*x.RoundTripPinned.P50)})
+				p50Ratio(x.AnchorRoundTrip, x.RoundTripPinned), verdict("≥10× faster", x.AnchorRoundTrip.P50 >= 10*x.RoundTripPinned.P50, x.AnchorRoundTrip, x.RoundTripPinned)})
 		if x.ClawkerShortRuns > 0 {
 			rows = append(rows, row{"4. exec output integrity", fmt.Sprintf("**%d of %d clawker exec runs exited 0 but delivered fewer bytes** (worst: %.1f%% delivered); CP logged event=agent_exec_output_dropped %d times",
 				x.ClawkerShortRuns, x.Throughput.N, 100*x.ClawkerMinDeliver, x.CPDropLogs), "docker exec: all bytes delivered", "—", "no loss: **not met**"})
@@ -94,10 +113,13 @@ func renderMarkdown(rep *report) string {
 			row{fmt.Sprintf("5. Registry Snapshot at %d rows", r.Rows), r.SnapshotAt10k.String(), "—", "—", "—"},
 		)
 	}
+	rows = append(rows, egressRows(rep)...)
+	rows = append(rows, ttyRows(rep.TTY)...)
 	b.WriteString("| Figure | Measured | Anchor (same run) | Ratio (anchor/measured) | Target |\n|---|---|---|---|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.figure, r.measured, r.anchor, r.ratio, r.target)
 	}
+	renderLoad(&b, rep.Load)
 	b.WriteString("\nProfiles, causes of the unmet targets and the fixes: bench/FINDINGS.md (written for the committed run).\n")
 	renderProfiles(&b, rep.Profiles)
 	b.WriteString(methodNotes)
@@ -116,7 +138,8 @@ const methodNotes = `
   timestamps (` + "`clawker events -f -o json`" + `). Same host clock throughout. The anchor
   runs as many ` + "`docker exec <id> sh -c true`" + ` as the plan ran steps, one after
   another, with the docker CLI — what a user scripting init by hand pays at
-  minimum (the real step scripts would only add to it).
+  minimum (the real step scripts would only add to it). Its runs are spread
+  among the agent starts, each on the newest agent.
 - **Fan-out** (figure 2): the agent count is raised to the fan-out size,
   ` + "`clawker cp down`" + ` removes the CP (agents keep running), ` + "`clawker cp up`" + ` starts a
   new one, and /metrics is polled every 10 ms until
@@ -130,10 +153,30 @@ const methodNotes = `
   Docker API calls are counted by a wrapping client. The anchor is the naive
   walk: list all agent containers and inspect each one. The TLS/gRPC part of
   Register is not in this figure.
-- **Exec** (figure 4): ` + "`clawker exec`" + ` and ` + "`docker exec`" + ` subprocesses, interleaved
-  so drift in machine load hits both alike; output is counted and checked.
+- **Calibration** (row 0): a Go program whose main does nothing (built by
+  the bench with CGO off, as clawker is) and ` + "`true`" + `, alternately, at the start
+  and at the end of the run: the floor under every CLI figure, and how slow
+  the machine was that hour.
+- **Alternation**: the two sides of every comparison (and the four exec
+  round-trip variants) are interleaved run by run, each side's runs spread
+  evenly over the figure and taking turns going first (A B B A …), so drift
+  in machine load and the cleanup one run leaves for the next hit all sides
+  alike. Uneven counts (gate lookups against naive walks, agent starts
+  against anchors) are spread the same way.
+- **Exec** (figure 4): ` + "`clawker exec`" + ` and ` + "`docker exec`" + ` subprocesses, alternated;
+  output is counted and checked.
 - **Registry** (figure 5): the production SQLite registry in process, one
   Add per Register, then Snapshot at full size.
+- **TTY** (figure 7): the bench owns a 24×120 pty per session (raw from the
+  start, so no local echo), types one ` + "`#`" + ` and times until it comes back; ` + "`clawker exec -it`" + `
+  and ` + "`docker exec -it`" + ` shells into the same agent are open together and keystrokes
+  alternate between them; every 40 keys Enter runs the comment line and the
+  bench waits for the prompt. Time to attach is process start → first byte
+  on the terminal, new sessions alternating. ` + "`clawker attach`" + ` goes to an agent
+  started with ` + "`run -dit … sh`" + `, against ` + "`docker attach`" + ` to a ` + "`docker run -dit`" + ` busybox sh:
+  Enter is typed at once (the pty holds it) and the clock stops at the first
+  byte back — the prompt, redrawn on the resize an attach sends or after the
+  Enter; each attach ends with the detach keys.
 - p50/p99 are nearest-rank; with fewer than 100 samples p99 is the maximum.
 `
 
@@ -142,7 +185,7 @@ func renderProfiles(b *strings.Builder, ps []cpProfile) {
 	if len(ps) == 0 {
 		return
 	}
-	b.WriteString("\n## CP profiles\n\nTaken with `clawker cp profile` (the operator-only admin RPC) while the bench repeated one figure's workload; raw profiles and full `-top` listings are next to this report under the `-profile` directory.\n")
+	b.WriteString("\n## CP profiles\n\nTaken with `clawker cp profile` (the operator-only admin RPC) while the bench repeated one figure's workload; full `-top` listings are in the `-profile` directory, the raw profiles in its `raw/` subdirectory (not committed).\n")
 	for _, p := range ps {
 		fmt.Fprintf(b, "\n### %s (%s) — %s\n\n", p.Name, p.Kind, p.Workload)
 		if p.Error != "" {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 )
@@ -38,6 +39,12 @@ type Config struct {
 	// ShellPath is the shell the CP's init steps run (default /bin/sh);
 	// HelloAck reports whether it exists.
 	ShellPath string
+	// PasswdFile and GroupFile resolve PipeStage.user (default
+	// /etc/passwd, /etc/group).
+	PasswdFile, GroupFile string
+	// Workdir is reported in HelloAck as the default exec cwd: clawkerd's
+	// cwd at start, i.e. the image WORKDIR. "" = not reported.
+	Workdir string
 
 	// CPAgentAddr is host:port of the CP AgentService; CPTokenURL the
 	// token endpoint. Both are needed only for RegisterRequired.
@@ -50,8 +57,17 @@ type Config struct {
 
 	// InitMarkerPath is the init marker file (default consts.InitMarkerPath).
 	InitMarkerPath string
+	// Credentials are the opted-in forwarded credential kinds
+	// (CLAWKER_CREDENTIALS); their sockets live in CredSocketDir (default
+	// DefaultCredSocketDir).
+	Credentials   []clawkerdv1.CredKind
+	CredSocketDir string
+
 	// UserCmd is the user CMD (everything after "--"); may be empty.
 	UserCmd []string
+	// TTY runs the user CMD on a pseudo-terminal that Sessions can attach
+	// to (CLAWKER_TTY=1).
+	TTY bool
 
 	// ReapAll makes the process table reap every child with wait4(-1),
 	// handing statuses of known pids to their waiters (PID 1 / subreaper
@@ -82,11 +98,20 @@ func (c *Config) withDefaults() Config {
 	if out.InitMarkerPath == "" {
 		out.InitMarkerPath = consts.InitMarkerPath
 	}
+	if out.CredSocketDir == "" {
+		out.CredSocketDir = DefaultCredSocketDir
+	}
 	if out.StagingDir == "" {
 		out.StagingDir = consts.StagingDir
 	}
 	if out.ShellPath == "" {
 		out.ShellPath = "/bin/sh"
+	}
+	if out.PasswdFile == "" {
+		out.PasswdFile = "/etc/passwd"
+	}
+	if out.GroupFile == "" {
+		out.GroupFile = "/etc/group"
 	}
 	if out.Console == nil {
 		out.Console = os.Stdout
@@ -143,6 +168,7 @@ func ParseOptions(args []string, getenv func(string) string) (*Options, error) {
 		return nil, configErrorf("flags: %w", err)
 	}
 	o.UserCmd = fs.Args()
+	o.PasswdFile, o.GroupFile, o.Workdir = o.PasswdPath, o.GroupPath, startWorkdir()
 	o.ReapAll = *subreaper || os.Getpid() == 1
 
 	o.AgentName = getenv(consts.EnvAgent)
@@ -158,8 +184,14 @@ func ParseOptions(args []string, getenv func(string) string) (*Options, error) {
 			return nil, configErrorf("%s: %w", consts.EnvProject, err)
 		}
 	}
+	kinds, err := clawkerdv1.ParseCredKinds(getenv(consts.EnvCredentials))
+	if err != nil {
+		return nil, configErrorf("%s: %w", consts.EnvCredentials, err)
+	}
+	o.Credentials, o.CredSocketDir = kinds, DefaultCredSocketDir
 	o.CPAgentAddr = getenv(consts.EnvCPAgentAddr)
 	o.CPTokenURL = getenv(consts.EnvCPTokenURL)
+	o.TTY = getenv(consts.EnvTTY) == "1"
 
 	if spec := getenv(consts.EnvUser); spec != "" {
 		u, err := ResolveUser(spec, o.PasswdPath, o.GroupPath)
@@ -181,10 +213,10 @@ func ParseOptions(args []string, getenv func(string) string) (*Options, error) {
 	if err != nil {
 		return nil, configErrorf("bootstrap CA: %w", err)
 	}
+	// The assertion may be gone: clawkerd removes it after the exchange,
+	// and a restarted agent is already registered. A Register that does
+	// need it fails then, closed.
 	o.AssertionPath = filepath.Join(dir, consts.BootstrapAssert)
-	if _, err := os.Stat(o.AssertionPath); err != nil {
-		return nil, configErrorf("bootstrap assertion: %w", err)
-	}
 	o.Cert = cert
 	o.CAPool = pool
 	return o, nil

@@ -11,7 +11,8 @@
 //   - the one-time Register client (register.go), whose TLS connections
 //     are pre-dialed on a fresh container so RegisterRequired finds the
 //     handshakes done (prewarm.go);
-//   - process wiring for cmd/clawkerd (run.go, config.go, audit.go).
+//   - process wiring for cmd/clawkerd, the audit log included (run.go,
+//     config.go).
 //
 // Sessions: several Sessions may be open at once and are independent; a
 // reconnecting CP is therefore never locked out by a half-dead old stream

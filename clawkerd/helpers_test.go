@@ -19,6 +19,7 @@ import (
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/testenv/testpki"
 )
 
 const testContainerID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -33,27 +34,9 @@ type testPKI struct {
 
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
-	now := time.Now()
-	ca, err := auth.NewCA(now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentName, _ := auth.NewAgentName("dev")
-	agent, err := ca.MintAgent(auth.ProjectSlug{}, agentName, testContainerID, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, err := ca.MintControlPlane(nil, nil, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
-	return &testPKI{ca: ca, pool: pool, agent: tlsCert(agent), cp: tlsCert(cp)}
-}
-
-func tlsCert(l *auth.Leaf) tls.Certificate {
-	return tls.Certificate{Certificate: [][]byte{l.Cert.Raw}, PrivateKey: l.Key, Leaf: l.Cert}
+	p := testpki.New(t)
+	agent := p.AgentNamed(t, "", "dev", testContainerID)
+	return &testPKI{ca: p.CA, pool: p.Pool, agent: testpki.TLSCert(agent), cp: testpki.TLSCert(p.CP)}
 }
 
 type testServer struct {
@@ -205,6 +188,7 @@ func (c *client) next(id string) *clawkerdv1.Response {
 type result struct {
 	started bool
 	output  []byte
+	stderr  []byte // OutputChunks with stderr set (separate_stderr)
 	stages  map[uint32]*clawkerdv1.StageExit
 	done    *clawkerdv1.Done
 	err     *clawkerdv1.Error
@@ -222,7 +206,11 @@ func (c *client) collect(id string) *result {
 			res.started = true
 			res.order = append(res.order, "started")
 		case *clawkerdv1.Response_Output:
-			res.output = append(res.output, p.Output.GetData()...)
+			if p.Output.GetStderr() {
+				res.stderr = append(res.stderr, p.Output.GetData()...)
+			} else {
+				res.output = append(res.output, p.Output.GetData()...)
+			}
 		case *clawkerdv1.Response_StageExit:
 			res.stages[p.StageExit.GetStageIndex()] = p.StageExit
 			res.order = append(res.order, fmt.Sprintf("exit%d", p.StageExit.GetStageIndex()))

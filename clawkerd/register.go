@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	agentv1 "github.com/clawker/clawker/api/agent/v1"
+	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
 )
@@ -97,6 +100,12 @@ func (r *registrar) register(ctx context.Context) error {
 
 	if r.token == nil || !r.token.Valid() {
 		assertion, err := r.cfg.readAssertion()
+		if errors.Is(err, fs.ErrNotExist) {
+			// Spent by an earlier exchange whose Register then failed CP-side:
+			// say so with the stable marker, not as an identity failure.
+			return fmt.Errorf("%s the one-time assertion was exchanged and removed; recreate the agent: %w",
+				clawkerdv1.RegisterAssertionSpent, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -136,6 +145,7 @@ func (r *registrar) register(ctx context.Context) error {
 		}
 		r.token = tok
 		r.log.Info().Str("event", "token_exchanged").Time("expiry", tok.Expiry).Msg("assertion exchanged for access token")
+		r.discardAssertion()
 	}
 
 	if conn == nil {
@@ -154,4 +164,20 @@ func (r *registrar) register(ctx context.Context) error {
 	r.token = nil
 	r.log.Info().Str("event", "registered").Str("agent", r.cfg.AgentName).Str("project", r.cfg.Project).Msg("registered with control plane")
 	return nil
+}
+
+// discardAssertion removes the spent assertion: once exchanged it is only
+// material for a replay. A container restart never needs it (the agent is
+// registered by then: the CP finds its row and sends no RegisterRequired),
+// so a failure is logged, not fatal.
+func (r *registrar) discardAssertion() {
+	p := r.cfg.AssertionPath
+	if p == "" {
+		return
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		r.log.Warn().Str("event", "assertion_remove_failed").Err(err).Msg("spent assertion left on disk")
+		return
+	}
+	r.log.Info().Str("event", "assertion_removed").Msg("spent assertion removed")
 }

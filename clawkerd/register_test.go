@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -220,3 +222,32 @@ func TestRegisterFailsClosedWithoutCP(t *testing.T) {
 }
 
 func writeFile(path, s string) error { return osWriteFile(path, []byte(s)) }
+
+// TestRegisterRemovesSpentAssertion: after a successful exchange the
+// assertion file is gone (it is only replay material then), and a later
+// Register on the same clawkerd needs no assertion.
+func TestRegisterRemovesSpentAssertion(t *testing.T) {
+	var cp *fakeCP
+	pki := newTestPKI(t)
+	path := t.TempDir() + "/assertion.jwt"
+	ts := startServerPKI(t, pki, func(c *Config) {
+		c.AssertionPath = path
+		must(t, writeFile(c.AssertionPath, "file.jwt\n"))
+		cp = startFakeCP(t, pki, "file.jwt")
+		c.CPTokenURL, c.CPAgentAddr = cp.tokenURL, cp.agentAddr
+	})
+	cp.failNext.Store(true) // the token outlives a failed Register call
+	c := ts.session(t)
+	if d := registerRequired(c, "r1"); d.GetOk() {
+		t.Fatalf("first attempt should fail: %v", d)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("assertion still on disk after the exchange: %v", err)
+	}
+	if d := registerRequired(c, "r2"); !d.GetOk() {
+		t.Fatalf("retry with the kept token: %v", d)
+	}
+	if cp.exchanges.Load() != 1 {
+		t.Fatalf("%d exchanges", cp.exchanges.Load())
+	}
+}

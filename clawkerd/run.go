@@ -45,6 +45,16 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	log, closeLog := openAuditLog(opts.LogPath, opts.LogLevel, stderr)
 	defer closeLog()
+	if len(opts.Credentials) > 0 {
+		// Before anything is spawned: the user CMD and every exec inherit it.
+		self, err := os.Executable()
+		if err != nil {
+			self = "/run/clawker/bin/clawkerd"
+		}
+		for k, v := range credEnv(opts.CredSocketDir, self, opts.Credentials, os.Getenv) {
+			_ = os.Setenv(k, v)
+		}
+	}
 	// Listen first: from here the kernel completes the CP's connects into
 	// the backlog while the rest of startup runs, and Serve answers them.
 	lis, err := net.Listen("tcp", opts.ListenAddr)

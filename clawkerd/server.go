@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
@@ -49,12 +50,19 @@ type Server struct {
 	procs *procTable
 	sup   *supervisor
 	reg   *registrar
+	once  *onceSteps // completed one-time init steps
+	creds *credRelay // cred-forward/v1 (credrelay.go)
 	grpc  *grpc.Server
 
 	ctx    context.Context // server-wide; cancelled on exit or Serve end
 	cancel context.CancelFunc
 
 	sessions atomic.Int64
+	attaches attachSet // live attaches to the user CMD (shell_attach.go)
+	// stdinHigh is the largest stdin backlog (queued frame cost) any
+	// command held; see StdinBacklogHigh.
+	stdinHigh atomic.Int64
+
 	exitOnce sync.Once
 	exitCh   chan *ExitError
 	served   atomic.Bool
@@ -80,7 +88,10 @@ func NewServer(cfg Config, log *logger.Logger) (*Server, error) {
 		exitCh: make(chan *ExitError, 1),
 	}
 	s.sup = newSupervisor(s.procs, c.User, c.UserCmd, c.Console, log)
+	s.sup.tty = c.TTY
 	s.reg = newRegistrar(&s.cfg, log)
+	s.once = newOnceSteps(s.cfg.InitMarkerPath)
+	s.creds = newCredRelay(log)
 	s.grpc = grpc.NewServer(
 		// Exec output leaves in big flushes, one syscall each (see
 		// rpcbuf.BatchWrites) instead of one per 16 KiB TLS record.
@@ -91,6 +102,8 @@ func NewServer(cfg Config, log *logger.Logger) (*Server, error) {
 		// Exec output is bulk data: encode it without gRPC's zeroed 1 MiB
 		// buffer per message (see rpcbuf).
 		grpc.ForceServerCodecV2(rpcbuf.NewCodec()),
+		// Received frames (stdin) without gRPC's zeroing pool.
+		experimental.BufferPool(rpcbuf.TransportPool()),
 	)
 	clawkerdv1.RegisterClawkerdServiceServer(s.grpc, s)
 	return s, nil
@@ -110,6 +123,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		defer recoverLog(s.log, "reaper")
 		s.procs.reapLoop(reapCtx)
 	}()
+	if len(s.cfg.Credentials) > 0 {
+		s.creds.serveCredSockets(s.ctx, s.cfg.CredSocketDir, s.cfg.Credentials)
+	}
 	serveErr := make(chan error, 1)
 	go func() {
 		defer recoverLog(s.log, "grpc_serve")
@@ -125,6 +141,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	case <-s.sup.exited:
 		code := s.sup.exitCode()
 		result = &ExitError{Code: code, Reason: "user CMD exited"}
+		// Attached clients get the code in their Done before the
+		// Sessions end (ending them first would leave only an IO_ERROR).
+		if n := s.attaches.awaitReplies(attachReplyGrace); n > 0 {
+			s.log.Warn().Str("event", "attach_reply_timeout").Int("attaches", n).Dur("waited", attachReplyGrace).
+				Msg("attached clients did not get the exit code in time")
+		}
 	case err := <-serveErr:
 		s.cancel()
 		s.sup.kill()

@@ -4,17 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -114,22 +108,24 @@ func (s *Server) Session(stream clawkerdv1.ClawkerdService_SessionServer) (err e
 	sess.closing = true
 	sess.mu.Unlock()
 	sess.wg.Wait()
+	s.creds.drop(sess)
 	cancel()
 	sess.log.Info().Str("event", "session_ended").Str("peer_cn", leaf.Subject.CommonName).
 		Str("reason", reason).Dur("duration", time.Since(started)).Msg("session ended")
 	return nil
 }
 
+// peerLeaf is the Session peer's verified leaf (auth.PeerLeaf's rule: a
+// certificate no trusted chain vouches for does not count).
 func peerLeaf(ctx context.Context) (*x509.Certificate, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
+	if _, ok := peer.FromContext(ctx); !ok {
 		return nil, errors.New("no peer")
 	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.PeerCertificates) == 0 {
-		return nil, errors.New("no TLS peer certificate")
+	leaf := auth.PeerLeafFromContext(ctx)
+	if leaf == nil {
+		return nil, errors.New("no verified TLS peer certificate")
 	}
-	return ti.State.PeerCertificates[0], nil
+	return leaf, nil
 }
 
 func (s *session) recvLoop() error {
@@ -182,15 +178,38 @@ func (s *session) claim(id string, c *shellCmd) bool {
 	return true
 }
 
-func (s *session) lookupShell(id string) *shellCmd {
+// shellTarget resolves the command a Stdin, CloseStdin or Signal names:
+// the live shell command, or finished=true for one that ended recently.
+// Such a frame raced the command's Done and is moot: it is dropped rather
+// than answered with an Error the CP could take for the command's end.
+func (s *session) shellTarget(id string) (c *shellCmd, finished bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.live[id]
+	if c := s.live[id]; c != nil {
+		return c, false
+	}
+	_, finished = s.recent[id]
+	return nil, finished
+}
+
+// releaseShell frees c's id. A shell command calls it just before its
+// terminal reply, so a CP that reuses the id as soon as it reads the Done
+// finds it free (releasing after the reply raced that reuse: "duplicate
+// live command_id"). Idempotent; never frees an id a newer command holds.
+func (s *session) releaseShell(c *shellCmd) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live[c.id] == c {
+		s.rememberLocked(c.id)
+		delete(s.live, c.id)
+	}
 }
 
 // goCmd runs f for a claimed id on a tracked goroutine and releases the id
-// afterwards. A panic becomes an IO_ERROR reply, never a crash.
-func (s *session) goCmd(id string, f func()) {
+// afterwards, unless c (the shell command claimed under id, nil for other
+// commands) released it already. A panic becomes an IO_ERROR reply, never
+// a crash.
+func (s *session) goCmd(id string, c *shellCmd, f func()) {
 	s.mu.Lock()
 	if s.closing {
 		delete(s.live, id)
@@ -202,16 +221,20 @@ func (s *session) goCmd(id string, f func()) {
 	go func() {
 		defer s.wg.Done()
 		defer func() {
-			s.mu.Lock()
-			if s.live[id] != nil {
-				s.rememberLocked(id)
+			if c != nil {
+				s.releaseShell(c)
+				return
 			}
+			s.mu.Lock()
 			delete(s.live, id)
 			s.mu.Unlock()
 		}()
 		defer func() {
 			if r := recover(); r != nil {
 				s.log.Error().Str("event", "panic_recovered").Str("command_id", id).Interface("panic", r).Msg("command handler panicked")
+				if c != nil {
+					s.releaseShell(c)
+				}
 				s.sendError(id, clawkerdv1.ErrorCode_ERROR_CODE_IO_ERROR, "internal error")
 			}
 		}()
@@ -243,189 +266,4 @@ func (s *session) creditTarget(id string) (c *shellCmd, ok bool) {
 	}
 	_, recent := s.recent[id]
 	return nil, recent
-}
-
-// dispatch routes one Command. It never blocks on a command's work: it runs
-// on the Session's only recv loop, which every command, Signal and Hello
-// share. Replies it sends wait only for the stream (gRPC flow control).
-func (s *session) dispatch(cmd *clawkerdv1.Command) {
-	defer recoverLog(s.log, "dispatch")
-	id := cmd.GetCommandId()
-	invalid := func(msg string) { s.sendError(id, clawkerdv1.ErrorCode_ERROR_CODE_INVALID_REQUEST, msg) }
-	unknown := func() {
-		s.sendError(id, clawkerdv1.ErrorCode_ERROR_CODE_UNKNOWN_COMMAND_ID, "unknown command_id")
-	}
-	switch p := cmd.GetPayload().(type) {
-	case *clawkerdv1.Command_Hello:
-		s.send(&clawkerdv1.Response{CommandId: id, Payload: &clawkerdv1.Response_HelloAck{HelloAck: &clawkerdv1.HelloAck{
-			Initialized: s.srv.initialized(),
-			CmdRunning:  s.srv.sup.running(),
-			User:        resolvedUser(&s.srv.cfg),
-			NoShell:     executable(s.srv.cfg.ShellPath) != nil,
-			Staged:      listStaged(s.srv.cfg.StagingDir),
-		}}})
-	case *clawkerdv1.Command_Shell:
-		if id == "" {
-			invalid("empty command_id")
-			return
-		}
-		if err := validateShell(p.Shell); err != nil {
-			invalid(err.Error())
-			return
-		}
-		c := newShellCmd(s, id, p.Shell)
-		if !s.claim(id, c) {
-			invalid("duplicate live command_id")
-			return
-		}
-		s.goCmd(id, func() { c.run(s.ctx) })
-	case *clawkerdv1.Command_Stdin:
-		if c := s.lookupShell(id); c != nil {
-			c.enqueueStdin(stdinMsg{data: p.Stdin.GetData()})
-		} else {
-			unknown()
-		}
-	case *clawkerdv1.Command_CloseStdin:
-		if c := s.lookupShell(id); c != nil {
-			c.enqueueStdin(stdinMsg{close: true})
-		} else {
-			unknown()
-		}
-	case *clawkerdv1.Command_OutputCredit:
-		c, ok := s.creditTarget(id)
-		switch {
-		case !ok:
-			unknown()
-		case c != nil:
-			c.addCredit(p.OutputCredit.GetBytes())
-		}
-	case *clawkerdv1.Command_Signal:
-		c := s.lookupShell(id)
-		if c == nil {
-			unknown()
-			return
-		}
-		signo := p.Signal.GetSigno()
-		if signo <= 0 || signo > 64 {
-			invalid(fmt.Sprintf("invalid signal %d", signo))
-			return
-		}
-		c.signal(syscall.Signal(signo))
-	case *clawkerdv1.Command_RegisterRequired:
-		s.claimAndGo(id, func() {
-			done := &clawkerdv1.RegisterDone{Ok: true}
-			if err := s.srv.reg.register(s.ctx); err != nil {
-				// The reason goes to the CP, which logs it: it is the CP's
-				// own refusal or a connectivity problem, nothing secret.
-				done = &clawkerdv1.RegisterDone{Ok: false, Error: err.Error()}
-				s.log.Warn().Str("event", "register_failed").Err(err).Msg("register failed")
-			}
-			s.send(&clawkerdv1.Response{CommandId: id, Payload: &clawkerdv1.Response_RegisterDone{RegisterDone: done}})
-		})
-	case *clawkerdv1.Command_AgentReady:
-		s.claimAndGo(id, func() {
-			if err := s.srv.sup.start(p.AgentReady.GetDefaultCmd(), func() { s.sendDone(id, 0) }); err != nil {
-				s.log.Error().Str("event", "user_cmd_spawn_failed").Err(err).Msg("user CMD spawn failed")
-				s.sendError(id, clawkerdv1.ErrorCode_ERROR_CODE_SPAWN_FAILED, err.Error())
-			}
-		})
-	case *clawkerdv1.Command_AgentInitialized:
-		s.claimAndGo(id, func() {
-			f, err := writeMarker(s.srv.cfg.InitMarkerPath)
-			if err != nil {
-				s.log.Error().Str("event", "init_marker_failed").Err(err).Msg("write init marker failed")
-				s.sendError(id, clawkerdv1.ErrorCode_ERROR_CODE_IO_ERROR, "write init marker failed")
-				return
-			}
-			s.sendDone(id, 0)
-			// Flushed after the reply, off the init plan's path: the
-			// written marker already survives stop/start (the page cache
-			// outlives the container); the fsync guards against a host
-			// crash, after which the idempotent one-time steps would
-			// merely run again.
-			if err := f.Sync(); err != nil {
-				s.log.Warn().Str("event", "init_marker_sync_failed").Err(err).Msg("init marker not flushed")
-			}
-			_ = f.Close()
-		})
-	default:
-		invalid("unknown or empty payload")
-	}
-}
-
-// resolvedUser is the identity HelloAck reports: the user CMD's own, so
-// the CP's init steps need no probe of their own and cannot disagree.
-func resolvedUser(c *Config) *clawkerdv1.ResolvedUser {
-	if u := c.User; u != nil {
-		return &clawkerdv1.ResolvedUser{Uid: uint32(u.Uid), Gid: uint32(u.Gid), Home: u.Home}
-	}
-	home := c.RootHome
-	if home == "" {
-		home = "/root"
-	}
-	return &clawkerdv1.ResolvedUser{Home: home}
-}
-
-// stagedMax bounds the staging listing; a larger tree is not listed and
-// the CP then runs every step.
-const stagedMax = 256
-
-// listStaged lists dir to depth two (see HelloAck.staged). nil when it
-// cannot be listed faithfully: the CP must then assume everything exists.
-func listStaged(dir string) *clawkerdv1.StagedInputs {
-	top, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return &clawkerdv1.StagedInputs{}
-	}
-	if err != nil {
-		return nil
-	}
-	out := &clawkerdv1.StagedInputs{}
-	for _, e := range top {
-		out.Paths = append(out.Paths, e.Name())
-		if e.Type()&fs.ModeSymlink != 0 {
-			return nil // might lead to a directory we do not list
-		}
-		if e.IsDir() {
-			sub, err := os.ReadDir(filepath.Join(dir, e.Name()))
-			if err != nil {
-				return nil
-			}
-			for _, se := range sub {
-				out.Paths = append(out.Paths, e.Name()+"/"+se.Name())
-			}
-		}
-		if len(out.Paths) > stagedMax {
-			return nil
-		}
-	}
-	return out
-}
-
-// claimAndGo runs a non-shell command under the duplicate-id rule.
-func (s *session) claimAndGo(id string, f func()) {
-	// An empty id is not correlatable, so it is not claimed; "" is never a
-	// key of live (ShellCommand requires an id), so release is a no-op.
-	if id != "" && !s.claim(id, nil) {
-		s.sendError(id, clawkerdv1.ErrorCode_ERROR_CODE_INVALID_REQUEST, "duplicate live command_id")
-		return
-	}
-	s.goCmd(id, f)
-}
-
-// writeMarker creates the init marker and returns it open for the
-// caller to flush and close.
-func writeMarker(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("marker dir: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("marker: %w", err)
-	}
-	if _, err := f.WriteString(time.Now().UTC().Format(time.RFC3339) + "\n"); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("marker write: %w", err)
-	}
-	return f, nil
 }

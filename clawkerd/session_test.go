@@ -15,6 +15,7 @@ import (
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/testenv/testpki"
 )
 
 func TestHelloReportsMarkerAndCmd(t *testing.T) {
@@ -196,8 +197,8 @@ func TestPeerPinnedAtTLSLayer(t *testing.T) {
 	foreign := newTestPKI(t) // another CA's CP cert
 	cases := map[string]tls.Certificate{
 		"agent-cert":      ts.pki.agent,
-		"cli-cert":        tlsCert(cli),
-		"cp-cn-no-client": tlsCert(serverOnlyCP),
+		"cli-cert":        testpki.TLSCert(cli),
+		"cp-cn-no-client": testpki.TLSCert(serverOnlyCP),
 		"foreign-ca-cp":   foreign.cp,
 	}
 	for name, cert := range cases {

@@ -45,11 +45,17 @@ type supervisor struct {
 	alive   bool
 	pid     int
 	code    int
+	status  exitStatus
 	exited  chan struct{} // closed when the child has exited
+
+	tty   bool          // run the user CMD on a terminal (userterm.go)
+	term  *userTerm     // its terminal, once spawned
+	ready chan struct{} // closed once start succeeded (with or without a child)
 }
 
 func newSupervisor(procs *procTable, u *ExecUser, userCmd []string, console io.Writer, log *logger.Logger) *supervisor {
-	return &supervisor{procs: procs, user: u, userCmd: userCmd, console: console, log: log, exited: make(chan struct{})}
+	return &supervisor{procs: procs, user: u, userCmd: userCmd, console: console, log: log, exited: make(chan struct{}),
+		ready: make(chan struct{})}
 }
 
 // start spawns the user CMD exactly once. Later calls succeed without a
@@ -77,6 +83,7 @@ func (s *supervisor) start(defaultCmd string, started func()) (err error) {
 	}
 	if len(argv) == 0 {
 		s.spawned = true
+		close(s.ready)
 		s.log.Info().Str("event", "user_cmd_none").Msg("no user CMD: supervising only")
 		return nil
 	}
@@ -99,7 +106,23 @@ func (s *supervisor) start(defaultCmd string, started func()) (err error) {
 		}
 	}
 	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, SysProcAttr: attr, Stdin: os.Stdin}
-	if f, ok := s.console.(*os.File); ok {
+	var term *userTerm
+	if s.tty {
+		if envValue(cmd.Env, "TERM") == "" {
+			cmd.Env = overlayEnv(cmd.Env, map[string]string{"TERM": "xterm"}) // as docker run -t
+		}
+		t, slave, terr := openUserTerm(cmd, s.log)
+		if terr != nil {
+			return terr
+		}
+		defer func() { _ = slave.Close() }()
+		defer func() {
+			if err != nil {
+				t.close()
+			}
+		}()
+		term = t
+	} else if f, ok := s.console.(*os.File); ok {
 		cmd.Stdout, cmd.Stderr = f, f
 		if f == os.Stdout {
 			cmd.Stderr = os.Stderr // the container's own stderr
@@ -124,6 +147,11 @@ func (s *supervisor) start(defaultCmd string, started func()) (err error) {
 		return fmt.Errorf("spawn user CMD: %w", err)
 	}
 	s.spawned, s.alive, s.pid = true, true, pid
+	if term != nil {
+		s.term = term
+		go term.pump(s.console)
+	}
+	close(s.ready)
 	uid, gid := 0, 0
 	if s.user != nil {
 		uid, gid = s.user.Uid, s.user.Gid
@@ -135,6 +163,7 @@ func (s *supervisor) start(defaultCmd string, started func()) (err error) {
 		s.mu.Lock()
 		s.alive = false
 		s.code = st.code()
+		s.status = st
 		s.mu.Unlock()
 		s.log.Info().Str("event", "user_cmd_exited").Int("pid", pid).Int("exit_code", st.code()).Msg("user CMD exited")
 		close(s.exited)

@@ -25,11 +25,10 @@ func ServerTLSConfig(cert tls.Certificate, ca *x509.CertPool) *tls.Config {
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    ca,
+		// Server side with RequireAndVerifyClientCert, crypto/tls has
+		// filled VerifiedChains before this runs (also on resumption).
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errPeerRejected
-			}
-			return checkControlPlanePeer(cs.PeerCertificates[0])
+			return checkControlPlanePeer(auth.VerifiedLeaf(&cs))
 		},
 	}
 }

@@ -60,7 +60,7 @@ done
 echo "== waiting for both agents to register and initialise"
 deadline=$((SECONDS + 90))
 while :; do
-  ready=$(clawker agents --project "$PROJECT" | awk 'NR>1 && $4=="yes" && $5=="connected" && $6=="completed"' | wc -l)
+  ready=$(clawker agents --project "$PROJECT" | awk 'NR>1 && $4=="yes" && $5=="yes" && $6=="connected" && $7=="completed"' | wc -l)
   [ "$ready" -ge "${#AGENTS[@]}" ] && break
   if [ "$SECONDS" -ge "$deadline" ]; then
     echo "agents not ready after 90s; see clawker cp logs" >&2

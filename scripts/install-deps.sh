@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the test suite need on a fresh Debian
-# machine: Debian packages and pinned Go tools (into ./bin). Idempotent.
+# machine: Debian packages and the Go tools pinned by go.mod's tool
+# directives (`go tool …`). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-PROTOC_GEN_GO_VERSION=v1.36.12
-PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
-STATICCHECK_VERSION=v0.8.2
 
 need_pkgs=()
 command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
 [ -x /bin/busybox ] || need_pkgs+=(busybox-static)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
+# The terminal e2e tests (exec -it, run -it) drive clawker inside tmux.
+command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
 # go test -race needs cgo and a C toolchain; the staleness check and the
 # demo need git and tar; the Go download below needs curl and CA roots.
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 command -v git >/dev/null 2>&1 || need_pkgs+=(git)
+# The credential e2e tests put the host's git and ssh into an agent image.
+command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v tar >/dev/null 2>&1 || need_pkgs+=(tar)
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
   command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
@@ -49,8 +50,10 @@ if ! command -v go >/dev/null 2>&1; then
   fi
 fi
 
-mkdir -p bin
-export GOBIN="$PWD/bin"
-[ -x bin/protoc-gen-go ] || go install "google.golang.org/protobuf/cmd/protoc-gen-go@${PROTOC_GEN_GO_VERSION}"
-[ -x bin/protoc-gen-go-grpc ] || go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@${PROTOC_GEN_GO_GRPC_VERSION}"
-[ -x bin/staticcheck ] || go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
+# The Go tools are go.mod's tool directives, so their versions are go.mod's
+# (`go get -tool pkg@version` changes one). `go tool -n` fetches and builds
+# each into the build cache and prints its path, which protoc's --plugin
+# takes; nothing is installed into ./bin, so no stale binary can shadow a pin.
+for t in protoc-gen-go protoc-gen-go-grpc staticcheck; do
+  go tool -n "$t" >/dev/null
+done

@@ -18,6 +18,9 @@ export PATH="$ROOT/bin:$ROOT/.go/bin:/usr/local/go/bin:$PATH"
 # a worker is mid-input, which would make CI flaky.
 FUZZTIME=${FUZZTIME:-100000x}
 TEST_TIMEOUT=${TEST_TIMEOUT:-20m}
+# The engine suites serialise on one lock (fixed Docker names), and a
+# package's wait for it counts against its go test timeout.
+ENGINE_TIMEOUT=${ENGINE_TIMEOUT:-50m}
 TEST_PKGS=${TEST_PKGS:-./...}
 
 step() { printf '\n== %s\n' "$*"; }
@@ -26,7 +29,9 @@ step "generated code is up to date"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 protos=$(find api -name '*.proto' | sort)
-protoc -I . --go_out="$tmp" --go_opt=paths=source_relative \
+protoc -I . --plugin=protoc-gen-go="$(go tool -n protoc-gen-go)" \
+  --plugin=protoc-gen-go-grpc="$(go tool -n protoc-gen-go-grpc)" \
+  --go_out="$tmp" --go_opt=paths=source_relative \
   --go-grpc_out="$tmp" --go-grpc_opt=paths=source_relative $protos
 stale=0
 while IFS= read -r f; do
@@ -57,7 +62,7 @@ step "go vet"
 go vet ./...
 
 step "staticcheck"
-staticcheck ./...
+go tool staticcheck ./...
 
 step "go test -race"
 # The suites on the real engine (test/...) run verbose so the figures they
@@ -66,7 +71,7 @@ pkgs=$(go list $TEST_PKGS)
 unit=$(grep -v '/test/' <<<"$pkgs" || true)
 engine=$(grep '/test/' <<<"$pkgs" || true)
 [ -z "$unit" ] || CGO_ENABLED=1 go test -race -count=1 -timeout "$TEST_TIMEOUT" $unit
-[ -z "$engine" ] || CGO_ENABLED=1 go test -race -count=1 -v -timeout "$TEST_TIMEOUT" $engine
+[ -z "$engine" ] || CGO_ENABLED=1 go test -race -count=1 -v -timeout "$ENGINE_TIMEOUT" $engine
 
 if [ "$FUZZTIME" != 0 ]; then
   step "fuzz ($FUZZTIME per target)"

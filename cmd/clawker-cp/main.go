@@ -12,8 +12,8 @@ import (
 	"syscall"
 
 	"github.com/clawker/clawker/controlplane/daemon"
-	"github.com/clawker/clawker/internal/cli"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/version"
 )
 
 func main() {
@@ -28,7 +28,7 @@ func main() {
 	log := logger.Stderr(cfg.LogLevel, "clawker-cp")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := daemon.New(cfg, cli.Version, log).Run(ctx); err != nil {
+	if err := daemon.New(cfg, version.Version, log).Run(ctx); err != nil {
 		log.Error().Str("event", "cp_exit").Err(err).Msg("clawker-cp failed to start")
 		stop()
 		os.Exit(1)

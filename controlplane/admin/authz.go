@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -31,7 +30,9 @@ func ServerTLSConfig(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS13,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 || !auth.CommonNameIs(cs.PeerCertificates[0], consts.CLICN) {
+			// Server side, RequireAndVerifyClientCert: VerifiedChains is
+			// already set here, and an unverified cert never passes.
+			if !auth.CommonNameIs(auth.VerifiedLeaf(&cs), consts.CLICN) {
 				return errors.New("admin: client is not the clawker CLI")
 			}
 			return nil
@@ -47,10 +48,7 @@ func checkPeer(ctx context.Context, log *logger.Logger, method string) error {
 		log.Warn().Str("event", "admin_denied").Str("method", method).Str("reason", "no_peer").Msg("admin call refused")
 		return errDenied
 	}
-	var leaf *x509.Certificate
-	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
-		leaf = auth.VerifiedLeaf(&ti.State)
-	}
+	leaf := auth.PeerLeaf(p)
 	if leaf == nil {
 		log.Warn().Str("event", "admin_denied").Str("method", method).Str("reason", "no_verified_cert").Msg("admin call refused")
 		return errDenied
@@ -88,8 +86,8 @@ func callerCN(ctx context.Context) string {
 	if !ok {
 		return ""
 	}
-	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
-		return ti.State.PeerCertificates[0].Subject.CommonName + "@" + p.Addr.String()
+	if leaf := auth.PeerLeaf(p); leaf != nil {
+		return leaf.Subject.CommonName + "@" + p.Addr.String()
 	}
 	return p.Addr.String()
 }

@@ -10,7 +10,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
-	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/agentnet"
 )
 
 // ContainerControl is the slice of the Docker client Contain needs;
@@ -25,13 +26,11 @@ type ContainerControl interface {
 // the engine. Pure audit event: it does not fold into the worldview (the
 // Docker events that follow do).
 type AgentContained struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	Action      string
-	Reason      string
-	By          string
-	At          time.Time
+	overseer.Subject
+	Action string
+	Reason string
+	By     string
+	At     time.Time
 }
 
 // EventName implements overseer.Event.
@@ -42,31 +41,36 @@ func (e AgentContained) OccurredAt() time.Time { return e.At }
 
 // MarshalZerologObject logs the event.
 func (e AgentContained) MarshalZerologObject(z *zerolog.Event) {
-	z.Str("container_id", e.ContainerID).Str("agent", e.AgentName).Str("project", e.Project).
-		Str("action", e.Action).Str("reason", e.Reason).Str("by", e.By)
+	e.Subject.MarshalZerologObject(z)
+	z.Str("action", e.Action).Str("reason", e.Reason).Str("by", e.By)
 }
 
 // Contain detaches, pauses or kills an agent container. The action, the
 // reason and the caller are logged before acting and published after.
 func (s *Server) Contain(ctx context.Context, req *adminv1.ContainRequest) (*adminv1.ContainResponse, error) {
 	if req.GetAction() == adminv1.ContainAction_CONTAIN_ACTION_UNSPECIFIED {
-		return nil, status.Error(codes.InvalidArgument, "choose an action: network-detach, pause or kill")
+		return nil, status.Error(codes.InvalidArgument, "choose an action: network-detach, pause, kill, egress-block or egress-unblock")
 	}
 	ag, err := s.resolve(req.GetAgent())
 	if err != nil {
 		return nil, err
-	}
-	if s.d.Docker == nil {
-		return nil, status.Error(codes.Unavailable, "containment unavailable: the control plane has no Docker client")
 	}
 	action := actionName(req.GetAction())
 	id := ag.GetContainerId()
 	s.log.Warn().Str("event", "admin_contain").Str("container_id", id).Str("agent", ag.GetAgent()).
 		Str("project", ag.GetProject()).Str("action", action).Str("reason", req.GetReason()).
 		Str("by", callerCN(ctx)).Msg("containment requested")
+	egress := req.GetAction() == adminv1.ContainAction_CONTAIN_ACTION_EGRESS_BLOCK || req.GetAction() == adminv1.ContainAction_CONTAIN_ACTION_EGRESS_UNBLOCK
+	if s.d.Docker == nil && !egress {
+		return nil, status.Error(codes.Unavailable, "containment unavailable: the control plane has no Docker client")
+	}
 	switch req.GetAction() {
+	case adminv1.ContainAction_CONTAIN_ACTION_EGRESS_BLOCK, adminv1.ContainAction_CONTAIN_ACTION_EGRESS_UNBLOCK:
+		if err := s.containEgress(ctx, id, req.GetAction() == adminv1.ContainAction_CONTAIN_ACTION_EGRESS_BLOCK); err != nil {
+			return nil, err
+		}
 	case adminv1.ContainAction_CONTAIN_ACTION_NETWORK_DETACH:
-		_, err = s.d.Docker.NetworkDisconnect(ctx, consts.NetworkName, mobyclient.NetworkDisconnectOptions{Container: id, Force: true})
+		_, err = s.d.Docker.NetworkDisconnect(ctx, agentnet.NameOf(ag.GetProject(), ag.GetAgent()), mobyclient.NetworkDisconnectOptions{Container: id, Force: true})
 	case adminv1.ContainAction_CONTAIN_ACTION_PAUSE:
 		_, err = s.d.Docker.ContainerPause(ctx, id, mobyclient.ContainerPauseOptions{})
 	case adminv1.ContainAction_CONTAIN_ACTION_KILL:
@@ -78,7 +82,7 @@ func (s *Server) Contain(ctx context.Context, req *adminv1.ContainRequest) (*adm
 		s.log.Error().Str("event", "admin_contain_failed").Str("container_id", id).Str("action", action).Err(err).Msg("containment failed")
 		return nil, status.Errorf(codes.FailedPrecondition, "%s %s: %v", action, ag.GetAgent(), err)
 	}
-	s.d.Bus.Publish(AgentContained{ContainerID: id, AgentName: ag.GetAgent(), Project: ag.GetProject(),
+	s.d.Bus.Publish(AgentContained{Subject: overseer.Subject{ContainerID: id, AgentName: ag.GetAgent(), Project: ag.GetProject()},
 		Action: action, Reason: req.GetReason(), By: callerCN(ctx), At: s.d.Clock()})
 	return &adminv1.ContainResponse{ContainerId: id}, nil
 }
@@ -91,6 +95,10 @@ func actionName(a adminv1.ContainAction) string {
 		return "pause"
 	case adminv1.ContainAction_CONTAIN_ACTION_KILL:
 		return "kill"
+	case adminv1.ContainAction_CONTAIN_ACTION_EGRESS_BLOCK:
+		return "egress-block"
+	case adminv1.ContainAction_CONTAIN_ACTION_EGRESS_UNBLOCK:
+		return "egress-unblock"
 	}
 	return "unspecified"
 }

@@ -10,7 +10,6 @@ import (
 
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
 	"github.com/clawker/clawker/controlplane/overseer"
-	"github.com/clawker/clawker/internal/consts"
 )
 
 // watchBuffer bounds the events queued for one slow watcher; overflowing it
@@ -117,34 +116,23 @@ func eventFilter(req *adminv1.WatchEventsRequest) func(overseer.Event) bool {
 	}
 }
 
-// identity extracts (container ID, agent, project) from any event by its
-// conventional field names, so new event types need no admin change.
+// subjected is an event that names the agent it is about: every event
+// embedding overseer.Subject, and DockerEvent (from its labels). The
+// compiler checks it, so renaming an identity field cannot silently drop
+// identity from WatchEvents.
+type subjected interface {
+	EventSubject() overseer.Subject
+}
+
+// identity returns (container ID, agent, project) of an event; events
+// that name no agent have none.
 func identity(e overseer.Event) (id, agent, project string) {
-	v := reflect.ValueOf(e)
-	if v.Kind() == reflect.Pointer {
-		v = v.Elem()
-	}
-	if v.Kind() != reflect.Struct {
+	sub, ok := e.(subjected)
+	if !ok {
 		return "", "", ""
 	}
-	str := func(name string) string {
-		f := v.FieldByName(name)
-		if f.IsValid() && f.Kind() == reflect.String {
-			return f.String()
-		}
-		return ""
-	}
-	id, agent, project = str("ContainerID"), str("AgentName"), str("Project")
-	if lf := v.FieldByName("Labels"); lf.IsValid() && lf.CanInterface() {
-		labels, _ := lf.Interface().(map[string]string)
-		if agent == "" {
-			agent = labels[consts.LabelAgent]
-		}
-		if project == "" {
-			project = labels[consts.LabelProject]
-		}
-	}
-	return id, agent, project
+	s := sub.EventSubject()
+	return s.ContainerID, s.AgentName, s.Project
 }
 
 // ToProto converts a bus event to the wire Event: identity fields lifted,
@@ -163,19 +151,22 @@ func ToProto(e overseer.Event) *adminv1.Event {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		if !f.IsExported() {
+		if !f.IsExported() || f.Type == subjectType {
 			continue
 		}
 		switch f.Name {
 		case "ContainerID", "AgentName", "Project", "At", "Labels":
-			// Identity is lifted into the Event itself; raw Docker labels
-			// would only repeat it.
+			// Identity is lifted into the Event itself (these names cover
+			// events that carry it unembedded, like DockerEvent); raw
+			// Docker labels would only repeat it.
 			continue
 		}
 		out.Fields[f.Name] = render(v.Field(i))
 	}
 	return out
 }
+
+var subjectType = reflect.TypeOf(overseer.Subject{})
 
 func render(v reflect.Value) string {
 	switch x := v.Interface().(type) {

@@ -2,12 +2,15 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
+	"github.com/clawker/clawker/controlplane/agent"
+	"github.com/clawker/clawker/controlplane/overseer"
 )
 
 // Execer runs one command in an agent over its Session. The daemon adapts
@@ -18,12 +21,15 @@ type Execer interface {
 
 // ExecStream is one running command: output chunks until the exit code.
 type ExecStream interface {
-	// Recv returns the next output chunk; at the end it returns
-	// (nil, exitCode, io.EOF).
-	Recv() (data []byte, exitCode int32, err error)
+	// Recv returns the next output chunk (stderr when the command was
+	// started with separate_stderr and the chunk is stderr); at the end it
+	// returns (nil, false, exitCode, io.EOF).
+	Recv() (data []byte, stderr bool, exitCode int32, err error)
 	Stdin(data []byte) error
 	CloseStdin() error
 	Signal(signo int32) error
+	// Resize sets a tty command's terminal size (exec -t).
+	Resize(rows, cols uint32) error
 	Close() error
 }
 
@@ -40,20 +46,38 @@ func (s *Server) Exec(stream adminv1.AdminService_ExecServer) error {
 		return err
 	}
 	start := first.GetStart()
-	if start == nil || len(start.GetArgv()) == 0 {
-		return status.Error(codes.InvalidArgument, "exec: the first message must be start with a command")
+	if start == nil || (len(start.GetArgv()) == 0) != start.GetAttach() {
+		return status.Error(codes.InvalidArgument, "exec: the first message must be start with a command (or, to attach, none)")
 	}
 	ag, err := s.resolve(start.GetAgent())
 	if err != nil {
 		return err
 	}
+	ag = s.awaitTrusted(ctx, start, ag) // exec --wait
 	id := ag.GetContainerId()
+	trust, err := s.gateExec(ctx, ag, start)
+	if err != nil {
+		return err
+	}
 	s.log.Info().Str("event", "admin_exec").Str("container_id", id).Str("agent", ag.GetAgent()).
-		Str("project", ag.GetProject()).Strs("argv", start.GetArgv()).Str("user", start.GetUser()).
+		Str("project", ag.GetProject()).Strs("argv", start.GetArgv()).Str("user", start.GetUser()).Bool("tty", start.GetTty()).Bool("attach", start.GetAttach()).
+		Str("trusted", trust).Bool("allow_untrusted", start.GetAllowUntrusted()).
 		Str("by", callerCN(ctx)).Msg("exec requested")
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	es, err := s.d.Exec.Exec(ctx, id, start)
+	if errors.Is(err, agent.ErrSessionUntrusted) {
+		// The Dialer refused: the Session failed its cert pin (observation
+		// only, whatever the caller allowed), or it is not trusted and the
+		// caller did not allow that (a Session replaced after the gate).
+		s.log.Warn().Str("event", "admin_exec_refused").Str("container_id", id).Str("trusted", trust).
+			Str("by", callerCN(ctx)).Err(err).Msg("exec refused by the dialer: session not trusted")
+		why := adminv1.UntrustedBecause(ag)
+		if why == "" { // the worldview has not caught up with the Dialer
+			why = string(overseer.ReasonContainerMismatch)
+		}
+		return untrustedError(ag, why)
+	}
 	if err != nil {
 		return status.Errorf(codes.FailedPrecondition, "exec in %s: %v", ag.GetAgent(), err)
 	}
@@ -63,7 +87,7 @@ func (s *Server) Exec(stream adminv1.AdminService_ExecServer) error {
 	}
 	go s.pumpExecInput(stream, es, cancel)
 	for {
-		data, code, err := es.Recv()
+		data, isErr, code, err := es.Recv()
 		if err == io.EOF {
 			s.log.Info().Str("event", "admin_exec_done").Str("container_id", id).Int32("exit_code", code).Msg("exec finished")
 			return stream.Send(&adminv1.ExecResponse{Payload: &adminv1.ExecResponse_ExitCode{ExitCode: code}})
@@ -72,7 +96,11 @@ func (s *Server) Exec(stream adminv1.AdminService_ExecServer) error {
 			return status.Errorf(codes.Aborted, "exec in %s: %v", ag.GetAgent(), err)
 		}
 		if len(data) > 0 {
-			if err := stream.Send(&adminv1.ExecResponse{Payload: &adminv1.ExecResponse_Output{Output: data}}); err != nil {
+			res := &adminv1.ExecResponse{Payload: &adminv1.ExecResponse_Output{Output: data}}
+			if isErr {
+				res.Payload = &adminv1.ExecResponse_Stderr{Stderr: data}
+			}
+			if err := stream.Send(res); err != nil {
 				return err
 			}
 		}
@@ -98,6 +126,8 @@ func (s *Server) pumpExecInput(stream adminv1.AdminService_ExecServer, es ExecSt
 			err = es.CloseStdin()
 		case *adminv1.ExecRequest_Signal:
 			err = es.Signal(p.Signal)
+		case *adminv1.ExecRequest_Resize:
+			err = es.Resize(p.Resize.GetRows(), p.Resize.GetCols())
 		}
 		if err != nil {
 			s.log.Warn().Str("event", "admin_exec_input_failed").Err(err).Msg("forwarding exec input failed")

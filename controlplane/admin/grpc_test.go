@@ -18,6 +18,7 @@ import (
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/testenv/testpki"
 )
 
 // pki is a CA with the CP's and the CLI's certs, as `clawker init` makes.
@@ -28,37 +29,10 @@ type pki struct {
 	cli  tls.Certificate
 }
 
-func tlsCert(t *testing.T, l *auth.Leaf) tls.Certificate {
-	t.Helper()
-	kp, err := auth.KeyPEM(l.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := tls.X509KeyPair(auth.CertPEM(l.Cert), kp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	now := time.Now()
-	ca, err := auth.NewCA(now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, err := ca.MintControlPlane(nil, nil, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := ca.MintCLI(now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
-	return &pki{ca: ca, pool: pool, cp: tlsCert(t, cp), cli: tlsCert(t, cli)}
+	p := testpki.New(t)
+	return &pki{ca: p.CA, pool: p.Pool, cp: testpki.TLSCert(p.CP), cli: testpki.TLSCert(p.CLI(t))}
 }
 
 // serve runs s on a loopback admin listener wired like the daemon does.
@@ -104,7 +78,7 @@ func TestAdminPinnedToCLICert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, cert := range map[string]tls.Certificate{"cp cert": p.cp, "agent cert": tlsCert(t, agentLeaf)} {
+	for name, cert := range map[string]tls.Certificate{"cp cert": p.cp, "agent cert": testpki.TLSCert(agentLeaf)} {
 		if _, err := dial(t, addr, p, cert).Health(ctx, &adminv1.HealthRequest{}); err == nil {
 			t.Errorf("%s admitted to the admin API", name)
 		}
@@ -137,6 +111,9 @@ type namedEvent struct {
 
 func (e namedEvent) EventName() string     { return e.Name }
 func (e namedEvent) OccurredAt() time.Time { return e.At }
+func (e namedEvent) EventSubject() overseer.Subject {
+	return overseer.Subject{ContainerID: e.ContainerID, AgentName: e.AgentName, Project: e.Project}
+}
 
 func TestWatchEventsSnapshotThenFilteredLiveEvents(t *testing.T) {
 	p := newPKI(t)
@@ -180,9 +157,14 @@ func TestWatchEventsSnapshotThenFilteredLiveEvents(t *testing.T) {
 
 func TestExecStreamsOutputStdinAndExitCode(t *testing.T) {
 	p := newPKI(t)
-	fx := &fakeExec{out: [][]byte{[]byte("hello ")}, code: 7, done: make(chan struct{})}
+	fx := &fakeExec{out: [][]byte{[]byte("hello "), []byte("oops")}, oddStderr: true, code: 7, done: make(chan struct{})}
 	reg := &fakeRegistry{rows: []agent.Entry{entry(t, idA, "", "alpha")}}
-	addr := serve(t, p, newServer(t, reg, overseer.New(nil), nil, fx))
+	bus := overseer.New(nil)
+	alpha := trustedState(idA, "alpha") // exec needs a trusted agent
+	alpha.Project = ""
+	bus.Publish(stateEvent{a: alpha, at: time.Now()})
+	waitAgent(t, bus, idA)
+	addr := serve(t, p, newServer(t, reg, bus, nil, fx))
 	c := dial(t, addr, p, p.cli)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -198,8 +180,9 @@ func TestExecStreamsOutputStdinAndExitCode(t *testing.T) {
 	send(&adminv1.ExecRequest{Payload: &adminv1.ExecRequest_Start{Start: &adminv1.ExecStart{
 		Agent: &adminv1.AgentRef{Agent: "alpha"}, Argv: []string{"cat"}}}})
 	send(&adminv1.ExecRequest{Payload: &adminv1.ExecRequest_Stdin{Stdin: []byte("in")}})
+	send(&adminv1.ExecRequest{Payload: &adminv1.ExecRequest_Resize{Resize: &adminv1.ExecResize{Rows: 40, Cols: 120}}})
 	send(&adminv1.ExecRequest{Payload: &adminv1.ExecRequest_CloseStdin{CloseStdin: true}})
-	var out []byte
+	var out, errOut []byte
 	var code int32 = -100
 	var cid string
 	for {
@@ -215,16 +198,18 @@ func TestExecStreamsOutputStdinAndExitCode(t *testing.T) {
 			cid = p.ContainerId
 		case *adminv1.ExecResponse_Output:
 			out = append(out, p.Output...)
+		case *adminv1.ExecResponse_Stderr:
+			errOut = append(errOut, p.Stderr...)
 		case *adminv1.ExecResponse_ExitCode:
 			code = p.ExitCode
 		}
 	}
-	if cid != idA || string(out) != "hello " || code != 7 {
-		t.Fatalf("container %q output %q code %d", cid, out, code)
+	if cid != idA || string(out) != "hello " || string(errOut) != "oops" || code != 7 {
+		t.Fatalf("container %q output %q stderr %q code %d", cid, out, errOut, code)
 	}
 	fx.mu.Lock()
 	defer fx.mu.Unlock()
-	if string(fx.stdin) != "in" || len(fx.argv) != 1 || fx.argv[0] != "cat" {
-		t.Fatalf("stdin %q argv %v", fx.stdin, fx.argv)
+	if string(fx.stdin) != "in" || len(fx.argv) != 1 || fx.argv[0] != "cat" || len(fx.resized) != 1 || fx.resized[0] != [2]uint32{40, 120} {
+		t.Fatalf("stdin %q argv %v resized %v", fx.stdin, fx.argv, fx.resized)
 	}
 }

@@ -136,6 +136,11 @@ func windowed(kind adminv1.ProfileKind) bool {
 
 // writeNamed writes a point-in-time profile, gzipped protobuf (debug=0).
 func writeNamed(kind adminv1.ProfileKind, buf *bytes.Buffer) error {
+	if kind == adminv1.ProfileKind_PROFILE_KIND_HEAP {
+		// As net/http/pprof's ?gc=1: the profile shows the live heap, and a
+		// metrics scrape right after it reads heap_alloc without garbage.
+		runtime.GC()
+	}
 	p := pprof.Lookup(profileName(kind))
 	if p == nil {
 		return fmt.Errorf("no runtime profile %q", profileName(kind))

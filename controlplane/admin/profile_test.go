@@ -18,6 +18,7 @@ import (
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
 	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/internal/auth"
+	"github.com/clawker/clawker/internal/testenv/testpki"
 )
 
 // fetchProfile runs the Profile RPC to the end and returns the bytes.
@@ -119,7 +120,7 @@ func TestProfileRefusesNonOperators(t *testing.T) {
 	}
 	req := &adminv1.ProfileRequest{Kind: adminv1.ProfileKind_PROFILE_KIND_HEAP}
 	for name, c := range map[string]adminv1.AdminServiceClient{
-		"agent cert":   dial(t, addr, p, tlsCert(t, agentLeaf)),
+		"agent cert":   dial(t, addr, p, testpki.TLSCert(agentLeaf)),
 		"cp cert":      dial(t, addr, p, p.cp),
 		"foreign cert": dial(t, addr, p, newPKI(t).cli),
 	} {

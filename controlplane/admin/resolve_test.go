@@ -21,9 +21,9 @@ func TestResolveFullIDIsAPointLookup(t *testing.T) {
 	bus := overseer.New(nil)
 	now := time.Now()
 	bus.Publish(stateEvent{a: overseer.AgentState{ContainerID: idA, AgentName: "alpha", Project: "web",
-		Session: overseer.SessionConnected, Trusted: true, Init: overseer.InitCompleted}, at: now})
+		Session: overseer.SessionStatusConnected, Trusted: true, Init: overseer.InitStatusCompleted}, at: now})
 	bus.Publish(stateEvent{a: overseer.AgentState{ContainerID: idC, AgentName: "gamma", Project: "",
-		Session: overseer.SessionConnecting}, at: now})
+		Session: overseer.SessionStatusConnecting}, at: now})
 	waitAgent(t, bus, idC)
 	reg := &fakeRegistry{rows: []agent.Entry{entry(t, idA, "web", "alpha"), entry(t, idB, "", "beta")}}
 	fast := newServer(t, reg, bus, nil, nil)
@@ -83,12 +83,13 @@ func waitAgent(t *testing.T, bus *overseer.Overseer, id string) {
 }
 
 // One live agent by name resolves without a registry scan, to what the
-// scan finds; two live agents by one name stay ambiguous.
+// scan finds; of two live containers carrying one name, only the one with
+// a registry row is found by it.
 func TestResolveLiveNameSkipsTheScan(t *testing.T) {
 	bus := overseer.New(nil)
 	now := time.Now()
 	bus.Publish(stateEvent{a: overseer.AgentState{ContainerID: idA, AgentName: "alpha", Project: "web",
-		Session: overseer.SessionConnected, Trusted: true}, at: now})
+		Session: overseer.SessionStatusConnected, Trusted: true}, at: now})
 	bus.Publish(stateEvent{a: overseer.AgentState{ContainerID: idB, AgentName: "twin", Project: "web"}, at: now})
 	bus.Publish(stateEvent{a: overseer.AgentState{ContainerID: idC, AgentName: "twin", Project: "web"}, at: now})
 	for _, id := range []string{idA, idB, idC} {
@@ -109,8 +110,8 @@ func TestResolveLiveNameSkipsTheScan(t *testing.T) {
 	if err != nil || !proto.Equal(got, want) {
 		t.Fatalf("fast %v, scan %v (%v)", got, want, err)
 	}
-	if _, err := fast.resolve(&adminv1.AgentRef{Agent: "twin", Project: "web"}); status.Code(err) != codes.InvalidArgument {
-		t.Errorf("two live agents by one name: want InvalidArgument, got %v", err)
+	if a, err := fast.resolve(&adminv1.AgentRef{Agent: "twin", Project: "web"}); err != nil || a.GetContainerId() != idB {
+		t.Errorf("two live containers by one name, one row: want the row's %s, got %v %v", idB[:4], a, err)
 	}
 	// Registry-only agents are still found, by the scan.
 	reg.rows = append(reg.rows, entry(t, "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "", "ghost"))

@@ -44,6 +44,7 @@ type Deps struct {
 	Health   HealthFunc
 	Docker   ContainerControl
 	Exec     Execer
+	Egress   EgressControl // optional: egress RPCs answer Unavailable
 	Version  string
 	Log      *logger.Logger
 	Clock    func() time.Time
@@ -175,8 +176,8 @@ func rowAgent(r *agent.Entry) *adminv1.Agent {
 		Registered:           true,
 		Thumbprint:           auth.ThumbprintHex(r.Thumbprint),
 		RegisteredAtUnixNano: r.RegisteredAt.UnixNano(),
-		SessionState:         string(overseer.SessionNone),
-		InitState:            string(overseer.InitNone),
+		SessionState:         string(overseer.SessionStatusNone),
+		InitState:            string(overseer.InitStatusNone),
 		// A registry row alone vouches for nothing: trust needs a live
 		// Session that matched it. Without one the bool field reads
 		// false, meaning "not established" (unknown), not "found
@@ -193,20 +194,21 @@ func mergeWorldview(a *adminv1.Agent, w *overseer.AgentState) {
 	if a.Project == "" {
 		a.Project = w.Project
 	}
-	a.SessionState = string(orDefault(string(w.Session), string(overseer.SessionNone)))
+	a.SessionState = string(orDefault(string(w.Session), string(overseer.SessionStatusNone)))
 	a.Attempts = int32(w.Attempts)
 	// Trust is only ever reported for a live Session (the worldview
 	// already clears it when one ends; this keeps admin fail-closed even
 	// if an event is missed).
-	a.Trusted = w.Trusted && w.Session == overseer.SessionConnected
+	a.Trusted = w.Trusted && w.Session == overseer.SessionStatusConnected
 	a.UntrustedReasons = nil
 	for _, r := range w.UntrustedReasons {
 		a.UntrustedReasons = append(a.UntrustedReasons, string(r))
 	}
-	a.InitState = orDefault(string(w.Init), string(overseer.InitNone))
+	a.InitState = orDefault(string(w.Init), string(overseer.InitStatusNone))
 	a.InitStepIndex = int32(w.InitStepIndex)
 	a.InitStepCount = int32(w.InitStepCount)
 	a.InitStepName = w.InitStepName
+	a.InitFailureReason = string(w.InitFailReason)
 	a.LastError = w.LastError
 	a.PeerAgentFullName = w.PeerAgentFullName
 	if w.PeerThumbprint != ([32]byte{}) {
@@ -317,7 +319,7 @@ func (s *Server) lookupID(id string) (a *adminv1.Agent, ok bool, err error) {
 // query and a re-validation of every row) that match pays: the common
 // exec and contain case of one live agent by that name. It returns nil —
 // leaving the answer to match — unless exactly one live agent has the
-// name and its registry row (if any) agrees, so ambiguity and row-name
+// name and its registry row agrees, so ambiguity and row-name
 // precedence are still judged by the scan. One difference is deliberate:
 // a leftover row of a container the CP no longer sees does not make the
 // live agent's name ambiguous.
@@ -339,17 +341,17 @@ func (s *Server) lookupLive(ref *adminv1.AgentRef, st *overseer.State) *adminv1.
 		return nil
 	}
 	w := st.Agents[id]
-	a := &adminv1.Agent{ContainerId: id, Agent: w.AgentName, Project: w.Project}
+	// Names resolve only through registry rows: labels are set by whoever
+	// created the container, so a live container without a row (an
+	// impostor after `clawker rm`) is never found by name.
 	e, err := reg.LookupByContainerID(id)
 	switch {
-	case errors.Is(err, agent.ErrUnknownAgent):
-	case err != nil:
-		return nil // match reports the registry failure
+	case err != nil: // no row (match reports a registry failure)
+		return nil
 	case e.AgentName.String() != ref.GetAgent() || e.Project.String() != ref.GetProject():
 		return nil
-	default:
-		a = rowAgent(e)
 	}
+	a := rowAgent(e)
 	mergeWorldview(a, w)
 	return a
 }
@@ -370,6 +372,12 @@ func (s *Server) match(ref *adminv1.AgentRef, st *overseer.State) ([]*adminv1.Ag
 	}
 	var hits []*adminv1.Agent
 	for _, a := range joinAgents(rows, st, keep) {
+		// A name matches registry rows only; a container ID may also name
+		// a live container without a row, so an operator can still
+		// contain (or, with --allow-untrusted, examine) it.
+		if ref.GetContainerId() == "" && !a.GetRegistered() {
+			continue
+		}
 		hits = append(hits, a)
 	}
 	return hits, nil

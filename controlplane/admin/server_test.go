@@ -16,8 +16,8 @@ import (
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/agentnet"
 	"github.com/clawker/clawker/internal/auth"
-	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
 )
 
@@ -113,10 +113,10 @@ func TestListAgentsJoinsRegistryAndWorldview(t *testing.T) {
 	bus := overseer.New(nil)
 	reg := &fakeRegistry{rows: []agent.Entry{entry(t, idA, "web", "alpha"), entry(t, idB, "", "beta")}}
 	bus.Publish(stateEvent{a: overseer.AgentState{ContainerID: idA, AgentName: "alpha", Project: "web",
-		Session: overseer.SessionConnected, Trusted: true, Init: overseer.InitCompleted, InitStepCount: 5}, at: time.Now()})
+		Session: overseer.SessionStatusConnected, Trusted: true, Init: overseer.InitStatusCompleted, InitStepCount: 5}, at: time.Now()})
 	// idC is live but unregistered and untrusted.
 	bus.Publish(stateEvent{a: overseer.AgentState{ContainerID: idC, AgentName: "mallory", Project: "web",
-		Session: overseer.SessionConnected, UntrustedReasons: []overseer.UntrustedReason{overseer.ReasonRegisterFailed}}, at: time.Now()})
+		Session: overseer.SessionStatusConnected, UntrustedReasons: []overseer.UntrustedReason{overseer.ReasonRegisterFailed}}, at: time.Now()})
 	s := newServer(t, reg, bus, nil, nil)
 
 	res, err := s.ListAgents(context.Background(), &adminv1.ListAgentsRequest{})
@@ -200,7 +200,7 @@ func TestContainEachAction(t *testing.T) {
 		call   string
 		name   string
 	}{
-		{adminv1.ContainAction_CONTAIN_ACTION_NETWORK_DETACH, "disconnect " + consts.NetworkName + " " + idA, "network-detach"},
+		{adminv1.ContainAction_CONTAIN_ACTION_NETWORK_DETACH, "disconnect " + agentnet.NameOf("web", "alpha") + " " + idA, "network-detach"},
 		{adminv1.ContainAction_CONTAIN_ACTION_PAUSE, "pause " + idA, "pause"},
 		{adminv1.ContainAction_CONTAIN_ACTION_KILL, "kill " + idA + " KILL", "kill"},
 	} {
@@ -282,6 +282,9 @@ type fakeExec struct {
 	out   [][]byte
 	code  int32
 	done  chan struct{}
+
+	oddStderr bool        // every second chunk of out is stderr
+	resized   [][2]uint32 // Resize calls
 }
 
 func (f *fakeExec) Exec(_ context.Context, id string, start *adminv1.ExecStart) (ExecStream, error) {
@@ -294,13 +297,21 @@ type fakeExecStream struct {
 	i int
 }
 
-func (s *fakeExecStream) Recv() ([]byte, int32, error) {
+func (s *fakeExecStream) Recv() ([]byte, bool, int32, error) {
 	if s.i < len(s.f.out) {
 		s.i++
-		return s.f.out[s.i-1], 0, nil
+		// Odd-numbered chunks are stderr when the fake is told so.
+		return s.f.out[s.i-1], s.f.oddStderr && s.i%2 == 0, 0, nil
 	}
 	<-s.f.done // wait for stdin to close, like `cat`
-	return nil, s.f.code, io.EOF
+	return nil, false, s.f.code, io.EOF
+}
+
+func (s *fakeExecStream) Resize(rows, cols uint32) error {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	s.f.resized = append(s.f.resized, [2]uint32{rows, cols})
+	return nil
 }
 
 func (s *fakeExecStream) Stdin(d []byte) error {
@@ -319,7 +330,7 @@ func TestListAgentsTrustNeedsLiveSession(t *testing.T) {
 	bus := overseer.New(nil)
 	reg := &fakeRegistry{rows: []agent.Entry{entry(t, idA, "web", "alpha")}}
 	bus.Publish(stateEvent{a: overseer.AgentState{ContainerID: idA, AgentName: "alpha", Project: "web",
-		Session: overseer.SessionClosed, Trusted: true}, at: time.Now()})
+		Session: overseer.SessionStatusClosed, Trusted: true}, at: time.Now()})
 	s := newServer(t, reg, bus, nil, nil)
 	res, err := s.ListAgents(context.Background(), &adminv1.ListAgentsRequest{})
 	if err != nil {

@@ -6,24 +6,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
-	"net/netip"
 	"sort"
 	"sync"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
-	mobyclient "github.com/moby/moby/client"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/controlplane/overseer"
-	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
-	"github.com/clawker/clawker/internal/rpcbuf"
 )
 
 // Dial retry budget. clawkerd's listener comes up ~10-35ms after the
@@ -46,11 +38,13 @@ const (
 	// handshakeTimeout bounds TLS + Hello→HelloAck on one attempt.
 	handshakeTimeout = 10 * time.Second
 	// Client keepalive: a Session to a container whose network vanished
-	// without a FIN (network detach, host suspend) is noticed within
-	// keepaliveTime+keepaliveTimeout and reported as SessionBroken.
-	// clawkerd's enforcement floor is 5s.
-	keepaliveTime    = 30 * time.Second
-	keepaliveTimeout = 10 * time.Second
+	// without a FIN (network detach, host suspend) is reported as
+	// SessionBroken within seconds: keepaliveTimeout is also the socket's
+	// TCP_USER_TIMEOUT, which ends the TCP keepalive probes armed by
+	// setSessionKeepalive (see dialer_liveness.go). keepaliveTime is
+	// gRPC's client floor; clawkerd's enforcement MinTime (1s) permits it.
+	keepaliveTime    = 10 * time.Second
+	keepaliveTimeout = 2 * time.Second
 	// closeErrCeiling is how many consecutive conn.Close failures a dial
 	// cycle tolerates before bailing with SessionFailed{fd-leak-ceiling}.
 	closeErrCeiling = 5
@@ -73,31 +67,8 @@ var (
 	ErrNoSession = errors.New("no live session for container (not connected or still initializing)")
 )
 
-// DockerInspector is the slice of the Docker API the Dialer uses;
-// *mobyclient.Client satisfies it.
-type DockerInspector interface {
-	ContainerInspect(ctx context.Context, containerID string, options mobyclient.ContainerInspectOptions) (mobyclient.ContainerInspectResult, error)
-}
-
-// DialTarget is where and whom one attempt dials, resolved fresh per
-// attempt (a restarted container may have a new IP).
-type DialTarget struct {
-	Address   string // host:port
-	AgentName string // dev.clawker.agent label
-	Project   string // dev.clawker.project label
-}
-
-// Resolver resolves a container to its DialTarget. It returns
-// ErrContainerGone / ErrContainerNotRunning (wrapped) to stop retrying;
-// any other error is retried.
-type Resolver func(ctx context.Context, containerID string) (DialTarget, error)
-
 // DialerOption configures a Dialer beyond the spec's New parameters.
 type DialerOption func(*Dialer)
-
-// WithResolver replaces the inspect-based address resolution (tests, and
-// a CP running as a host process that reaches agents another way).
-func WithResolver(r Resolver) DialerOption { return func(d *Dialer) { d.resolve = r } }
 
 // WithProbeWindow overrides how long a cycle's first connect probes for
 // the listener before falling back to whole attempts; 0 disables probing.
@@ -130,6 +101,7 @@ type Dialer struct {
 	caPool   *x509.CertPool
 	initExec *Executor
 	resolve  Resolver
+	creds    CredAnswerer // WithCredentials; nil: no credential forwarding
 
 	base, cap, total time.Duration
 	probeWindow      time.Duration
@@ -137,11 +109,21 @@ type Dialer struct {
 	dialTCP func(ctx context.Context, address string) (net.Conn, error)
 	// closeConn closes an attempt's conn; a seam for the FD-leak test.
 	closeConn func(*grpc.ClientConn) error
-	now       func() time.Time
+	// wrapStream, when set, wraps each established Session's stream
+	// (with the cancel that tears it down); a seam for crash tests.
+	wrapStream func(containerID string, s clawkerdv1.ClawkerdService_SessionClient, cancel context.CancelFunc) clawkerdv1.ClawkerdService_SessionClient
+	now        func() time.Time
+	// registerTimeout: 0 means registerReplyTimeout (see registerWait).
+	registerTimeout time.Duration
+	// registerPause: 0 means 1s (see registerBackoff).
+	registerPause time.Duration
 
 	mu      sync.Mutex
 	dialing map[string]*dialEntry
-	wg      sync.WaitGroup
+	// closeErrs: consecutive conn.Close failures per container, across
+	// dial cycles (see dialer_fdleak.go).
+	closeErrs map[string]int
+	wg        sync.WaitGroup
 }
 
 // dialEntry is one live dial goroutine: the dedup key, its cancel, and
@@ -150,6 +132,7 @@ type dialEntry struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	sess    *session
+	observe bool // the Session failed the cert pin: Exec refuses
 	address string
 	since   time.Time
 }
@@ -193,35 +176,6 @@ func New(log *logger.Logger, docker DockerInspector, bus *overseer.Overseer, age
 		d.resolve = d.inspectTarget
 	}
 	return d, nil
-}
-
-// inspectTarget resolves the container's clawker-net IP by inspect.
-func (d *Dialer) inspectTarget(ctx context.Context, containerID string) (DialTarget, error) {
-	res, err := d.docker.ContainerInspect(ctx, containerID, mobyclient.ContainerInspectOptions{})
-	if err != nil {
-		if cerrdefs.IsNotFound(err) {
-			return DialTarget{}, fmt.Errorf("%w: %v", ErrContainerGone, err)
-		}
-		return DialTarget{}, fmt.Errorf("inspect %s: %w", containerID, err)
-	}
-	c := res.Container
-	if c.State == nil || !c.State.Running {
-		return DialTarget{}, ErrContainerNotRunning
-	}
-	var t DialTarget
-	if c.Config != nil {
-		t.AgentName = c.Config.Labels[consts.LabelAgent]
-		t.Project = c.Config.Labels[consts.LabelProject]
-	}
-	if c.NetworkSettings == nil || c.NetworkSettings.Networks[consts.NetworkName] == nil {
-		return t, fmt.Errorf("container %s not attached to %s yet", containerID, consts.NetworkName)
-	}
-	ip := c.NetworkSettings.Networks[consts.NetworkName].IPAddress
-	if !ip.IsValid() {
-		return t, fmt.Errorf("container %s has no %s address yet", containerID, consts.NetworkName)
-	}
-	t.Address = netip.AddrPortFrom(ip, consts.PortSession).String()
-	return t, nil
 }
 
 // DialAgent starts (fire-and-forget) the Session goroutine for
@@ -302,197 +256,19 @@ func (d *Dialer) Sessions() []SessionInfo {
 	defer d.mu.Unlock()
 	out := make([]SessionInfo, 0, len(d.dialing))
 	for id, e := range d.dialing {
-		out = append(out, SessionInfo{ContainerID: id, Address: e.address, Since: e.since, Ready: e.sess != nil})
+		out = append(out, SessionInfo{ContainerID: id, Address: e.address, Since: e.since, Ready: e.sess != nil && !e.observe})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ContainerID < out[j].ContainerID })
 	return out
 }
 
 // Exec runs cmd over the container's live Session. The handle streams the
-// command's responses; cancelling ctx sends SIGKILL to the command.
-func (d *Dialer) Exec(ctx context.Context, containerID string, cmd *clawkerdv1.ShellCommand) (*ExecHandle, error) {
-	d.mu.Lock()
-	e, ok := d.dialing[containerID]
-	var s *session
-	if ok {
-		s = e.sess
-	}
-	d.mu.Unlock()
-	if s == nil {
-		return nil, fmt.Errorf("exec in %s: %w", containerID, ErrNoSession)
+// command's responses; cancelling ctx sends SIGKILL to the command. An
+// untrusted Session refuses unless AllowUntrusted (session_trust.go).
+func (d *Dialer) Exec(ctx context.Context, containerID string, cmd *clawkerdv1.ShellCommand, opts ...ExecOption) (*ExecHandle, error) {
+	s, err := d.execSession(ctx, containerID, opts)
+	if err != nil {
+		return nil, err
 	}
 	return s.exec(ctx, cmd)
-}
-
-// backoff is exponential with full jitter: uniform in [0, backoffCeiling].
-func backoff(base, maxBackoff time.Duration, attempt int) time.Duration {
-	return time.Duration(rand.Int64N(int64(backoffCeiling(base, maxBackoff, attempt)) + 1))
-}
-
-// backoffCeiling is min(cap, base·2^(attempt-1)), the upper bound of
-// attempt's jittered wait.
-func backoffCeiling(base, maxBackoff time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < maxBackoff; i++ {
-		d *= 2
-	}
-	if d > maxBackoff {
-		d = maxBackoff
-	}
-	return d
-}
-
-// attemptResult is one established Session, handed from connect to serve.
-type attemptResult struct {
-	conn   *grpc.ClientConn
-	stream clawkerdv1.ClawkerdService_SessionClient
-	cancel context.CancelFunc
-	ack    *clawkerdv1.HelloAck
-	peer   peerIdentity
-	target DialTarget
-}
-
-// runDial is one dial cycle: retry until established (or budget spent,
-// container gone, ctx cancelled), then serve the Session.
-func (d *Dialer) runDial(ctx context.Context, containerID string, e *dialEntry) {
-	log := d.log.With("container_id", containerID)
-	start := d.now()
-	deadline := start.Add(d.total)
-	attempts, closeErrs := 0, 0
-	connecting, probed := false, false
-	var last DialTarget
-	var lastErr error
-	for {
-		if ctx.Err() != nil {
-			if connecting {
-				d.bus.Publish(SessionClosed{ContainerID: containerID, AgentName: last.AgentName,
-					Project: last.Project, Reason: "cancelled", At: d.now()})
-			}
-			return
-		}
-		attempts++
-		t, err := d.resolve(ctx, containerID)
-		if err == nil {
-			last = t
-			d.mu.Lock()
-			e.address = t.Address
-			d.mu.Unlock()
-			if !connecting {
-				connecting = true
-				d.bus.Publish(SessionConnecting{ContainerID: containerID, AgentName: t.AgentName,
-					Project: t.Project, Address: t.Address, At: d.now()})
-			}
-			var pre net.Conn
-			if !probed {
-				probed = true
-				pre = d.awaitListener(ctx, t.Address, deadline.Sub(d.now()), log)
-			}
-			var res *attemptResult
-			var conn *grpc.ClientConn
-			res, conn, err = d.connect(ctx, t, pre)
-			if err == nil {
-				d.serve(ctx, containerID, e, res, attempts, log)
-				return
-			}
-			if conn != nil {
-				if cerr := d.closeConn(conn); cerr != nil {
-					closeErrs++
-					log.Warn().Str("event", "agent_dial_close_failed").Err(cerr).Int("consecutive", closeErrs).
-						Msg("closing a failed attempt's connection failed")
-					if closeErrs >= closeErrCeiling {
-						d.fail(containerID, last, FailFDLeakCeiling, attempts, cerr, log)
-						return
-					}
-				} else {
-					closeErrs = 0
-				}
-			}
-		}
-		lastErr = err
-		switch {
-		case ctx.Err() != nil:
-			continue // reported at the loop top
-		case errors.Is(err, ErrContainerGone):
-			d.fail(containerID, last, FailContainerGone, attempts, err, log)
-			return
-		case errors.Is(err, ErrContainerNotRunning):
-			d.fail(containerID, last, FailContainerNotRunning, attempts, err, log)
-			return
-		}
-		remaining := deadline.Sub(d.now())
-		if remaining <= 0 {
-			d.fail(containerID, last, FailConnectTimeout, attempts, lastErr, log)
-			return
-		}
-		wait := backoff(d.base, d.cap, attempts)
-		if wait > remaining {
-			wait = remaining
-		}
-		log.Debug().Str("event", "agent_dial_retry").Err(err).Int("attempt", attempts).Dur("backoff", wait).Msg("dial attempt failed")
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-		case <-timer.C:
-		}
-	}
-}
-
-func (d *Dialer) fail(containerID string, t DialTarget, reason string, attempts int, err error, log *logger.Logger) {
-	log.Error().Str("event", "agent_dial_failed").Str("reason", reason).Int("attempts", attempts).
-		Err(err).Msg("dial cycle gave up")
-	d.bus.Publish(SessionFailed{ContainerID: containerID, AgentName: t.AgentName, Project: t.Project,
-		Address: t.Address, Reason: reason, Attempts: attempts, At: d.now()})
-}
-
-// connect makes one attempt: TLS (permissive), open Session, Hello →
-// HelloAck. On failure the conn (if any) is returned for the caller to
-// close and count.
-//
-// pre, when non-nil, is an already established TCP connection to
-// t.Address (an accepted listener probe): gRPC's first dial takes it
-// instead of dialing (later dials, if any, dial normally). connect owns
-// pre: it is closed if gRPC never took it.
-func (d *Dialer) connect(ctx context.Context, t DialTarget, pre net.Conn) (*attemptResult, *grpc.ClientConn, error) {
-	rec := &peerRecorder{}
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(d.cert, d.caPool, rec))),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
-		// Exec output arrives in ~1 MiB messages; gRPC's default codec
-		// would zero a 1 MiB pooled buffer for each one it decodes.
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rpcbuf.NewCodec())),
-	}
-	if pre != nil {
-		h := &handoff{conn: pre}
-		defer h.closeUntaken()
-		opts = append(opts, grpc.WithContextDialer(h.dial(d.dialTCP)))
-	}
-	conn, err := grpc.NewClient("passthrough:///"+t.Address, opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("grpc client %s: %w", t.Address, err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	timer := time.AfterFunc(handshakeTimeout, cancel)
-	stream, err := clawkerdv1.NewClawkerdServiceClient(conn).Session(sctx)
-	if err == nil {
-		err = stream.Send(&clawkerdv1.Command{CommandId: "hello", Payload: &clawkerdv1.Command_Hello{Hello: &clawkerdv1.Hello{}}})
-	}
-	var ack *clawkerdv1.HelloAck
-	if err == nil {
-		var resp *clawkerdv1.Response
-		resp, err = stream.Recv()
-		if err == nil {
-			if ack = resp.GetHelloAck(); ack == nil {
-				err = fmt.Errorf("expected HelloAck, got %T", resp.GetPayload())
-			}
-		}
-	}
-	if !timer.Stop() && err == nil {
-		err = errors.New("handshake timed out")
-	}
-	if err != nil {
-		cancel()
-		return nil, conn, fmt.Errorf("session %s: %w", t.Address, err)
-	}
-	return &attemptResult{conn: conn, stream: stream, cancel: cancel, ack: ack, peer: rec.get(), target: t}, nil, nil
 }

@@ -1,7 +1,8 @@
 package agent
 
 // Test scaffolding for the dialer, executor and Start tests: a throwaway
-// PKI, a scriptable in-process ClawkerdService over strict mTLS, and an
+// PKI, a scriptable in-process ClawkerdService over strict mTLS
+// (dialer_fakeclawkerd_test.go), and an
 // event recorder on the bus. Names carry a dt prefix to stay clear of the
 // other test files of this package.
 
@@ -16,20 +17,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
-	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/clawkerd"
 	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/testenv/testpki"
 )
 
 func dtContainerID(t testing.TB) string {
@@ -43,6 +39,7 @@ func dtContainerID(t testing.TB) string {
 
 // dtPKI is a CA plus the CP cert written to disk for New.
 type dtPKI struct {
+	tp       *testpki.PKI
 	ca       *auth.CA
 	pool     *x509.CertPool
 	certPath string
@@ -51,22 +48,14 @@ type dtPKI struct {
 
 func newDTPKI(t testing.TB) *dtPKI {
 	t.Helper()
-	now := time.Now()
-	ca, err := auth.NewCA(now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, err := ca.MintControlPlane(nil, nil, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tp := testpki.New(t)
+	cp := tp.CP
 	dir := t.TempDir()
 	keyPEM, err := auth.KeyPEM(cp.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &dtPKI{ca: ca, pool: x509.NewCertPool(), certPath: filepath.Join(dir, "cp.pem"), keyPath: filepath.Join(dir, "cp-key.pem")}
-	p.pool.AddCert(ca.Cert)
+	p := &dtPKI{tp: tp, ca: tp.CA, pool: tp.Pool, certPath: filepath.Join(dir, "cp.pem"), keyPath: filepath.Join(dir, "cp-key.pem")}
 	if err := os.WriteFile(p.certPath, auth.CertPEM(cp.Cert), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -78,189 +67,7 @@ func newDTPKI(t testing.TB) *dtPKI {
 
 func (p *dtPKI) agentLeaf(t testing.TB, project, agent, containerID string) *auth.Leaf {
 	t.Helper()
-	a, err := auth.NewAgentName(agent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := auth.NewProjectSlug(project)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := p.ca.MintAgent(ps, a, containerID, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// fakeClawkerd is a scriptable ClawkerdService. Shell commands are
-// recognised by the executor's command ids ("init/<step>/<n>").
-type fakeClawkerd struct {
-	clawkerdv1.UnimplementedClawkerdServiceServer
-
-	initialized, cmdRunning bool
-	noShell                 bool
-	registerOK              bool
-	onRegister              func()
-	failStep                map[string]int32
-	errStep                 map[string]clawkerdv1.ErrorCode
-	// closeAfterInit ends the stream right after AgentReady's Done.
-	closeAfterInit bool
-	// probeGate, when set, is called before answering the user probe.
-	probeGate func()
-
-	sessions atomic.Int64
-	live     atomic.Int64
-	mu       sync.Mutex
-	tags     []string
-	shells   map[string]*clawkerdv1.ShellCommand
-
-	addr string
-	leaf *auth.Leaf
-}
-
-func (f *fakeClawkerd) record(tag string) {
-	f.mu.Lock()
-	f.tags = append(f.tags, tag)
-	f.mu.Unlock()
-}
-
-func (f *fakeClawkerd) seen() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.tags...)
-}
-
-func (f *fakeClawkerd) saw(tag string) bool {
-	for _, s := range f.seen() {
-		if s == tag {
-			return true
-		}
-	}
-	return false
-}
-
-func (f *fakeClawkerd) shell(tag string) *clawkerdv1.ShellCommand {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.shells[tag]
-}
-
-func tagOf(id string) string {
-	parts := strings.Split(id, "/")
-	if len(parts) == 3 && parts[0] == "init" {
-		return parts[1]
-	}
-	return parts[0]
-}
-
-func (f *fakeClawkerd) Session(stream clawkerdv1.ClawkerdService_SessionServer) error {
-	f.sessions.Add(1)
-	f.live.Add(1)
-	defer f.live.Add(-1)
-	reply := func(id string, r *clawkerdv1.Response) error {
-		r.CommandId = id
-		return stream.Send(r)
-	}
-	done := func(id string, code int32) error {
-		return reply(id, &clawkerdv1.Response{Payload: &clawkerdv1.Response_Done{Done: &clawkerdv1.Done{FinalExitCode: code}}})
-	}
-	for {
-		cmd, err := stream.Recv()
-		if err != nil {
-			return nil
-		}
-		id := cmd.GetCommandId()
-		switch p := cmd.GetPayload().(type) {
-		case *clawkerdv1.Command_Hello:
-			f.record("hello")
-			err = reply(id, &clawkerdv1.Response{Payload: &clawkerdv1.Response_HelloAck{
-				HelloAck: &clawkerdv1.HelloAck{Initialized: f.initialized, CmdRunning: f.cmdRunning}}})
-		case *clawkerdv1.Command_RegisterRequired:
-			f.record("register")
-			if f.onRegister != nil {
-				f.onRegister()
-			}
-			rd := &clawkerdv1.RegisterDone{Ok: f.registerOK}
-			if !f.registerOK {
-				rd.Error = "token exchange refused"
-			}
-			err = reply(id, &clawkerdv1.Response{Payload: &clawkerdv1.Response_RegisterDone{RegisterDone: rd}})
-		case *clawkerdv1.Command_AgentInitialized:
-			f.record("agent-initialized")
-			err = done(id, 0)
-		case *clawkerdv1.Command_AgentReady:
-			f.record("agent-ready-cmd")
-			err = done(id, 0)
-			if f.closeAfterInit {
-				return nil
-			}
-		case *clawkerdv1.Command_Signal:
-			f.record(fmt.Sprintf("signal:%d", p.Signal.GetSigno()))
-		case *clawkerdv1.Command_Shell:
-			tag := tagOf(id)
-			f.record(tag)
-			f.mu.Lock()
-			if f.shells == nil {
-				f.shells = map[string]*clawkerdv1.ShellCommand{}
-			}
-			f.shells[tag] = p.Shell
-			f.mu.Unlock()
-			if tag == "probe-user" && f.probeGate != nil {
-				f.probeGate()
-			}
-			switch {
-			case f.noShell:
-				err = reply(id, &clawkerdv1.Response{Payload: &clawkerdv1.Response_Error{
-					Error: &clawkerdv1.Error{Code: clawkerdv1.ErrorCode_ERROR_CODE_SPAWN_FAILED, Message: "exec /bin/sh: no such file"}}})
-			case f.errStep[tag] != 0:
-				err = reply(id, &clawkerdv1.Response{Payload: &clawkerdv1.Response_Error{
-					Error: &clawkerdv1.Error{Code: f.errStep[tag], Message: "scripted error"}}})
-			case f.failStep[tag] != 0:
-				_ = reply(id, &clawkerdv1.Response{Payload: &clawkerdv1.Response_Output{
-					Output: &clawkerdv1.OutputChunk{Data: []byte("hook says no\n")}}})
-				err = done(id, f.failStep[tag])
-			case tag == "probe-user":
-				_ = reply(id, &clawkerdv1.Response{Payload: &clawkerdv1.Response_Output{
-					Output: &clawkerdv1.OutputChunk{Data: []byte("1000:1000:/home/dev\n")}}})
-				err = done(id, 0)
-			case tag == "exec":
-				_ = reply(id, &clawkerdv1.Response{Payload: &clawkerdv1.Response_Started{Started: &clawkerdv1.Started{}}})
-				argv := p.Shell.GetStages()[0].GetArgv()
-				_ = reply(id, &clawkerdv1.Response{Payload: &clawkerdv1.Response_Output{
-					Output: &clawkerdv1.OutputChunk{Data: []byte(strings.Join(argv, " "))}}})
-				err = done(id, 0)
-			default:
-				err = done(id, 0)
-			}
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// startFake serves f over strict mTLS (client cert must chain to the CA)
-// on 127.0.0.1 with leaf as its server cert.
-func startFake(t testing.TB, p *dtPKI, f *fakeClawkerd, leaf *auth.Leaf) *fakeClawkerd {
-	t.Helper()
-	f.leaf = leaf
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr = ln.Addr().String()
-	cfg := &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert}},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    p.pool,
-		MinVersion:   tls.VersionTLS13,
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
-	clawkerdv1.RegisterClawkerdServiceServer(srv, f)
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	return f
+	return p.tp.AgentNamed(t, project, agent, containerID)
 }
 
 // dtTargets maps container IDs to dial targets for WithResolver.
@@ -472,19 +279,38 @@ func addRow(t testing.TB, reg Registry, id string, leaf *auth.Leaf) {
 // the documented no-ops.
 func startRealClawkerd(t testing.TB, env *dtEnv, id string) (addr, marker string) {
 	t.Helper()
+	addr, marker, _ = startRealClawkerdServer(t, env, id)
+	return addr, marker
+}
+
+// startRealClawkerdServer is startRealClawkerd returning the server too.
+func startRealClawkerdServer(t testing.TB, env *dtEnv, id string) (addr, marker string, srv *clawkerd.Server) {
+	t.Helper()
+	return startRealClawkerdWith(t, env, id, nil)
+}
+
+// startRealClawkerdWith is startRealClawkerdServer with mutate applied
+// to the clawkerd Config.
+func startRealClawkerdWith(t testing.TB, env *dtEnv, id string, mutate func(*clawkerd.Config)) (addr, marker string, srv *clawkerd.Server) {
+	t.Helper()
 	if _, err := os.Stat("/bin/sh"); err != nil {
 		t.Skip("no /bin/sh on this host")
 	}
 	leaf := env.pki.agentLeaf(t, "proj", "dev", id)
 	marker = filepath.Join(t.TempDir(), "initialized")
-	srv, err := clawkerd.NewServer(clawkerd.Config{
+	var err error
+	cfg := clawkerd.Config{
 		Cert:           tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert},
 		CAPool:         env.pki.pool,
 		AgentName:      "dev",
 		Project:        "proj",
 		InitMarkerPath: marker,
 		Console:        io.Discard,
-	}, logger.Nop())
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	srv, err = clawkerd.NewServer(cfg, logger.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,5 +330,5 @@ func startRealClawkerd(t testing.TB, env *dtEnv, id string) (addr, marker string
 	})
 	addRow(t, env.reg, id, leaf)
 	env.targets.set(id, DialTarget{Address: ln.Addr().String(), AgentName: "dev", Project: "proj"})
-	return ln.Addr().String(), marker
+	return ln.Addr().String(), marker, srv
 }

@@ -8,12 +8,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clawker/clawker/internal/backoff"
 	"github.com/clawker/clawker/internal/logger"
 )
 
 // probeBackoff is the wait before listener probe number probe (1-based).
 func probeBackoff(probe int) time.Duration {
-	return backoff(connectProbeBase, connectProbeMax, probe)
+	return backoff.FullJitter(connectProbeBase, connectProbeMax, probe)
 }
 
 // awaitListener probes address with plain TCP connects until one is

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clawker/clawker/internal/backoff"
 	"github.com/clawker/clawker/internal/logger"
 )
 
@@ -29,7 +30,7 @@ func TestDialProbeScheduleStaysFast(t *testing.T) {
 	}
 	want := connectProbeBase
 	for probe := 1; probe <= 200; probe++ {
-		ceil := backoffCeiling(connectProbeBase, connectProbeMax, probe)
+		ceil := backoff.Ceiling(connectProbeBase, connectProbeMax, probe)
 		if ceil != want {
 			t.Fatalf("probe %d: ceiling %v, want %v", probe, ceil, want)
 		}

@@ -24,7 +24,7 @@ func TestPeerCloseOfStoppingContainerIsSessionClosed(t *testing.T) {
 		t.Fatalf("closed = %+v events %v", c, env.rec.names(id))
 	}
 	dtWait(t, "entry removed", func() bool { return len(env.dialer.Sessions()) == 0 })
-	if a, _ := env.bus.Agent(id); a.Session != overseer.SessionClosed {
+	if a, _ := env.bus.Agent(id); a.Session != overseer.SessionStatusClosed {
 		t.Fatalf("worldview session = %s", a.Session)
 	}
 }

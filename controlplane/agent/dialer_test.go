@@ -4,24 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/network"
-	mobyclient "github.com/moby/moby/client"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/internal/auth"
-	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
 )
 
@@ -69,20 +61,19 @@ func TestDialMissRegistersInitsAndServesExec(t *testing.T) {
 		"post-init", "agent-initialized", "pre-run", "agent-ready-cmd"}) {
 		t.Fatalf("clawkerd saw %v", got)
 	}
-	// Hooks run as the probed user and end the container on failure;
-	// built-in steps run as root and never do.
+	// Every step runs as the probed user (no root write into the home);
+	// hooks end the container on failure, built-in steps never do.
 	for _, step := range []string{StepConfig, StepGit, StepSSH, StepPostInit, StepPreRun} {
 		sh := f.shell(step)
 		hook := step == StepPostInit || step == StepPreRun
 		st := sh.GetStages()[0]
-		if sh.GetExitOnNonZero() != hook || (hook && (st.GetUid() != 1000 || st.GetGid() != 1000)) ||
-			(!hook && st.GetUid() != 0) || sh.GetTimeoutSeconds() == 0 || st.GetArgv()[0] != "/bin/sh" ||
+		if sh.GetExitOnNonZero() != hook || st.GetUid() != 1000 || st.GetGid() != 1000 || sh.GetTimeoutSeconds() == 0 || st.GetArgv()[0] != "/bin/sh" ||
 			!strings.Contains(st.GetArgv()[2], "UHOME='/home/dev'") {
 			t.Fatalf("step %s sent as %+v", step, sh)
 		}
 	}
 	a, ok := env.bus.Agent(id)
-	if !ok || !a.Registered || !a.Trusted || a.Session != overseer.SessionConnected || a.Init != overseer.InitCompleted {
+	if !ok || !a.Registered || !a.Trusted || a.Session != overseer.SessionStatusConnected || a.Init != overseer.InitStatusCompleted {
 		t.Fatalf("worldview = %+v", a)
 	}
 
@@ -188,7 +179,7 @@ func TestDialThumbprintMismatch(t *testing.T) {
 	if f.saw("register") || env.rec.has(id, EventAgentRegistered) {
 		t.Fatal("mismatch must not register")
 	}
-	if a, _ := env.bus.Agent(id); a.Trusted || a.Registered || a.Session != overseer.SessionConnected {
+	if a, _ := env.bus.Agent(id); a.Trusted || a.Registered || a.Session != overseer.SessionStatusConnected {
 		t.Fatalf("worldview = %+v (session must stay up)", a)
 	}
 }
@@ -266,256 +257,21 @@ func TestDialUntrustedCertStillConnects(t *testing.T) {
 	f := startFake(t, env.pki, &fakeClawkerd{initialized: true, cmdRunning: true}, leaf)
 	env.targets.set(id, DialTarget{Address: f.addr, AgentName: "dev", Project: "proj"})
 	env.dialer.DialAgent(context.Background(), id)
-	env.rec.wait(t, id, EventInitCompleted)
+	dtWait(t, "four findings", func() bool { return len(untrustedReasons(env, id)) == 4 })
 	got := untrustedReasons(env, id)
 	want := []overseer.UntrustedReason{overseer.ReasonChainInvalid, overseer.ReasonCNMismatch,
-		overseer.ReasonIdentityMismatch, overseer.ReasonIdentityMismatch, overseer.ReasonRegisterFailed}
+		overseer.ReasonIdentityMismatch, overseer.ReasonContainerMismatch}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("reasons %v, want %v", got, want)
 	}
-	// Miss → Register was still attempted (policy acts on the events, not the dialer).
-	if !f.saw("register") {
-		t.Fatal("miss must send RegisterRequired")
+	// It failed the pin: the Session stays up for observation (and
+	// containment), but nothing is sent on it, not even RegisterRequired.
+	dtWait(t, "observation session", func() bool { return observing(env, id) })
+	if a, _ := env.bus.Agent(id); a.Session != overseer.SessionStatusConnected || a.Trusted {
+		t.Fatalf("worldview = %+v", a)
 	}
-}
-
-func TestDialDedup50Concurrent(t *testing.T) {
-	env := newDTEnv(t, nil)
-	f := &fakeClawkerd{initialized: true, cmdRunning: true}
-	id, _ := env.agent(t, f)
-	addRow(t, env.reg, id, f.leaf)
-	var wg sync.WaitGroup
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			env.dialer.DialAgent(context.Background(), id)
-		}()
-	}
-	wg.Wait()
-	env.rec.wait(t, id, EventInitCompleted)
-	// Later calls while the Session is live are no-ops too.
-	for i := 0; i < 10; i++ {
-		env.dialer.DialAgent(context.Background(), id)
-	}
-	if n := f.sessions.Load(); n != 1 {
-		t.Fatalf("%d sessions opened, want 1", n)
-	}
-	count := 0
-	for _, n := range env.rec.names(id) {
-		if n == EventSessionConnecting {
-			count++
-		}
-	}
-	if count != 1 || len(env.dialer.Sessions()) != 1 {
-		t.Fatalf("SessionConnecting x%d, sessions %v", count, env.dialer.Sessions())
-	}
-}
-
-func TestCancelDialDuringRetry(t *testing.T) {
-	env := newDTEnv(t, nil, WithRetry(time.Millisecond, 2*time.Millisecond, time.Hour))
-	id := dtContainerID(t)
-	env.targets.set(id, DialTarget{Address: "127.0.0.1:1", AgentName: "dev"}) // nothing listens
-	env.dialer.DialAgent(context.Background(), id)
-	env.rec.wait(t, id, EventSessionConnecting)
-	env.dialer.CancelDial(id) // synchronous
-	if len(env.dialer.Sessions()) != 0 {
-		t.Fatal("dial entry survived CancelDial")
-	}
-	if env.rec.has(id, EventSessionFailed) || env.rec.has(id, EventSessionBroken) {
-		t.Fatalf("cancel must not report failure: %v", env.rec.names(id))
-	}
-	env.rec.wait(t, id, EventSessionClosed)
-	env.dialer.CancelDial(id) // no-op
-	// A fresh DialAgent after cancel dials again.
-	env.dialer.DialAgent(context.Background(), id)
-	dtWait(t, "redial", func() bool { return len(env.dialer.Sessions()) == 1 })
-}
-
-func TestDialTotalTimeout(t *testing.T) {
-	env := newDTEnv(t, nil, WithRetry(time.Millisecond, 4*time.Millisecond, 150*time.Millisecond))
-	id := dtContainerID(t)
-	env.targets.set(id, DialTarget{Address: "127.0.0.1:1", AgentName: "dev"})
-	env.dialer.DialAgent(context.Background(), id)
-	f := env.rec.wait(t, id, EventSessionFailed).(SessionFailed)
-	if f.Reason != FailConnectTimeout || f.Attempts < 2 {
-		t.Fatalf("SessionFailed = %+v", f)
-	}
-	dtWait(t, "entry removed", func() bool { return len(env.dialer.Sessions()) == 0 })
-}
-
-func TestDialContainerGoneStopsRetrying(t *testing.T) {
-	env := newDTEnv(t, nil)
-	id := dtContainerID(t)
-	env.targets.fail(id, fmt.Errorf("inspect: %w", ErrContainerGone))
-	env.dialer.DialAgent(context.Background(), id)
-	f := env.rec.wait(t, id, EventSessionFailed).(SessionFailed)
-	if f.Reason != FailContainerGone || f.Attempts != 1 {
-		t.Fatalf("SessionFailed = %+v", f)
-	}
-	if env.rec.has(id, EventSessionConnecting) {
-		t.Fatal("no SessionConnecting before a successful inspect")
-	}
-	id2 := dtContainerID(t)
-	env.targets.fail(id2, ErrContainerNotRunning)
-	env.dialer.DialAgent(context.Background(), id2)
-	if f := env.rec.wait(t, id2, EventSessionFailed).(SessionFailed); f.Reason != FailContainerNotRunning {
-		t.Fatalf("SessionFailed = %+v", f)
-	}
-}
-
-func TestDialFDLeakCeiling(t *testing.T) {
-	env := newDTEnv(t, nil, WithRetry(time.Millisecond, 2*time.Millisecond, time.Hour))
-	var closes int
-	var mu sync.Mutex
-	env.dialer.closeConn = func(c *grpc.ClientConn) error {
-		_ = c.Close() // really close, report failure anyway
-		mu.Lock()
-		closes++
-		mu.Unlock()
-		return errors.New("close: bad file descriptor")
-	}
-	id := dtContainerID(t)
-	env.targets.set(id, DialTarget{Address: "127.0.0.1:1", AgentName: "dev"})
-	env.dialer.DialAgent(context.Background(), id)
-	f := env.rec.wait(t, id, EventSessionFailed).(SessionFailed)
-	if f.Reason != FailFDLeakCeiling || f.Attempts != closeErrCeiling {
-		t.Fatalf("SessionFailed = %+v", f)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if closes != closeErrCeiling {
-		t.Fatalf("%d closes, want %d", closes, closeErrCeiling)
-	}
-}
-
-func TestDialConnectsOnceListenerComesUp(t *testing.T) {
-	env := newDTEnv(t, nil)
-	id := dtContainerID(t)
-	f := &fakeClawkerd{initialized: true, cmdRunning: true}
-	leaf := env.pki.agentLeaf(t, "proj", "dev", id)
-	addRow(t, env.reg, id, leaf)
-	// Resolve fails (no IP yet) until the listener is up.
-	env.targets.fail(id, errors.New("no clawker-net address yet"))
-	env.dialer.DialAgent(context.Background(), id)
-	dtWait(t, "a few failed attempts", func() bool { return env.targets.calls(id) >= 3 })
-	startFake(t, env.pki, f, leaf)
-	env.targets.mu.Lock()
-	delete(env.targets.e, id)
-	env.targets.m[id] = DialTarget{Address: f.addr, AgentName: "dev", Project: "proj"}
-	env.targets.mu.Unlock()
-	c := env.rec.wait(t, id, EventSessionConnected).(SessionConnected)
-	if c.Attempts < 2 {
-		t.Fatalf("attempts = %d, want retries before the listener came up", c.Attempts)
-	}
-}
-
-func TestPeerCloseIsSessionBroken(t *testing.T) {
-	env := newDTEnv(t, nil)
-	f := &fakeClawkerd{initialized: true, closeAfterInit: true}
-	id, _ := env.agent(t, f)
-	addRow(t, env.reg, id, f.leaf)
-	env.dialer.DialAgent(context.Background(), id)
-	b := env.rec.wait(t, id, EventSessionBroken).(SessionBroken)
-	if b.Reason == "" || env.rec.has(id, EventSessionClosed) {
-		t.Fatalf("broken = %+v events %v", b, env.rec.names(id))
-	}
-	dtWait(t, "entry removed", func() bool { return len(env.dialer.Sessions()) == 0 })
-	if a, _ := env.bus.Agent(id); a.Session != overseer.SessionBroken {
-		t.Fatalf("worldview session = %s", a.Session)
-	}
-}
-
-func TestDialerBackoffBounds(t *testing.T) {
-	if connectMaxBackoff > 100*time.Millisecond || connectBaseBackoff > 10*time.Millisecond {
-		t.Fatalf("backoff constants too coarse for tens-of-ms connect: base %v cap %v", connectBaseBackoff, connectMaxBackoff)
-	}
-	for attempt := 1; attempt <= 30; attempt++ {
-		limit := connectBaseBackoff << (attempt - 1)
-		if attempt > 10 || limit > connectMaxBackoff {
-			limit = connectMaxBackoff
-		}
-		var maxSeen time.Duration
-		for i := 0; i < 200; i++ {
-			d := backoff(connectBaseBackoff, connectMaxBackoff, attempt)
-			if d < 0 || d > limit {
-				t.Fatalf("attempt %d: %v outside [0, %v]", attempt, d, limit)
-			}
-			if d > maxSeen {
-				maxSeen = d
-			}
-		}
-		if maxSeen == 0 {
-			t.Fatalf("attempt %d: no jitter spread", attempt)
-		}
-	}
-}
-
-func TestNewValidates(t *testing.T) {
-	p := newDTPKI(t)
-	bus := overseer.New(nil)
-	reg := NewRegistry(nil)
-	if _, err := New(nil, nil, nil, reg, p.certPath, p.keyPath, p.pool, nil); err == nil {
-		t.Fatal("nil bus accepted")
-	}
-	if _, err := New(nil, nil, bus, nil, p.certPath, p.keyPath, p.pool, nil); err == nil {
-		t.Fatal("nil registry accepted")
-	}
-	if _, err := New(nil, nil, bus, reg, "/nonexistent", p.keyPath, p.pool, nil); err == nil {
-		t.Fatal("missing cert accepted")
-	}
-	if _, err := New(nil, nil, bus, reg, p.certPath, p.keyPath, p.pool, nil); err == nil {
-		t.Fatal("nil docker without resolver accepted")
-	}
-	if _, err := NewExecutor(nil, nil); err == nil {
-		t.Fatal("executor with nil bus accepted")
-	}
-}
-
-type fakeInspector struct {
-	res mobyclient.ContainerInspectResult
-	err error
-}
-
-func (f fakeInspector) ContainerInspect(context.Context, string, mobyclient.ContainerInspectOptions) (mobyclient.ContainerInspectResult, error) {
-	return f.res, f.err
-}
-
-func inspectResult(running bool, ip string) mobyclient.ContainerInspectResult {
-	c := container.InspectResponse{
-		State:           &container.State{Running: running},
-		Config:          &container.Config{Labels: map[string]string{consts.LabelAgent: "dev", consts.LabelProject: "proj"}},
-		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{}},
-	}
-	if ip != "" {
-		c.NetworkSettings.Networks[consts.NetworkName] = &network.EndpointSettings{IPAddress: netip.MustParseAddr(ip)}
-	}
-	return mobyclient.ContainerInspectResult{Container: c}
-}
-
-func TestInspectTargetResolution(t *testing.T) {
-	p := newDTPKI(t)
-	mk := func(f fakeInspector) *Dialer {
-		d, err := New(nil, f, overseer.New(nil), NewRegistry(nil), p.certPath, p.keyPath, p.pool, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	tgt, err := mk(fakeInspector{res: inspectResult(true, "172.30.0.5")}).resolve(context.Background(), "c")
-	if err != nil || tgt.Address != "172.30.0.5:7700" || tgt.AgentName != "dev" || tgt.Project != "proj" {
-		t.Fatalf("target %+v err %v", tgt, err)
-	}
-	if _, err := mk(fakeInspector{res: inspectResult(false, "172.30.0.5")}).resolve(context.Background(), "c"); !errors.Is(err, ErrContainerNotRunning) {
-		t.Fatalf("stopped: %v", err)
-	}
-	_, err = mk(fakeInspector{res: inspectResult(true, "")}).resolve(context.Background(), "c")
-	if err == nil || errors.Is(err, ErrContainerGone) || errors.Is(err, ErrContainerNotRunning) {
-		t.Fatalf("not-yet-attached must be a retryable error: %v", err)
-	}
-	_, err = mk(fakeInspector{err: cerrdefs.ErrNotFound}).resolve(context.Background(), "c")
-	if !errors.Is(err, ErrContainerGone) {
-		t.Fatalf("not found: %v", err)
+	if got := f.seen(); !reflect.DeepEqual(got, []string{"hello"}) {
+		t.Fatalf("an unpinned peer was sent %v", got)
 	}
 }
 

@@ -118,8 +118,8 @@ func assessPeer(id peerIdentity, containerID, agentName, project string) []trust
 		out = append(out, trustFinding{overseer.ReasonIdentityMismatch,
 			fmt.Sprintf("cert agent SAN %q, labels say %q", id.agentFullName, want)})
 	}
-	if id.containerID != containerID {
-		out = append(out, trustFinding{overseer.ReasonIdentityMismatch,
+	if subtle.ConstantTimeCompare([]byte(id.containerID), []byte(containerID)) != 1 {
+		out = append(out, trustFinding{overseer.ReasonContainerMismatch,
 			fmt.Sprintf("cert container SAN %q does not name this container", id.containerID)})
 	}
 	return out

@@ -31,12 +31,12 @@ const (
 // stamp records identity labels and the update time on the worldview row,
 // creating it. Only events that begin a Session (SessionConnecting,
 // SessionConnected) create rows.
-func stamp(s *overseer.State, id, agentName, project string, at time.Time) (*overseer.AgentState, bool) {
-	a := s.Agent(id)
+func stamp(s *overseer.State, sub overseer.Subject, at time.Time) (*overseer.AgentState, bool) {
+	a := s.Agent(sub.ContainerID)
 	if a == nil { // destroyed: a dial that raced the destroy
 		return nil, false
 	}
-	return label(a, agentName, project, at), true
+	return label(a, sub, at), true
 }
 
 // touch is stamp for every other event: it updates an existing row and
@@ -44,53 +44,47 @@ func stamp(s *overseer.State, id, agentName, project string, at time.Time) (*ove
 // drops the row) and only then do the cancelled Session's SessionClosed,
 // SessionBroken or InitFailed land; creating rows for them would leave a
 // permanent ghost agent in the worldview.
-func touch(s *overseer.State, id, agentName, project string, at time.Time) (*overseer.AgentState, bool) {
-	a, ok := s.Existing(id)
+func touch(s *overseer.State, sub overseer.Subject, at time.Time) (*overseer.AgentState, bool) {
+	a, ok := s.Existing(sub.ContainerID)
 	if !ok {
 		return nil, false
 	}
-	return label(a, agentName, project, at), true
+	return label(a, sub, at), true
 }
 
-func label(a *overseer.AgentState, agentName, project string, at time.Time) *overseer.AgentState {
-	if agentName != "" {
-		a.AgentName = agentName
+func label(a *overseer.AgentState, sub overseer.Subject, at time.Time) *overseer.AgentState {
+	if sub.AgentName != "" {
+		a.AgentName = sub.AgentName
 	}
-	if project != "" {
-		a.Project = project
+	if sub.Project != "" {
+		a.Project = sub.Project
 	}
 	a.UpdatedAt = at
 	return a
 }
 
-func ident(z *zerolog.Event, id, agentName, project string) {
-	z.Str("container_id", id).Str("agent", agentName).Str("project", project)
-}
-
 // SessionConnecting fires when a dial attempt starts (first successful
 // inspect of the container in a cycle).
 type SessionConnecting struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	Address     string
-	At          time.Time
+	overseer.Subject
+	Address string
+	At      time.Time
 }
 
 func (e SessionConnecting) EventName() string     { return EventSessionConnecting }
 func (e SessionConnecting) OccurredAt() time.Time { return e.At }
 func (e SessionConnecting) ApplyTo(s *overseer.State) {
-	a, ok := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := stamp(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
-	a.Session = overseer.SessionConnecting
+	a.Session = overseer.SessionStatusConnecting
 	a.Address = e.Address
 	// No Session, nothing vouches for the agent.
 	a.Trusted = false
 }
 func (e SessionConnecting) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("address", e.Address)
 }
 
@@ -108,9 +102,7 @@ func (e SessionConnecting) MarshalZerologObject(z *zerolog.Event) {
 // AgentRegistered then establishes trust) and false by default, so an
 // event built without it fails closed.
 type SessionConnected struct {
-	ContainerID       string
-	AgentName         string
-	Project           string
+	overseer.Subject
 	Address           string
 	Attempts          int
 	PeerAgentFullName string
@@ -123,11 +115,12 @@ type SessionConnected struct {
 func (e SessionConnected) EventName() string     { return EventSessionConnected }
 func (e SessionConnected) OccurredAt() time.Time { return e.At }
 func (e SessionConnected) ApplyTo(s *overseer.State) {
-	a, ok := stamp(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := stamp(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
-	a.Session = overseer.SessionConnected
+	a.Session = overseer.SessionStatusConnected
+	a.ConnectedAt = e.At
 	a.Address = e.Address
 	a.Attempts = e.Attempts
 	a.PeerAgentFullName = e.PeerAgentFullName
@@ -141,7 +134,7 @@ func (e SessionConnected) ApplyTo(s *overseer.State) {
 	a.LastError = ""
 }
 func (e SessionConnected) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("address", e.Address).Int("attempts", e.Attempts).
 		Str("peer_agent", e.PeerAgentFullName).
 		Str("peer_thumbprint", hex.EncodeToString(e.PeerThumbprint[:])).
@@ -151,23 +144,21 @@ func (e SessionConnected) MarshalZerologObject(z *zerolog.Event) {
 // SessionFailed fires when the retry budget for a dial cycle exhausts
 // before any attempt established a Session.
 type SessionFailed struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	Address     string
-	Reason      string
-	Attempts    int
-	At          time.Time
+	overseer.Subject
+	Address  string
+	Reason   string
+	Attempts int
+	At       time.Time
 }
 
 func (e SessionFailed) EventName() string     { return EventSessionFailed }
 func (e SessionFailed) OccurredAt() time.Time { return e.At }
 func (e SessionFailed) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
-	a.Session = overseer.SessionFailed
+	a.Session = overseer.SessionStatusFailed
 	a.Trusted = false
 	a.Attempts = e.Attempts
 	a.LastError = e.Reason
@@ -176,34 +167,32 @@ func (e SessionFailed) ApplyTo(s *overseer.State) {
 	}
 }
 func (e SessionFailed) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("address", e.Address).Str("reason", e.Reason).Int("attempts", e.Attempts)
 }
 
 // SessionBroken fires when an established Session terminates for a
 // reason other than intentional teardown.
 type SessionBroken struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	Address     string
-	Reason      string
-	At          time.Time
+	overseer.Subject
+	Address string
+	Reason  string
+	At      time.Time
 }
 
 func (e SessionBroken) EventName() string     { return EventSessionBroken }
 func (e SessionBroken) OccurredAt() time.Time { return e.At }
 func (e SessionBroken) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
-	a.Session = overseer.SessionBroken
+	a.Session = overseer.SessionStatusBroken
 	a.Trusted = false
 	a.LastError = e.Reason
 }
 func (e SessionBroken) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("address", e.Address).Str("reason", e.Reason)
 }
 
@@ -213,25 +202,23 @@ func (e SessionBroken) MarshalZerologObject(z *zerolog.Event) {
 // keep showing "connected" for a stopped container; it is deliberately
 // not a SessionBroken, which means something went wrong.
 type SessionClosed struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	Reason      string
-	At          time.Time
+	overseer.Subject
+	Reason string
+	At     time.Time
 }
 
 func (e SessionClosed) EventName() string     { return EventSessionClosed }
 func (e SessionClosed) OccurredAt() time.Time { return e.At }
 func (e SessionClosed) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
-	a.Session = overseer.SessionClosed
+	a.Session = overseer.SessionStatusClosed
 	a.Trusted = false
 }
 func (e SessionClosed) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("reason", e.Reason)
 }
 
@@ -239,18 +226,16 @@ func (e SessionClosed) MarshalZerologObject(z *zerolog.Event) {
 // Register handshake (success or failure). Match reconnects do not
 // re-fire it.
 type AgentRegistered struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	Ok          bool
-	Reason      string
-	At          time.Time
+	overseer.Subject
+	Ok     bool
+	Reason string
+	At     time.Time
 }
 
 func (e AgentRegistered) EventName() string     { return EventAgentRegistered }
 func (e AgentRegistered) OccurredAt() time.Time { return e.At }
 func (e AgentRegistered) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
@@ -263,28 +248,26 @@ func (e AgentRegistered) ApplyTo(s *overseer.State) {
 	// A successful Register establishes trust for this Session unless a
 	// finding of the same handshake (published before Register) already
 	// withdrew it.
-	a.Trusted = a.Session == overseer.SessionConnected && len(a.UntrustedReasons) == 0
+	a.Trusted = a.Session == overseer.SessionStatusConnected && len(a.UntrustedReasons) == 0
 }
 func (e AgentRegistered) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Bool("ok", e.Ok).Str("reason", e.Reason)
 }
 
 // AgentUntrusted fires when an identity outcome violates the trust
 // contract. The Session stays open; subscribers enact policy.
 type AgentUntrusted struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	Reason      overseer.UntrustedReason
-	Detail      string
-	At          time.Time
+	overseer.Subject
+	Reason overseer.UntrustedReason
+	Detail string
+	At     time.Time
 }
 
 func (e AgentUntrusted) EventName() string     { return EventAgentUntrusted }
 func (e AgentUntrusted) OccurredAt() time.Time { return e.At }
 func (e AgentUntrusted) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
@@ -297,52 +280,49 @@ func (e AgentUntrusted) ApplyTo(s *overseer.State) {
 	a.UntrustedReasons = append(a.UntrustedReasons, e.Reason)
 }
 func (e AgentUntrusted) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("reason", string(e.Reason)).Str("detail", e.Detail)
 }
 
 // InitStarted fires when the CP begins running the plan against an
 // established Session. StepCount is the plan length for "i of N".
 type InitStarted struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	StepCount   int
-	At          time.Time
+	overseer.Subject
+	StepCount int
+	At        time.Time
 }
 
 func (e InitStarted) EventName() string     { return EventInitStarted }
 func (e InitStarted) OccurredAt() time.Time { return e.At }
 func (e InitStarted) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
-	a.Init = overseer.InitRunning
+	a.Init = overseer.InitStatusRunning
 	a.InitStepCount = e.StepCount
 	a.InitStepIndex = 0
 	a.InitStepName = ""
+	a.InitFailReason = ""
 }
 func (e InitStarted) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Int("step_count", e.StepCount)
 }
 
 // InitStepStarted fires when the Executor dispatches one step.
 type InitStepStarted struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	StepName    string
-	StepIndex   int
-	StepCount   int
-	At          time.Time
+	overseer.Subject
+	StepName  string
+	StepIndex int
+	StepCount int
+	At        time.Time
 }
 
 func (e InitStepStarted) EventName() string     { return EventInitStepStarted }
 func (e InitStepStarted) OccurredAt() time.Time { return e.At }
 func (e InitStepStarted) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
@@ -351,27 +331,25 @@ func (e InitStepStarted) ApplyTo(s *overseer.State) {
 	a.InitStepName = e.StepName
 }
 func (e InitStepStarted) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("step", e.StepName).Int("step_index", e.StepIndex).Int("step_count", e.StepCount)
 }
 
 // InitStepCompleted fires when a step's command returns Done{0} (or is
 // skipped because the image has no shell — see plan.go).
 type InitStepCompleted struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	StepName    string
-	StepIndex   int
-	Duration    time.Duration
-	ExitCode    int32
-	At          time.Time
+	overseer.Subject
+	StepName  string
+	StepIndex int
+	Duration  time.Duration
+	ExitCode  int32
+	At        time.Time
 }
 
 func (e InitStepCompleted) EventName() string     { return EventInitStepCompleted }
 func (e InitStepCompleted) OccurredAt() time.Time { return e.At }
 func (e InitStepCompleted) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
@@ -379,29 +357,27 @@ func (e InitStepCompleted) ApplyTo(s *overseer.State) {
 	a.InitStepName = e.StepName
 }
 func (e InitStepCompleted) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("step", e.StepName).Int("step_index", e.StepIndex).
 		Dur("duration", e.Duration).Int32("exit_code", e.ExitCode)
 }
 
 // InitStepFailed fires when a step ends non-zero, errors, or times out.
 type InitStepFailed struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	StepName    string
-	StepIndex   int
-	Duration    time.Duration
-	ExitCode    int32
-	Reason      overseer.InitFailureReason
-	Detail      string
-	At          time.Time
+	overseer.Subject
+	StepName  string
+	StepIndex int
+	Duration  time.Duration
+	ExitCode  int32
+	Reason    overseer.InitFailureReason
+	Detail    string
+	At        time.Time
 }
 
 func (e InitStepFailed) EventName() string     { return EventInitStepFailed }
 func (e InitStepFailed) OccurredAt() time.Time { return e.At }
 func (e InitStepFailed) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
@@ -410,32 +386,30 @@ func (e InitStepFailed) ApplyTo(s *overseer.State) {
 	a.LastError = e.Detail
 }
 func (e InitStepFailed) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("step", e.StepName).Int("step_index", e.StepIndex).Dur("duration", e.Duration).
 		Int32("exit_code", e.ExitCode).Str("reason", string(e.Reason)).Str("detail", e.Detail)
 }
 
 // InitCompleted is the terminal success event for one plan run.
 type InitCompleted struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	Duration    time.Duration
-	At          time.Time
+	overseer.Subject
+	Duration time.Duration
+	At       time.Time
 }
 
 func (e InitCompleted) EventName() string     { return EventInitCompleted }
 func (e InitCompleted) OccurredAt() time.Time { return e.At }
 func (e InitCompleted) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
-	a.Init = overseer.InitCompleted
+	a.Init = overseer.InitStatusCompleted
 	a.InitStepIndex = a.InitStepCount
 }
 func (e InitCompleted) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Dur("duration", e.Duration)
 }
 
@@ -443,41 +417,29 @@ func (e InitCompleted) MarshalZerologObject(z *zerolog.Event) {
 // an addition to the spec's field set: the failing step's exit code (-1
 // when the step did not exit, e.g. transport or timeout).
 type InitFailed struct {
-	ContainerID string
-	AgentName   string
-	Project     string
-	FailedStep  string
-	Reason      overseer.InitFailureReason
-	Detail      string
-	ExitCode    int32
-	Duration    time.Duration
-	At          time.Time
+	overseer.Subject
+	FailedStep string
+	Reason     overseer.InitFailureReason
+	Detail     string
+	ExitCode   int32
+	Duration   time.Duration
+	At         time.Time
 }
 
 func (e InitFailed) EventName() string     { return EventInitFailed }
 func (e InitFailed) OccurredAt() time.Time { return e.At }
 func (e InitFailed) ApplyTo(s *overseer.State) {
-	a, ok := touch(s, e.ContainerID, e.AgentName, e.Project, e.At)
+	a, ok := touch(s, e.Subject, e.At)
 	if !ok {
 		return
 	}
-	a.Init = overseer.InitFailed
+	a.Init = overseer.InitStatusFailed
 	a.InitStepName = e.FailedStep
+	a.InitFailReason = e.Reason
 	a.LastError = e.Detail
 }
 func (e InitFailed) MarshalZerologObject(z *zerolog.Event) {
-	ident(z, e.ContainerID, e.AgentName, e.Project)
+	e.Subject.MarshalZerologObject(z)
 	z.Str("failed_step", e.FailedStep).Str("reason", string(e.Reason)).Str("detail", e.Detail).
 		Int32("exit_code", e.ExitCode).Dur("duration", e.Duration)
 }
-
-// ReapDegraded fires when the startup reap of orphan registry rows fails.
-// Informational: it has no ApplyTo.
-type ReapDegraded struct {
-	Reason string
-	At     time.Time
-}
-
-func (e ReapDegraded) EventName() string                     { return EventReapDegraded }
-func (e ReapDegraded) OccurredAt() time.Time                 { return e.At }
-func (e ReapDegraded) MarshalZerologObject(z *zerolog.Event) { z.Str("reason", e.Reason) }

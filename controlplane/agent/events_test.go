@@ -47,34 +47,34 @@ func TestWorldviewFold(t *testing.T) {
 	now := time.Now()
 	id := "c1"
 	seq := []overseer.Applier{
-		SessionConnecting{ContainerID: id, AgentName: "dev", Project: "p", Address: "10.0.0.2:7700", At: now},
-		SessionConnected{ContainerID: id, Address: "10.0.0.2:7700", Attempts: 3, PeerAgentFullName: "clawker.p.dev", At: now},
-		AgentUntrusted{ContainerID: id, Reason: overseer.ReasonChainInvalid, At: now},
-		AgentUntrusted{ContainerID: id, Reason: overseer.ReasonChainInvalid, At: now},
-		AgentRegistered{ContainerID: id, Ok: true, At: now},
-		InitStarted{ContainerID: id, StepCount: 6, At: now},
-		InitStepStarted{ContainerID: id, StepName: StepGit, StepIndex: 2, StepCount: 6, At: now},
-		InitStepFailed{ContainerID: id, StepName: StepGit, StepIndex: 2, Detail: "exit code 3", At: now},
-		InitFailed{ContainerID: id, FailedStep: StepGit, Detail: "exit code 3", At: now},
+		SessionConnecting{Subject: overseer.Subject{ContainerID: id, AgentName: "dev", Project: "p"}, Address: "10.0.0.2:7700", At: now},
+		SessionConnected{Subject: overseer.Subject{ContainerID: id}, Address: "10.0.0.2:7700", Attempts: 3, PeerAgentFullName: "clawker.p.dev", At: now},
+		AgentUntrusted{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.ReasonChainInvalid, At: now},
+		AgentUntrusted{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.ReasonChainInvalid, At: now},
+		AgentRegistered{Subject: overseer.Subject{ContainerID: id}, Ok: true, At: now},
+		InitStarted{Subject: overseer.Subject{ContainerID: id}, StepCount: 6, At: now},
+		InitStepStarted{Subject: overseer.Subject{ContainerID: id}, StepName: StepGit, StepIndex: 2, StepCount: 6, At: now},
+		InitStepFailed{Subject: overseer.Subject{ContainerID: id}, StepName: StepGit, StepIndex: 2, Detail: "exit code 3", At: now},
+		InitFailed{Subject: overseer.Subject{ContainerID: id}, FailedStep: StepGit, Detail: "exit code 3", At: now},
 	}
 	for _, e := range seq {
 		e.ApplyTo(s)
 	}
 	a := s.Agents[id]
-	if a.AgentName != "dev" || a.Project != "p" || a.Session != overseer.SessionConnected || a.Attempts != 3 ||
+	if a.AgentName != "dev" || a.Project != "p" || a.Session != overseer.SessionStatusConnected || a.Attempts != 3 ||
 		a.PeerAgentFullName != "clawker.p.dev" || !a.Registered || a.Trusted || len(a.UntrustedReasons) != 1 ||
-		a.Init != overseer.InitFailed || a.InitStepName != StepGit || a.InitStepIndex != 2 || a.InitStepCount != 6 ||
+		a.Init != overseer.InitStatusFailed || a.InitStepName != StepGit || a.InitStepIndex != 2 || a.InitStepCount != 6 ||
 		a.LastError != "exit code 3" {
 		t.Fatalf("folded state = %+v", a)
 	}
 	// A new Session re-derives trust; teardown closes without an error
 	// and withdraws it.
-	SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now}.ApplyTo(s)
+	SessionConnected{Subject: overseer.Subject{ContainerID: id}, Registered: true, Trusted: true, At: now}.ApplyTo(s)
 	if a := s.Agents[id]; !a.Trusted || a.UntrustedReasons != nil {
 		t.Fatalf("after clean Match reconnect = %+v", a)
 	}
-	SessionClosed{ContainerID: id, At: now}.ApplyTo(s)
-	if a := s.Agents[id]; a.Trusted || a.Session != overseer.SessionClosed || a.LastError != "" {
+	SessionClosed{Subject: overseer.Subject{ContainerID: id}, At: now}.ApplyTo(s)
+	if a := s.Agents[id]; a.Trusted || a.Session != overseer.SessionStatusClosed || a.LastError != "" {
 		t.Fatalf("after close = %+v", a)
 	}
 }
@@ -92,28 +92,28 @@ func TestWorldviewTrustFailsClosed(t *testing.T) {
 		a := s.Agents[id]
 		return a, a != nil && a.Trusted
 	}
-	connecting := SessionConnecting{ContainerID: id, At: now}
+	connecting := SessionConnecting{Subject: overseer.Subject{ContainerID: id}, At: now}
 	cases := []struct {
 		name string
 		seq  []overseer.Applier
 		want bool
 	}{
 		{"connecting only", []overseer.Applier{connecting}, false},
-		{"connected, no verdict", []overseer.Applier{connecting, SessionConnected{ContainerID: id, Registered: true, At: now}}, false},
-		{"clean Match", []overseer.Applier{connecting, SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now}}, true},
-		{"Miss then Register ok", []overseer.Applier{connecting, SessionConnected{ContainerID: id, At: now},
-			AgentRegistered{ContainerID: id, Ok: true, At: now}}, true},
-		{"finding then Register ok", []overseer.Applier{connecting, SessionConnected{ContainerID: id, At: now},
-			AgentUntrusted{ContainerID: id, Reason: overseer.ReasonCNMismatch, At: now},
-			AgentRegistered{ContainerID: id, Ok: true, At: now}}, false},
-		{"Register failed", []overseer.Applier{connecting, SessionConnected{ContainerID: id, At: now},
-			AgentRegistered{ContainerID: id, Ok: false, Reason: "x", At: now}}, false},
-		{"Register ok after Session broke", []overseer.Applier{connecting, SessionConnected{ContainerID: id, At: now},
-			SessionBroken{ContainerID: id, At: now}, AgentRegistered{ContainerID: id, Ok: true, At: now}}, false},
-		{"untrusted after trusted", []overseer.Applier{connecting, SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now},
-			AgentUntrusted{ContainerID: id, Reason: overseer.ReasonRegistryError, At: now}}, false},
-		{"trusted then broken", []overseer.Applier{connecting, SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now},
-			SessionBroken{ContainerID: id, Reason: "eof", At: now}}, false},
+		{"connected, no verdict", []overseer.Applier{connecting, SessionConnected{Subject: overseer.Subject{ContainerID: id}, Registered: true, At: now}}, false},
+		{"clean Match", []overseer.Applier{connecting, SessionConnected{Subject: overseer.Subject{ContainerID: id}, Registered: true, Trusted: true, At: now}}, true},
+		{"Miss then Register ok", []overseer.Applier{connecting, SessionConnected{Subject: overseer.Subject{ContainerID: id}, At: now},
+			AgentRegistered{Subject: overseer.Subject{ContainerID: id}, Ok: true, At: now}}, true},
+		{"finding then Register ok", []overseer.Applier{connecting, SessionConnected{Subject: overseer.Subject{ContainerID: id}, At: now},
+			AgentUntrusted{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.ReasonCNMismatch, At: now},
+			AgentRegistered{Subject: overseer.Subject{ContainerID: id}, Ok: true, At: now}}, false},
+		{"Register failed", []overseer.Applier{connecting, SessionConnected{Subject: overseer.Subject{ContainerID: id}, At: now},
+			AgentRegistered{Subject: overseer.Subject{ContainerID: id}, Ok: false, Reason: "x", At: now}}, false},
+		{"Register ok after Session broke", []overseer.Applier{connecting, SessionConnected{Subject: overseer.Subject{ContainerID: id}, At: now},
+			SessionBroken{Subject: overseer.Subject{ContainerID: id}, At: now}, AgentRegistered{Subject: overseer.Subject{ContainerID: id}, Ok: true, At: now}}, false},
+		{"untrusted after trusted", []overseer.Applier{connecting, SessionConnected{Subject: overseer.Subject{ContainerID: id}, Registered: true, Trusted: true, At: now},
+			AgentUntrusted{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.ReasonRegistryError, At: now}}, false},
+		{"trusted then broken", []overseer.Applier{connecting, SessionConnected{Subject: overseer.Subject{ContainerID: id}, Registered: true, Trusted: true, At: now},
+			SessionBroken{Subject: overseer.Subject{ContainerID: id}, Reason: "eof", At: now}}, false},
 	}
 	for _, tc := range cases {
 		if a, got := trusted(tc.seq...); got != tc.want {
@@ -128,26 +128,26 @@ func TestWorldviewDestroyLeavesNoGhost(t *testing.T) {
 	bus := overseer.New(nil)
 	now := time.Now()
 	const id = "c1"
-	bus.Publish(SessionConnecting{ContainerID: id, AgentName: "dev", At: now})
-	bus.Publish(SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now})
-	bus.Publish(InitStarted{ContainerID: id, StepCount: 3, At: now})
+	bus.Publish(SessionConnecting{Subject: overseer.Subject{ContainerID: id, AgentName: "dev"}, At: now})
+	bus.Publish(SessionConnected{Subject: overseer.Subject{ContainerID: id}, Registered: true, Trusted: true, At: now})
+	bus.Publish(InitStarted{Subject: overseer.Subject{ContainerID: id}, StepCount: 3, At: now})
 	for _, act := range []string{dockerevents.ActionKill, dockerevents.ActionDie, dockerevents.ActionDestroy} {
 		bus.Publish(dockerevents.DockerEvent{ContainerID: id, Action: act, At: now})
 	}
 	for _, e := range []overseer.Event{
 		// A dial attempt that raced the destroy (seen in the churn soak).
-		SessionConnecting{ContainerID: id, AgentName: "dev", At: now},
-		SessionConnected{ContainerID: id, Registered: true, Trusted: true, At: now},
-		SessionClosed{ContainerID: id, Reason: "cancelled", At: now},
-		SessionBroken{ContainerID: id, Reason: "eof", At: now},
-		SessionFailed{ContainerID: id, Reason: "container_not_running", At: now},
-		AgentRegistered{ContainerID: id, Ok: false, At: now},
-		AgentUntrusted{ContainerID: id, Reason: overseer.ReasonRegisterFailed, At: now},
-		InitStepStarted{ContainerID: id, StepName: StepGit, At: now},
-		InitStepCompleted{ContainerID: id, StepName: StepGit, At: now},
-		InitStepFailed{ContainerID: id, Reason: overseer.InitReasonCancelled, At: now},
-		InitFailed{ContainerID: id, Reason: overseer.InitReasonCancelled, At: now},
-		InitCompleted{ContainerID: id, At: now},
+		SessionConnecting{Subject: overseer.Subject{ContainerID: id, AgentName: "dev"}, At: now},
+		SessionConnected{Subject: overseer.Subject{ContainerID: id}, Registered: true, Trusted: true, At: now},
+		SessionClosed{Subject: overseer.Subject{ContainerID: id}, Reason: "cancelled", At: now},
+		SessionBroken{Subject: overseer.Subject{ContainerID: id}, Reason: "eof", At: now},
+		SessionFailed{Subject: overseer.Subject{ContainerID: id}, Reason: "container_not_running", At: now},
+		AgentRegistered{Subject: overseer.Subject{ContainerID: id}, Ok: false, At: now},
+		AgentUntrusted{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.ReasonRegisterFailed, At: now},
+		InitStepStarted{Subject: overseer.Subject{ContainerID: id}, StepName: StepGit, At: now},
+		InitStepCompleted{Subject: overseer.Subject{ContainerID: id}, StepName: StepGit, At: now},
+		InitStepFailed{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.InitReasonCancelled, At: now},
+		InitFailed{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.InitReasonCancelled, At: now},
+		InitCompleted{Subject: overseer.Subject{ContainerID: id}, At: now},
 	} {
 		bus.Publish(e)
 	}
@@ -159,7 +159,7 @@ func TestWorldviewDestroyLeavesNoGhost(t *testing.T) {
 func TestEventLogFields(t *testing.T) {
 	var buf bytes.Buffer
 	log := zerolog.New(&buf)
-	log.Info().EmbedObject(InitFailed{ContainerID: "c1", FailedStep: StepPostInit, ExitCode: 7,
+	log.Info().EmbedObject(InitFailed{Subject: overseer.Subject{ContainerID: "c1"}, FailedStep: StepPostInit, ExitCode: 7,
 		Reason: overseer.InitReasonNonZeroExit, Detail: "exit code 7"}).Msg("")
 	var m map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {

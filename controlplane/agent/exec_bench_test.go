@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
@@ -22,7 +23,9 @@ func BenchmarkExecThroughput(b *testing.B) {
 	})
 }
 
-func benchExec(b *testing.B, size int, argv []string) {
+// benchAgent starts a real clawkerd and returns its env and ID once its
+// Session is ready for Exec.
+func benchAgent(b *testing.B) (*dtEnv, string) {
 	env := newDTEnv(b, nil)
 	id := dtContainerID(b)
 	startRealClawkerd(b, env, id)
@@ -32,6 +35,11 @@ func benchExec(b *testing.B, size int, argv []string) {
 		s := env.dialer.Sessions()
 		return len(s) == 1 && s[0].Ready
 	})
+	return env, id
+}
+
+func benchExec(b *testing.B, size int, argv []string) {
+	env, id := benchAgent(b)
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -56,5 +64,42 @@ func benchExec(b *testing.B, size int, argv []string) {
 			b.Fatalf("got %d bytes, exit %d; want %d, 0", got, code, size)
 		}
 		b.ReportMetric(float64(got)/float64(chunks), "B/chunk")
+	}
+}
+
+// BenchmarkExecStdinThroughput pipes 64 MiB into `wc -c` through the CP's
+// credit-paced Stdin and a real clawkerd (the `exec -i` data plane minus
+// the admin hop), in messages of the CLI's size.
+func BenchmarkExecStdinThroughput(b *testing.B) {
+	const size = 64 << 20
+	for _, msg := range []int{32 << 10, 256 << 10} {
+		b.Run(strconv.Itoa(msg>>10)+"KiB", func(b *testing.B) {
+			env, id := benchAgent(b)
+			chunk := make([]byte, msg)
+			b.SetBytes(size)
+			b.ResetTimer()
+			for b.Loop() {
+				h, err := env.dialer.Exec(context.Background(), id, &clawkerdv1.ShellCommand{Stages: []*clawkerdv1.PipeStage{{
+					Argv: []string{"wc", "-c"}}}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				go func() {
+					for sent := 0; sent < size; sent += msg {
+						if h.Stdin(chunk) != nil {
+							return
+						}
+					}
+					_ = h.CloseStdin()
+				}()
+				var out []byte
+				for r := range h.Responses() {
+					out = append(out, r.GetOutput().GetData()...)
+				}
+				if got := strings.TrimSpace(string(out)); got != strconv.Itoa(size) {
+					b.Fatalf("wc -c = %q, want %d", got, size)
+				}
+			}
+		})
 	}
 }

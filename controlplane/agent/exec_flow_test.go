@@ -151,6 +151,7 @@ func TestExecWindowViolationFailsExec(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newSession("c1", stream, cancel, logger.Nop())
+	s.flowControl = true // the peer announced flow-control/v1, then ignores it
 	go func() { _ = s.run() }()
 
 	h, err := s.exec(context.Background(), &clawkerdv1.ShellCommand{Stages: []*clawkerdv1.PipeStage{{Argv: []string{"true"}}}})

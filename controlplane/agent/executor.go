@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
@@ -16,6 +18,14 @@ import (
 // detailOutputMax bounds the output tail carried in InitStepFailed.Detail:
 // enough for the last error lines of a hook, small enough for an event.
 const detailOutputMax = 1024
+
+// stepGrace is how long past a command's own timeout the Executor still
+// waits for its reply: clawkerd's TIMEOUT comes after the kill, the reaps
+// and the output drain. Past it the peer is not answering.
+const stepGrace = 15 * time.Second
+
+// stepWaitBound is the Executor's wait for one command's reply.
+func stepWaitBound(timeout time.Duration) time.Duration { return timeout + stepGrace }
 
 // InitTarget identifies the agent the Executor is initializing, plus the
 // HelloAck flags that select the plan.
@@ -37,12 +47,21 @@ type InitTarget struct {
 	// Staged is HelloAck.staged: the staged init inputs. nil (older
 	// clawkerd) means every step runs.
 	Staged *clawkerdv1.StagedInputs
+	// InitOnce: the peer announced init-once/v1, so one-time steps carry a
+	// once_key and CompletedOnce (HelloAck.completed_once) lists the ones
+	// that already succeeded: a CP that died mid-plan resumes it.
+	InitOnce      bool
+	CompletedOnce []string
 }
 
 // TargetFromHelloAck fills the HelloAck-derived fields of an InitTarget.
 func TargetFromHelloAck(t InitTarget, ack *clawkerdv1.HelloAck) InitTarget {
 	t.Initialized, t.CmdRunning = ack.GetInitialized(), ack.GetCmdRunning()
 	t.User, t.NoShell, t.Staged = ack.GetUser(), ack.GetNoShell(), ack.GetStaged()
+	t.InitOnce = clawkerdv1.HasCapability(ack, clawkerdv1.CapInitOnce)
+	if t.InitOnce {
+		t.CompletedOnce = ack.GetCompletedOnce()
+	}
 	return t
 }
 
@@ -62,6 +81,11 @@ type Executor struct {
 	defaultCmd string
 	seq        atomic.Uint64
 	now        func() time.Time
+	// stepWait bounds the wait for one command's Done or Error from its
+	// timeout (stepWaitBound; tests shorten it).
+	stepWait func(timeout time.Duration) time.Duration
+	// plan builds a Run's steps (buildPlan; tests substitute their own).
+	plan func(InitTarget) []step
 }
 
 // NewExecutor constructs an Executor. bus is required; a nil log is Nop.
@@ -69,7 +93,7 @@ func NewExecutor(log *logger.Logger, bus *overseer.Overseer, opts ...ExecutorOpt
 	if bus == nil {
 		return nil, errors.New("agent: NewExecutor: nil bus")
 	}
-	e := &Executor{log: logger.OrNop(log), bus: bus, now: time.Now}
+	e := &Executor{log: logger.OrNop(log), bus: bus, now: time.Now, stepWait: stepWaitBound, plan: buildPlan}
 	for _, o := range opts {
 		o(e)
 	}
@@ -118,18 +142,21 @@ func (e *Executor) Run(ctx context.Context, stream clawkerdv1.ClawkerdService_Se
 			runErr = fmt.Errorf("init executor panic: %v", r)
 		}
 	}()
-	plan := buildPlan(target)
+	plan := e.plan(target)
 	start := e.now()
-	e.bus.Publish(InitStarted{ContainerID: target.ContainerID, AgentName: target.AgentName,
-		Project: target.Project, StepCount: len(plan), At: start})
+	e.bus.Publish(InitStarted{Subject: overseer.Subject{ContainerID: target.ContainerID, AgentName: target.AgentName,
+		Project: target.Project}, StepCount: len(plan), At: start})
 
-	r := &planRun{e: e, ctx: ctx, stream: stream, target: target, log: log}
+	r := &planRun{e: e, ctx: ctx, stream: asTimedReceiver(stream), target: target, log: log}
 	staged := stagedSet(target.Staged)
 	user, probe := r.resolveUser()
 	if !probe.ok() && !probe.noShell {
 		// A transport failure here is fatal to the whole plan; anything
 		// else falls back to root like the spec's default user.
-		if probe.reason == overseer.InitReasonTransport || probe.reason == overseer.InitReasonCancelled {
+		// So is a probe that got no answer at all: every step would wait
+		// out its own bound on the same peer.
+		if probe.reason == overseer.InitReasonTransport || probe.reason == overseer.InitReasonCancelled ||
+			probe.reason == overseer.InitReasonTimeout {
 			return e.fail(target, "probe-user", probe, start)
 		}
 		log.Warn().Str("event", "agent_init_user_probe_failed").Str("detail", probe.detail).
@@ -139,13 +166,18 @@ func (e *Executor) Run(ctx context.Context, stream clawkerdv1.ClawkerdService_Se
 	for i, st := range plan {
 		idx := i + 1 // 1-based: "step i of N"
 		stepStart := e.now()
-		e.bus.Publish(InitStepStarted{ContainerID: target.ContainerID, AgentName: target.AgentName,
-			Project: target.Project, StepName: st.name, StepIndex: idx, StepCount: len(plan), At: stepStart})
+		e.bus.Publish(InitStepStarted{Subject: overseer.Subject{ContainerID: target.ContainerID, AgentName: target.AgentName,
+			Project: target.Project}, StepName: st.name, StepIndex: idx, StepCount: len(plan), At: stepStart})
 		var res stepResult
 		switch {
 		case st.kind == kindAgentReady:
 			res = r.command(&clawkerdv1.Command{Payload: &clawkerdv1.Command_AgentReady{
 				AgentReady: &clawkerdv1.AgentReady{DefaultCmd: e.defaultCmd}}}, "agent-ready")
+		case st.once && target.InitOnce && slices.Contains(target.CompletedOnce, st.name):
+			// clawkerd recorded it: a CP died after it ran but before the
+			// plan finished. It would answer Done(0) anyway; skip the trip.
+			log.Info().Str("event", "agent_init_step_already_done").Str("step", st.name).
+				Msg("one-time step recorded by clawkerd; not run again")
 		case probe.noShell:
 			log.Info().Str("event", "agent_init_step_skipped_no_shell").Str("step", st.name).
 				Msg("image has no /bin/sh; shell step skipped")
@@ -163,22 +195,22 @@ func (e *Executor) Run(ctx context.Context, stream clawkerdv1.ClawkerdService_Se
 		}
 		dur := e.now().Sub(stepStart)
 		if !res.ok() {
-			e.bus.Publish(InitStepFailed{ContainerID: target.ContainerID, AgentName: target.AgentName,
-				Project: target.Project, StepName: st.name, StepIndex: idx, Duration: dur,
+			e.bus.Publish(InitStepFailed{Subject: overseer.Subject{ContainerID: target.ContainerID, AgentName: target.AgentName,
+				Project: target.Project}, StepName: st.name, StepIndex: idx, Duration: dur,
 				ExitCode: res.exit, Reason: res.reason, Detail: res.detail, At: e.now()})
 			return e.fail(target, st.name, res, start)
 		}
-		e.bus.Publish(InitStepCompleted{ContainerID: target.ContainerID, AgentName: target.AgentName,
-			Project: target.Project, StepName: st.name, StepIndex: idx, Duration: dur,
+		e.bus.Publish(InitStepCompleted{Subject: overseer.Subject{ContainerID: target.ContainerID, AgentName: target.AgentName,
+			Project: target.Project}, StepName: st.name, StepIndex: idx, Duration: dur,
 			ExitCode: res.exit, At: e.now()})
 	}
-	e.bus.Publish(InitCompleted{ContainerID: target.ContainerID, AgentName: target.AgentName,
-		Project: target.Project, Duration: e.now().Sub(start), At: e.now()})
+	e.bus.Publish(InitCompleted{Subject: overseer.Subject{ContainerID: target.ContainerID, AgentName: target.AgentName,
+		Project: target.Project}, Duration: e.now().Sub(start), At: e.now()})
 	return nil
 }
 
 func (e *Executor) fail(t InitTarget, name string, res stepResult, start time.Time) error {
-	e.bus.Publish(InitFailed{ContainerID: t.ContainerID, AgentName: t.AgentName, Project: t.Project,
+	e.bus.Publish(InitFailed{Subject: overseer.Subject{ContainerID: t.ContainerID, AgentName: t.AgentName, Project: t.Project},
 		FailedStep: name, Reason: res.reason, Detail: res.detail, ExitCode: res.exit,
 		Duration: e.now().Sub(start), At: e.now()})
 	e.log.Warn().Str("event", "agent_init_failed").Str("container_id", t.ContainerID).
@@ -191,7 +223,7 @@ func (e *Executor) fail(t InitTarget, name string, res stepResult, start time.Ti
 type planRun struct {
 	e      *Executor
 	ctx    context.Context
-	stream clawkerdv1.ClawkerdService_SessionClient
+	stream timedReceiver
 	target InitTarget
 	log    *logger.Logger
 }
@@ -219,7 +251,7 @@ func (r *planRun) probe() (userInfo, stepResult) {
 		Stages:         []*clawkerdv1.PipeStage{{Argv: []string{"/bin/sh", "-c", probeScript}}},
 		TimeoutSeconds: uint32(probeTimeout / time.Second),
 	}
-	res, out := r.await(&clawkerdv1.Command{Payload: &clawkerdv1.Command_Shell{Shell: cmd}}, "probe-user")
+	res, out := r.await(&clawkerdv1.Command{Payload: &clawkerdv1.Command_Shell{Shell: cmd}}, "probe-user", probeTimeout)
 	if !res.ok() {
 		return rootUser, res
 	}
@@ -230,17 +262,27 @@ func (r *planRun) probe() (userInfo, stepResult) {
 	return u, res
 }
 
-func (r *planRun) shell(st step, u userInfo) stepResult {
+// stageFor is the one PipeStage a shell step sends: its script, and the
+// user's identity for every asUser step.
+func stageFor(st step, u userInfo) *clawkerdv1.PipeStage {
 	stage := &clawkerdv1.PipeStage{Argv: []string{"/bin/sh", "-c", st.script(u)}, Cwd: "/"}
 	if st.asUser {
 		stage.Uid, stage.Gid = u.uid, u.gid
 	}
+	return stage
+}
+
+func (r *planRun) shell(st step, u userInfo) stepResult {
+	stage := stageFor(st, u)
 	cmd := &clawkerdv1.ShellCommand{
 		Stages:         []*clawkerdv1.PipeStage{stage},
 		TimeoutSeconds: uint32(st.timeout / time.Second),
 		ExitOnNonZero:  st.exitOnNonZero,
 	}
-	res, _ := r.await(&clawkerdv1.Command{Payload: &clawkerdv1.Command_Shell{Shell: cmd}}, st.name)
+	if st.once && r.target.InitOnce {
+		cmd.OnceKey = st.name
+	}
+	res, _ := r.await(&clawkerdv1.Command{Payload: &clawkerdv1.Command_Shell{Shell: cmd}}, st.name, st.timeout)
 	if res.noShell {
 		// The probe succeeded, so a SPAWN_FAILED here is a real failure.
 		res.noShell = false
@@ -250,7 +292,7 @@ func (r *planRun) shell(st step, u userInfo) stepResult {
 }
 
 func (r *planRun) command(c *clawkerdv1.Command, tag string) stepResult {
-	res, _ := r.await(c, tag)
+	res, _ := r.await(c, tag, builtinStepTimeout)
 	if res.noShell {
 		res.noShell = false
 		res.reason = overseer.InitReasonSpawnFailed
@@ -259,16 +301,36 @@ func (r *planRun) command(c *clawkerdv1.Command, tag string) stepResult {
 }
 
 // await sends c and reads until its Done or Error, returning the outcome
-// and the (bounded) output tail.
-func (r *planRun) await(c *clawkerdv1.Command, tag string) (stepResult, string) {
+// and the (bounded) output tail. A ShellCommand gets CloseStdin at once:
+// no init command takes input, and some clawkerd implementations finish a
+// command only once its stdin is closed. The wait is bounded by
+// e.stepWait(timeout): a peer that never answers fails the step with
+// reason timeout (the command is SIGKILLed) and leaves the Session up.
+// Dialer.register has the same send-then-Recv-until-id shape but is kept
+// apart on purpose: its timeout tears the stream down (a Session that
+// cannot register must end), this one keeps it (a slow step must not), and
+// only this one collects output and logs strays; one helper would need
+// both policies as parameters and hide which one applies.
+func (r *planRun) await(c *clawkerdv1.Command, tag string, timeout time.Duration) (stepResult, string) {
 	id := r.nextID(tag)
 	c.CommandId = id
 	if err := r.stream.Send(c); err != nil {
 		return r.transport("send", err), ""
 	}
+	if c.GetShell() != nil {
+		if err := r.stream.Send(&clawkerdv1.Command{CommandId: id, Payload: &clawkerdv1.Command_CloseStdin{
+			CloseStdin: &clawkerdv1.CloseStdin{}}}); err != nil {
+			return r.transport("send", err), ""
+		}
+	}
+	bound := r.e.stepWait(timeout)
+	deadline := time.Now().Add(bound)
 	var tail tailBuffer
 	for {
-		resp, err := r.stream.Recv()
+		resp, err := r.stream.RecvWithin(time.Until(deadline))
+		if errors.Is(err, errRecvWait) {
+			return r.unanswered(c, id, bound, tail.String()), tail.String()
+		}
 		if err != nil {
 			return r.transport("recv", err), tail.String()
 		}
@@ -303,6 +365,24 @@ func (r *planRun) await(c *clawkerdv1.Command, tag string) (stepResult, string) 
 			return res, tail.String()
 		}
 	}
+}
+
+// unanswered fails a command whose Done or Error did not come within
+// bound. A shell command is SIGKILLed (best effort) so it does not run on
+// unseen; its late replies are dropped by the Session as strays.
+func (r *planRun) unanswered(c *clawkerdv1.Command, id string, bound time.Duration, tail string) stepResult {
+	r.log.Warn().Str("event", "agent_init_step_unanswered").Str("command_id", id).Dur("waited", bound).
+		Msg("no Done or Error in time; step failed, session kept")
+	if c.GetShell() != nil {
+		if err := r.stream.Send(signalCommand(id, int32(syscall.SIGKILL))); err != nil {
+			r.log.Warn().Str("event", "agent_init_kill_failed").Str("command_id", id).Err(err).Msg("SIGKILL not sent")
+		}
+	}
+	d := fmt.Sprintf("no reply within %s", bound.Round(time.Millisecond))
+	if t := strings.TrimSpace(tail); t != "" {
+		d += "; output: " + t
+	}
+	return stepResult{exit: -1, reason: overseer.InitReasonTimeout, detail: d}
 }
 
 func (r *planRun) transport(op string, err error) stepResult {

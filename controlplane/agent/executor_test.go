@@ -56,7 +56,7 @@ func TestExecutorHaltsOnFailedStep(t *testing.T) {
 	f := startFake(t, p, &fakeClawkerd{failStep: map[string]int32{StepGit: 3}}, p.agentLeaf(t, "proj", "dev", id))
 	// The worldview row exists once a Session starts (init events alone
 	// never create one).
-	bus.Publish(SessionConnecting{ContainerID: id, At: time.Now()})
+	bus.Publish(SessionConnecting{Subject: overseer.Subject{ContainerID: id}, At: time.Now()})
 	err := ex.Run(context.Background(), openStream(t, p, f), InitTarget{ContainerID: id, AgentName: "dev", Project: "proj"})
 	if err == nil {
 		t.Fatal("Run succeeded despite a failing step")
@@ -80,7 +80,7 @@ func TestExecutorHaltsOnFailedStep(t *testing.T) {
 	if f.saw(StepSSH) || f.saw("agent-ready-cmd") {
 		t.Fatalf("plan continued past the failure: %v", f.seen())
 	}
-	if a, _ := bus.Agent(id); a.Init != overseer.InitFailed || a.InitStepName != StepGit {
+	if a, _ := bus.Agent(id); a.Init != overseer.InitStatusFailed || a.InitStepName != StepGit {
 		t.Fatalf("worldview = %+v", a)
 	}
 }

@@ -27,8 +27,7 @@ func TestExecutorUsesHelloAckUser(t *testing.T) {
 	}
 	for _, step := range []string{StepConfig, StepGit, StepSSH, StepPostInit, StepPreRun} {
 		st := f.shell(step).GetStages()[0]
-		hook := step == StepPostInit || step == StepPreRun
-		if (hook && (st.GetUid() != 1500 || st.GetGid() != 1600)) || (!hook && st.GetUid() != 0) ||
+		if st.GetUid() != 1500 || st.GetGid() != 1600 ||
 			!strings.Contains(st.GetArgv()[2], "UID_=1500; GID_=1600; UHOME='/home/u'") {
 			t.Fatalf("step %s sent as %+v", step, st)
 		}

@@ -64,7 +64,7 @@ func (h *Handler) Register(ctx context.Context, req *agentv1.RegisterRequest) (*
 		return h.log.Warn().Str("event", ev).Str("container_id", resolved.ContainerID).
 			Str("agent", auth.AgentFullName(resolved.Project, resolved.AgentName))
 	}
-	cert := peerCertFromContext(ctx)
+	cert := auth.PeerLeafFromContext(ctx)
 	if cert == nil {
 		lg(evRegisterNoPeerCert).Msg("register: no verified peer certificate after identity gate")
 		return nil, errRejected()

@@ -22,6 +22,7 @@ import (
 	agentv1 "github.com/clawker/clawker/api/agent/v1"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/testenv/testpki"
 )
 
 // unitPKI mints agent certs for handler/interceptor unit tests, which
@@ -29,11 +30,7 @@ import (
 type unitPKI struct{ ca *auth.CA }
 
 func newUnitPKI(t testing.TB) unitPKI {
-	ca, err := auth.NewCA(time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return unitPKI{ca: ca}
+	return unitPKI{ca: testpki.New(t).CA}
 }
 
 func (p unitPKI) leaf(t testing.TB, rc ResolvedContainer) *x509.Certificate {

@@ -2,14 +2,12 @@ package agent
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"net"
 	"net/netip"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -68,7 +66,7 @@ type identityGate struct {
 
 func (g *identityGate) check(ctx context.Context, method string) (context.Context, error) {
 	p, _ := peer.FromContext(ctx)
-	cert := peerCertFromPeer(p)
+	cert := auth.PeerLeaf(p)
 	ip := peerIPFromPeer(p)
 	lg := g.log.Warn().Str("method", method).Str("peer_ip", ip.String())
 	if cert == nil {
@@ -126,23 +124,6 @@ type identityStream struct {
 }
 
 func (s *identityStream) Context() context.Context { return s.ctx }
-
-// peerCertFromContext returns the verified leaf of the mTLS peer, or nil.
-func peerCertFromContext(ctx context.Context) *x509.Certificate {
-	p, _ := peer.FromContext(ctx)
-	return peerCertFromPeer(p)
-}
-
-func peerCertFromPeer(p *peer.Peer) *x509.Certificate {
-	if p == nil {
-		return nil
-	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return nil
-	}
-	return auth.VerifiedLeaf(&ti.State)
-}
 
 func peerIPFromPeer(p *peer.Peer) netip.Addr {
 	if p == nil || p.Addr == nil {

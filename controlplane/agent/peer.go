@@ -2,36 +2,48 @@ package agent
 
 import (
 	"context"
-	"errors"
-	"net/netip"
 
-	"github.com/clawker/clawker/internal/auth"
+	"github.com/clawker/clawker/controlplane/peerid"
+	"github.com/clawker/clawker/internal/logger"
 )
 
+// Peer identity lives in package peerid; these are the spec's names for it
+// (shared/spec/agent-package.txt), kept so the agent contract holds.
 var (
 	// ErrAmbiguousPeerIP: two or more purpose=agent containers on
 	// clawker-net advertise the peer IP. Fail closed.
-	ErrAmbiguousPeerIP = errors.New("multiple purpose=agent containers match peer IP")
+	ErrAmbiguousPeerIP = peerid.ErrAmbiguousPeerIP
 	// ErrInvalidAgentLabel: the matched container's dev.clawker.agent
 	// label is missing or malformed.
-	ErrInvalidAgentLabel = errors.New("agent container has invalid identity label")
+	ErrInvalidAgentLabel = peerid.ErrInvalidAgentLabel
 	// ErrNoContainerForPeerIP: nothing on clawker-net owns the peer IP.
-	ErrNoContainerForPeerIP = errors.New("no purpose=agent container with matching clawker-net IP")
+	ErrNoContainerForPeerIP = peerid.ErrNoContainerForPeerIP
 )
 
 // ResolvedContainer is the authoritative identity of an agent container
 // as resolved from its live mTLS peer IP.
-type ResolvedContainer struct {
-	ContainerID string
-	Project     auth.ProjectSlug
-	AgentName   auth.AgentName
-}
+type ResolvedContainer = peerid.Container
 
 // ContainerByPeerIP resolves a live mTLS peer IP to the purpose=agent
 // container owning that IP on clawker-net.
-type ContainerByPeerIP interface {
-	LookupByIP(ctx context.Context, ip netip.Addr) (ResolvedContainer, error)
+type ContainerByPeerIP = peerid.Resolver
+
+// MobyPeerLookup is the production ContainerByPeerIP backed by the Docker
+// daemon: peerid.Index.
+type MobyPeerLookup = peerid.Index
+
+// NewMobyPeerLookup wraps a Docker client as a ContainerByPeerIP resolver;
+// see peerid.NewIndex.
+func NewMobyPeerLookup(cli peerid.DockerClient, log *logger.Logger) *MobyPeerLookup {
+	return peerid.NewIndex(cli, log)
 }
+
+// The index answers Start's listing questions too.
+var (
+	_ ContainerLister    = (*MobyPeerLookup)(nil)
+	_ RunningAgentLister = (*MobyPeerLookup)(nil)
+	_ AgentInventory     = (*MobyPeerLookup)(nil)
+)
 
 // ContainerLister enumerates every purpose=agent container ID known to
 // the daemon, stopped ones included.

@@ -53,8 +53,9 @@ type step struct {
 	kind stepKind
 	// script builds the shell text for the resolved user.
 	script func(u userInfo) string
-	// asUser runs the stage with the user's uid/gid (hooks) instead of
-	// root (built-in steps, which chown what they write).
+	// asUser runs the stage with the user's uid/gid instead of root. Every
+	// step that touches the user's home does: as root, a symlink the agent
+	// planted anywhere under it (~/.ssh -> /etc) would redirect the write.
 	asUser bool
 	// exitOnNonZero makes clawkerd end the container with the step's
 	// exit code: a failing project hook must stop the agent, not leave
@@ -66,17 +67,20 @@ type step struct {
 	// input is the staged path (relative to consts.StagingDir) whose
 	// absence makes the script exit 0 having done nothing; "" = none.
 	input string
+	// once marks a one-time step: with init-once/v1 it carries its name
+	// as once_key, and clawkerd runs it at most once to success.
+	once bool
 }
 
 // Staged inputs relative to consts.StagingDir, as HelloAck.staged lists
-// them; the Staging* paths above are built from these so the two cannot
-// drift.
+// them: short names for consts.Staged*, which the CLI stages by, so the
+// writer and the reader cannot drift.
 const (
-	inputHome        = "home"
-	inputGitIdentity = "git-identity"
-	inputKnownHosts  = "known_hosts"
-	inputHookPost    = "hooks/post-init"
-	inputHookPreRun  = "hooks/pre-run"
+	inputHome        = consts.StagedHome
+	inputGitIdentity = consts.StagedGitIdentity
+	inputKnownHosts  = consts.StagedKnownHosts
+	inputHookPost    = consts.StagedHookPostInit
+	inputHookPreRun  = consts.StagedHookPreRun
 )
 
 // userInfo is CLAWKER_USER as resolved inside the container (reported in
@@ -95,16 +99,17 @@ func buildPlan(t InitTarget) []step {
 	var plan []step
 	if !t.Initialized {
 		plan = append(plan,
-			step{name: StepConfig, script: configScript, timeout: builtinStepTimeout, input: inputHome},
-			step{name: StepGit, script: gitScript, timeout: builtinStepTimeout, input: inputGitIdentity},
-			step{name: StepSSH, script: sshScript, timeout: builtinStepTimeout, input: inputKnownHosts},
-			step{name: StepPostInit, script: hookScript(StagingHookPost), asUser: true,
+			step{name: StepConfig, once: true, script: configScript, asUser: true, timeout: builtinStepTimeout, input: inputHome},
+			step{name: StepGit, once: true, script: gitScript, asUser: true, timeout: builtinStepTimeout, input: inputGitIdentity},
+			step{name: StepSSH, once: true, script: sshScript, asUser: true, timeout: builtinStepTimeout, input: inputKnownHosts},
+			step{name: StepPostInit, once: true, script: hookScript(StagingHookPost), asUser: true,
 				exitOnNonZero: true, timeout: hookStepTimeout, markInitialized: true, input: inputHookPost},
 		)
 	}
 	// Boot steps belong to a container start: when the user CMD already
 	// runs (a CP restart or reconnect), pre-run must not fire its hook again.
 	if !t.CmdRunning {
+		plan = append(plan, secretsSteps(t)...)
 		plan = append(plan,
 			step{name: StepPreRun, script: hookScript(StagingHookPreRun), asUser: true,
 				exitOnNonZero: true, timeout: hookStepTimeout, input: inputHookPreRun},
@@ -138,6 +143,14 @@ func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) 
 func prelude(u userInfo) string {
 	return fmt.Sprintf("UID_=%d; GID_=%d; UHOME=%s; export HOME=\"$UHOME\"\n", u.uid, u.gid, shQuote(u.home))
 }
+
+// homeWritable ends a built-in step with success when the user cannot
+// write their home (a numeric user whose home is /): the step runs as the
+// user, so there is nothing it could do there.
+const homeWritable = `if [ ! -d "$UHOME" ] || [ ! -w "$UHOME" ]; then
+  echo "clawker: $UHOME is not a directory the user can write; step skipped" >&2; exit 0
+fi
+`
 
 // probeScript resolves CLAWKER_USER (a name, or uid[:gid]) against
 // /etc/passwd using only shell builtins, and prints "uid:gid:home".
@@ -184,25 +197,23 @@ func parseProbe(out string) (userInfo, error) {
 }
 
 // configScript copies staged home files into the user's home when absent
-// there, never overwriting, and hands them to the user.
+// there, never overwriting. It runs as the user, so the copies are theirs.
 func configScript(u userInfo) string {
 	return prelude(u) + `S=` + StagingHome + `
 [ -d "$S" ] || exit 0
 for t in cp mkdir; do command -v "$t" >/dev/null 2>&1 || exit 0; done
-own() { chown -h "$UID_:$GID_" "$1" 2>/dev/null || true; }
-copy_tree() {
+` + homeWritable + `copy_tree() {
   for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do
     [ -e "$f" ] || [ -L "$f" ] || continue
     d="$2/${f##*/}"
     if [ -d "$f" ] && [ ! -L "$f" ]; then
-      if [ ! -d "$d" ]; then mkdir -p "$d" || return 1; own "$d"; fi
+      if [ ! -d "$d" ]; then mkdir -p "$d" || return 1; fi
       copy_tree "$f" "$d" || return 1
     elif [ ! -e "$d" ] && [ ! -L "$d" ]; then
-      cp -P "$f" "$d" || return 1; own "$d"
+      cp -P "$f" "$d" || return 1
     fi
   done
 }
-if [ ! -d "$UHOME" ]; then mkdir -p "$UHOME" || exit 1; own "$UHOME"; fi
 copy_tree "$S" "$UHOME"
 `
 }
@@ -213,7 +224,7 @@ func gitScript(u userInfo) string {
 	return prelude(u) + `F=` + StagingGitIdentity + `
 [ -r "$F" ] || exit 0
 command -v git >/dev/null 2>&1 || exit 0
-name=""; email=""
+` + homeWritable + `name=""; email=""
 { IFS= read -r name; IFS= read -r email; } < "$F" || true
 if [ -n "$name" ] && [ -z "$(git config --global user.name 2>/dev/null)" ]; then
   git config --global user.name "$name" || exit 1
@@ -221,19 +232,18 @@ fi
 if [ -n "$email" ] && [ -z "$(git config --global user.email 2>/dev/null)" ]; then
   git config --global user.email "$email" || exit 1
 fi
-[ -f "$UHOME/.gitconfig" ] && { chown "$UID_:$GID_" "$UHOME/.gitconfig" 2>/dev/null || true; }
 exit 0
 `
 }
 
 // sshScript appends staged known_hosts lines missing from the user's
-// ~/.ssh/known_hosts (line-exact match, builtins only).
+// ~/.ssh/known_hosts (line-exact match, builtins only), as the user.
 func sshScript(u userInfo) string {
 	return prelude(u) + `F=` + StagingKnownHosts + `
 [ -r "$F" ] || exit 0
 command -v mkdir >/dev/null 2>&1 || exit 0
-D="$UHOME/.ssh"; K="$D/known_hosts"
-if [ ! -d "$D" ]; then mkdir -p "$D" || exit 1; chmod 700 "$D" 2>/dev/null; chown "$UID_:$GID_" "$D" 2>/dev/null; fi
+` + homeWritable + `D="$UHOME/.ssh"; K="$D/known_hosts"
+if [ ! -d "$D" ]; then mkdir -p "$D" || exit 1; chmod 700 "$D" 2>/dev/null; fi
 [ -e "$K" ] || { : > "$K" || exit 1; }
 has_line() {
   while IFS= read -r l || [ -n "$l" ]; do [ "$l" = "$1" ] && return 0; done < "$K"
@@ -244,7 +254,7 @@ while IFS= read -r line || [ -n "$line" ]; do
   [ -n "$line" ] || continue
   has_line "$line" || printf '%s\n' "$line" >> "$K" || exit 1
 done < "$F"
-chown "$UID_:$GID_" "$K" 2>/dev/null; chmod 644 "$K" 2>/dev/null
+chmod 644 "$K" 2>/dev/null
 exit 0
 `
 }

@@ -12,10 +12,10 @@ var (
 	// ErrUnknownAgent is returned by LookupByContainerID when no entry
 	// matches. Thumbprint compare against the live peer cert is the
 	// dialer's job, not the registry's.
-	ErrUnknownAgent = errors.New("agentregistry: unknown agent")
+	ErrUnknownAgent = errors.New("agent registry: unknown agent")
 	// ErrMalformedEntry is returned by sqlite reads when a row fails
 	// re-validation. The Register handler treats it as "evict + re-write".
-	ErrMalformedEntry = errors.New("agentregistry: malformed registry row")
+	ErrMalformedEntry = errors.New("agent registry: malformed registry row")
 )
 
 // Entry is one registered agent.

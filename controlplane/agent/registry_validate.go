@@ -14,7 +14,7 @@ import (
 // existing row on container_id or thumbprint. Both registries report it so
 // the contract tests can assert the same behaviour; callers only ever see a
 // non-nil error (the Register handler maps it to Internal).
-var errDuplicateEntry = errors.New("agentregistry: duplicate container_id or thumbprint")
+var errDuplicateEntry = errors.New("agent registry: duplicate container_id or thumbprint")
 
 // validateEntry enforces the invariants every stored row must satisfy. It is
 // applied on write (Add) and, via rowToEntry, on every sqlite read, so a row

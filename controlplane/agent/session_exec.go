@@ -19,6 +19,11 @@ import (
 // half window, so the other half is in flight meanwhile.
 const ExecOutputWindow = 4 << 20
 
+// unflowedQueueMax bounds the output an exec handle holds for its reader
+// when the peer has no flow control (no output window): past it the exec
+// fails with IO_ERROR rather than grow the CP's memory without bound.
+const unflowedQueueMax = 64 << 20
+
 // ExecHandle is one command running over a Session (admin Exec). The
 // caller reads Responses to the end or calls Close; either way the handle's
 // goroutine ends.
@@ -34,19 +39,26 @@ type ExecHandle struct {
 	mu         sync.Mutex
 	cond       *sync.Cond
 	queue      []*clawkerdv1.Response
-	window     int // output_window granted to clawkerd
-	inflight   int // output bytes received and not credited back yet
+	window     int // output_window granted to clawkerd; 0: peer without flow control
+	inflight   int // output bytes received and not credited back (or, window 0, not consumed) yet
 	consumed   int // output bytes delivered to the reader, not credited yet
 	done       bool
 	closed     bool
 	stopCancel func() bool // unregisters the ctx-cancel kill once finished
 	quitOnce   sync.Once
 	killOnce   sync.Once
+
+	// Stdin credit (exec_stdin.go): stdinWindow 0 means the peer has no
+	// stdin-credit/v1 and Stdin goes out unpaced (the base contract).
+	stdinWindow int
+	stdinCredit int64
+	stdinWaits  int           // times Stdin waited for credit (tests)
+	stdinWake   chan struct{} // cap 1: wakes Stdin after a grant
 }
 
 func newExecHandle(ctx context.Context, id string, s *session, window int) *ExecHandle {
 	h := &ExecHandle{id: id, s: s, ctx: ctx, window: window, out: make(chan *clawkerdv1.Response),
-		quit: make(chan struct{}), finished: make(chan struct{})}
+		quit: make(chan struct{}), finished: make(chan struct{}), stdinWake: make(chan struct{}, 1)}
 	h.cond = sync.NewCond(&h.mu)
 	go h.pump()
 	return h
@@ -60,8 +72,15 @@ func (h *ExecHandle) ID() string { return h.id }
 // closed after that, or as soon as Close is called.
 func (h *ExecHandle) Responses() <-chan *clawkerdv1.Response { return h.out }
 
-// Stdin writes to the first stage's stdin.
+// Stdin writes to the first stage's stdin. With stdin credit it blocks
+// while the window is used up (see ExecStdinWindow).
 func (h *ExecHandle) Stdin(data []byte) error {
+	h.mu.Lock()
+	paced := h.stdinWindow > 0
+	h.mu.Unlock()
+	if paced {
+		return h.sendStdin(data)
+	}
 	return h.s.send(h.ctx, &clawkerdv1.Command{CommandId: h.id, Payload: &clawkerdv1.Command_Stdin{
 		Stdin: &clawkerdv1.Stdin{Data: data}}})
 }
@@ -146,17 +165,24 @@ func (h *ExecHandle) push(r *clawkerdv1.Response) {
 		return
 	}
 	h.inflight += size
-	if size > 0 && h.window > 0 && h.inflight > h.window {
+	limit := h.window
+	if limit == 0 {
+		limit = unflowedQueueMax
+	}
+	if size > 0 && h.inflight > limit {
 		inflight := h.inflight
 		h.mu.Unlock()
+		msg := fmt.Sprintf("output window of %d bytes exceeded by the agent; output incomplete", h.window)
+		if h.window == 0 {
+			msg = fmt.Sprintf("the agent has no output flow control and the reader fell %d bytes behind; output incomplete", limit)
+		}
 		h.s.log.Warn().Str("event", "agent_exec_window_violated").Str("command_id", h.id).
-			Int("inflight_bytes", inflight).Int("window_bytes", h.window).
-			Msg("clawkerd sent output beyond the window; failing the exec")
+			Int("inflight_bytes", inflight).Int("window_bytes", h.window).Msg(msg)
 		go func() {
 			defer h.s.recoverLog("exec_violation_kill")
 			_ = h.s.send(context.Background(), signalCommand(h.id, int32(syscall.SIGKILL)))
 		}()
-		h.s.abandon(h, fmt.Sprintf("output window of %d bytes exceeded by the agent; output incomplete", h.window))
+		h.s.abandon(h, msg)
 		return
 	}
 	if h.closed {
@@ -176,6 +202,13 @@ func (h *ExecHandle) consumedOutput(n int) {
 		return
 	}
 	h.mu.Lock()
+	if h.window == 0 {
+		// No flow control on this peer: nothing to grant, only the
+		// handle's own backlog shrinks.
+		h.inflight -= n
+		h.mu.Unlock()
+		return
+	}
 	h.consumed += n
 	grant := 0
 	if h.consumed >= h.window/2 && !h.done {
@@ -261,4 +294,10 @@ func (h *ExecHandle) pump() {
 		}
 		h.consumedOutput(len(r.GetOutput().GetData()))
 	}
+}
+
+// Resize sets the terminal size of a command started with a tty.
+func (h *ExecHandle) Resize(rows, cols uint32) error {
+	return h.s.send(h.ctx, &clawkerdv1.Command{CommandId: h.id, Payload: &clawkerdv1.Command_Resize{
+		Resize: &clawkerdv1.Resize{Rows: rows, Cols: cols}}})
 }

@@ -245,7 +245,7 @@ func TestRegisterWaitIsBounded(t *testing.T) {
 	s := openSession(t, &wedgedClawkerd{}, sendStallTimeout)
 	got := make(chan error, 1)
 	go func() {
-		_, _, err := (&Dialer{}).register(context.Background(), s.stream, s.teardown, 100*time.Millisecond, "c1", peerIdentity{})
+		_, _, err := (&Dialer{}).register(context.Background(), s.stream, s.teardown, "register", 100*time.Millisecond, "c1", peerIdentity{})
 		got <- err
 	}()
 	select {

@@ -21,8 +21,9 @@ import (
 // long such a miss can leave an agent undialed or a row orphaned.
 const DefaultReconcileInterval = 30 * time.Second
 
-// StartDeps bundles what Start needs. All fields but Log and
-// ReconcileInterval are required.
+// StartDeps bundles what Start needs. The spec's fields (Registry through
+// Bus) are required; Log, ReconcileInterval and the optional capabilities
+// below may be left zero.
 type StartDeps struct {
 	Registry     Registry
 	DockerLister ContainerLister
@@ -30,30 +31,42 @@ type StartDeps struct {
 	Dialer       *Dialer
 	Bus          *overseer.Overseer
 	Log          *logger.Logger
+	// Optional capabilities, passed explicitly by the wiring rather than
+	// discovered on DockerLister or PeerLookup; nil means "not available".
+	// Inventory answers both reconcile questions from one Docker list and
+	// takes precedence over DockerLister and Running.
+	Inventory AgentInventory
+	// Running names the running agents to dial; nil counts every agent
+	// container as running.
+	Running RunningAgentLister
 	// ReconcileInterval: 0 means DefaultReconcileInterval; negative
 	// disables the periodic pass (the boot pass always runs).
 	ReconcileInterval time.Duration
+	// Worldview consumers are re-run from a Bus snapshot after every
+	// reconcile pass, so a subscriber that acts on lossy bus events (the
+	// containment policy) heals a dropped event within one interval.
+	Worldview []WorldviewConsumer
 }
 
-// RunningAgentLister is optionally implemented by StartDeps.DockerLister
-// to name the running agents to dial at boot. Without it Start dials every
-// agent container and lets the dialer's inspect skip the stopped ones
-// (at the cost of a SessionFailed{container_not_running} each).
+// WorldviewConsumer re-derives its actions from a worldview snapshot. It
+// must be idempotent: it sees the same untrusted agent on every pass.
+type WorldviewConsumer interface {
+	ReconcileWorldview(ctx context.Context, s *overseer.State)
+}
+
+// RunningAgentLister (StartDeps.Running) names the running agents to dial
+// at boot. Without it Start dials every agent container and lets the
+// dialer's inspect skip the stopped ones (at the cost of a
+// SessionFailed{container_not_running} each).
 type RunningAgentLister interface {
 	ListRunningAgentContainerIDs(ctx context.Context) ([]string, error)
 }
 
-// AgentInventory is optionally implemented by StartDeps.DockerLister to
-// answer both reconcile questions (which agent containers exist, which
-// are running) from one Docker list. MobyPeerLookup implements it.
+// AgentInventory (StartDeps.Inventory) answers both reconcile questions
+// (which agent containers exist, which are running) from one Docker list.
+// MobyPeerLookup implements it.
 type AgentInventory interface {
 	AgentContainerInventory(ctx context.Context) (all, running []string, err error)
-}
-
-// eventObserver is optionally implemented by StartDeps.PeerLookup
-// (MobyPeerLookup) to keep its peer-IP index in step with Docker events.
-type eventObserver interface {
-	Observe(ctx context.Context, containerID, action string)
 }
 
 // Start subscribes the evict and dial/cancel paths to DockerEvents, then
@@ -90,6 +103,8 @@ func Start(ctx context.Context, deps StartDeps) (func(), error) {
 	undo = append(undo, deps.Bus.Subscribe("agent-evict", isDestroy, st.guard("agent-evict", st.onDestroy)))
 	undo = append(undo, deps.Bus.Subscribe("agent-lifecycle", isLifecycle, st.guard("agent-lifecycle",
 		func(e dockerevents.DockerEvent) { st.onLifecycle(ctx, e) })))
+	undo = append(undo, deps.Bus.Subscribe("agent-network", isNetworkChange, st.guard("agent-network",
+		func(e dockerevents.DockerEvent) { st.onNetworkChange(ctx, e) })))
 
 	// Subscribed first, so a container starting during the boot pass is
 	// seen by one or the other (the dialer dedups if both).
@@ -154,8 +169,9 @@ func (st *starter) runReconciler(ctx context.Context, interval time.Duration) (s
 	}
 }
 
-// reconcile evicts registry rows whose container no longer exists and
-// dials every running agent; it returns how many it asked to dial.
+// reconcile evicts registry rows whose container no longer exists,
+// dials every running agent, then re-runs the Worldview consumers; it
+// returns how many it asked to dial.
 //
 // The registry snapshot is taken BEFORE the container list: the agent
 // listener is already serving, and a container can only register after
@@ -167,6 +183,38 @@ func (st *starter) runReconciler(ctx context.Context, interval time.Duration) (s
 // wipe every row); at boot it publishes ReapDegraded, on the periodic
 // pass it only logs.
 func (st *starter) reconcile(ctx context.Context, boot bool) int {
+	n := st.reconcileDocker(ctx, boot)
+	st.reapplyWorldview(ctx)
+	return n
+}
+
+// reapplyWorldview hands each WorldviewConsumer the current worldview. It
+// runs even when the Docker list failed: the worldview does not need it.
+func (st *starter) reapplyWorldview(ctx context.Context) {
+	if len(st.deps.Worldview) == 0 {
+		return
+	}
+	st.gate.RLock()
+	defer st.gate.RUnlock()
+	if st.closed {
+		return
+	}
+	snap := st.deps.Bus.Snapshot()
+	for i, c := range st.deps.Worldview {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					st.log.Error().Str("event", "agent_worldview_consumer_panic").Int("consumer", i).
+						Str("panic", fmt.Sprint(r)).Msg("recovered; reconcile continues")
+				}
+			}()
+			c.ReconcileWorldview(ctx, snap)
+		}()
+	}
+}
+
+// reconcileDocker is reconcile's Docker half: reap orphans, dial agents.
+func (st *starter) reconcileDocker(ctx context.Context, boot bool) int {
 	degraded := func(reason string, err error) {
 		st.log.Warn().Str("event", "agent_reap_degraded").Str("reason", reason).Bool("boot", boot).Err(err).Msg("orphan reap skipped")
 		if boot {
@@ -221,19 +269,19 @@ func (st *starter) evictOrphans(rows []Entry, all []string, degraded func(string
 }
 
 // inventory lists the agent containers and the running ones, with one
-// Docker list when the lister can (AgentInventory). Without a
-// RunningAgentLister every agent container counts as running and the
-// dialer's inspect skips the stopped ones.
+// Docker list when an Inventory is wired. Without a Running lister every
+// agent container counts as running and the dialer's inspect skips the
+// stopped ones.
 func (st *starter) inventory(ctx context.Context) (all, running []string, err error) {
-	if inv, ok := st.deps.DockerLister.(AgentInventory); ok {
-		return inv.AgentContainerInventory(ctx)
+	if st.deps.Inventory != nil {
+		return st.deps.Inventory.AgentContainerInventory(ctx)
 	}
 	all, err = st.deps.DockerLister.ListAgentContainerIDs(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	if rl, ok := st.deps.DockerLister.(RunningAgentLister); ok {
-		running, err = rl.ListRunningAgentContainerIDs(ctx)
+	if st.deps.Running != nil {
+		running, err = st.deps.Running.ListRunningAgentContainerIDs(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -282,15 +330,8 @@ func (st *starter) guard(name string, fn func(dockerevents.DockerEvent)) func(ov
 	}
 }
 
-func (st *starter) observe(ctx context.Context, e dockerevents.DockerEvent) {
-	if o, ok := st.deps.PeerLookup.(eventObserver); ok {
-		o.Observe(ctx, e.ContainerID, e.Action)
-	}
-}
-
 // onDestroy: the container is gone for good — end its Session, evict its row.
 func (st *starter) onDestroy(e dockerevents.DockerEvent) {
-	st.observe(context.Background(), e)
 	st.deps.Dialer.CancelDial(e.ContainerID)
 	if err := st.deps.Registry.EvictByContainerID(e.ContainerID); err != nil {
 		st.log.Warn().Str("event", "agent_evict_failed").Str("container_id", e.ContainerID).Err(err).
@@ -311,17 +352,7 @@ func (st *starter) onDestroy(e dockerevents.DockerEvent) {
 func (st *starter) onLifecycle(ctx context.Context, e dockerevents.DockerEvent) {
 	switch e.Action {
 	case dockerevents.ActionStart, dockerevents.ActionRestart, dockerevents.ActionUnpause:
-		// Dial first: DialAgent only spawns the dial goroutine, while the
-		// peer index update costs a Docker inspect that would otherwise
-		// delay the dial. The index is needed only when the agent calls
-		// back (token, Register), well after this inspect has landed; a
-		// lookup that still misses resyncs with one list.
 		st.deps.Dialer.DialAgent(ctx, e.ContainerID)
-		st.observe(ctx, e)
-		return
-	}
-	st.observe(ctx, e)
-	switch e.Action {
 	case dockerevents.ActionDie, dockerevents.ActionStop:
 		st.deps.Dialer.CancelDial(e.ContainerID)
 	case dockerevents.ActionKill:
@@ -330,5 +361,8 @@ func (st *starter) onLifecycle(ctx context.Context, e dockerevents.DockerEvent) 
 		}
 	case dockerevents.ActionOOM:
 		st.log.Warn().Str("event", "agent_oom").Str("container_id", e.ContainerID).Msg("OOM in agent container")
+		if ev, ok := oomEvent(e); ok {
+			st.deps.Bus.Publish(ev)
+		}
 	}
 }

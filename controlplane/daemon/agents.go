@@ -2,19 +2,24 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 
 	mobyclient "github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/controlplane/admin"
 	"github.com/clawker/clawker/controlplane/agent"
+	"github.com/clawker/clawker/controlplane/creds"
 	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/controlplane/peerid"
 )
 
 // startAgents builds the init Executor and the Session Dialer and runs
-// agent.Start (boot reap, dial on start, evict on destroy, peer-index
-// upkeep). It reports whether the agent axis is running.
-func (d *Daemon) startAgents(ctx context.Context, k *keys, docker mobyclient.APIClient, peers *agent.MobyPeerLookup,
-	bus *overseer.Overseer, registry agent.Registry, closers *[]func()) (started bool) {
+// agent.Start (boot reap, dial on start, evict on destroy, and the
+// containment policy's re-application from the worldview on every
+// reconcile pass when pol is set). The peer index follows the bus by its
+// own subscription (see Run), so it is kept current even when this fails.
+func (d *Daemon) startAgents(ctx context.Context, k *keys, docker mobyclient.APIClient, peers *peerid.Index,
+	bus *overseer.Overseer, registry agent.Registry, pol *untrustedPolicy, closers *[]func()) {
 	log := d.log
 	exec, err := agent.NewExecutor(log.With("subsystem", "init"), bus)
 	if err != nil {
@@ -23,29 +28,49 @@ func (d *Daemon) startAgents(ctx context.Context, k *keys, docker mobyclient.API
 		log.Error().Str("event", "agent_init_executor_unavailable").Err(err).Msg("init executor not built")
 		exec = nil
 	}
-	dialer, err := agent.New(log.With("subsystem", "dialer"), docker, bus, registry, k.certPath, k.keyPath, k.caPool, exec)
+	broker := creds.New(dockerLabels{docker}, creds.Sources{SSHAgentSock: d.cfg.SSHAgentSock, GitCredSock: d.cfg.GitCredSock},
+		log.With("subsystem", "creds"))
+	dialer, err := agent.New(log.With("subsystem", "dialer"), docker, bus, registry, k.certPath, k.keyPath, k.caPool, exec,
+		agent.WithCredentials(broker))
 	if err != nil {
 		log.Error().Str("event", "agent_dialer_unavailable").Err(err).Msg("dialer not started: agents will not be initialised")
 		d.health.set(subDialer, "failed: "+err.Error())
-		return false
+		return
+	}
+	var worldview []agent.WorldviewConsumer
+	if pol != nil { // a nil *untrustedPolicy must not become a non-nil interface
+		worldview = append(worldview, pol)
 	}
 	stop, err := agent.Start(ctx, agent.StartDeps{Registry: registry, DockerLister: peers, PeerLookup: peers,
-		Dialer: dialer, Bus: bus, Log: log.With("subsystem", "agents")})
+		Inventory: peers, Running: peers, Dialer: dialer, Bus: bus, Log: log.With("subsystem", "agents"), Worldview: worldview})
 	if err != nil {
 		log.Error().Str("event", "agent_start_failed").Err(err).Msg("agent subsystem not started: agents will not be dialed")
 		d.health.set(subDialer, "failed: "+err.Error())
-		return false
+		return
 	}
 	d.mu.Lock()
 	d.dialer = dialer
 	d.mu.Unlock()
 	*closers = append(*closers, stop)
 	d.health.set(subDialer, statusOK)
-	return true
 }
 
 // execer adapts the dialer to the admin API; it answers an error while
 // the dialer is not running.
 func (d *Daemon) execer() admin.Execer {
 	return dialerExecer{d: d}
+}
+
+// dockerLabels reads a container's labels for the credential gate.
+type dockerLabels struct{ c mobyclient.APIClient }
+
+func (l dockerLabels) ContainerLabels(ctx context.Context, id string) (map[string]string, error) {
+	res, err := l.c.ContainerInspect(ctx, id, mobyclient.ContainerInspectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", id, err)
+	}
+	if res.Container.Config == nil {
+		return nil, fmt.Errorf("inspect %s: no config", id)
+	}
+	return res.Container.Config.Labels, nil
 }

@@ -29,9 +29,23 @@ type Config struct {
 	TokenAddr  string `json:"token_addr"`
 	HealthAddr string `json:"health_addr"`
 
+	// The egress gateway (egress.go): agents' DNS resolver, their HTTP(S)
+	// proxy, and the upstream resolver ("" = /etc/resolv.conf).
+	EgressDNSAddr     string `json:"egress_dns_addr"`
+	EgressProxyAddr   string `json:"egress_proxy_addr"`
+	EgressUpstreamDNS string `json:"egress_upstream_dns"`
+	// EgressUpstreamCA is PEM of extra roots (besides the system's) for
+	// intercepted upstreams (tests: the fake internet's CA).
+	EgressUpstreamCA string `json:"egress_upstream_ca"`
+
 	// UntrustedPolicy is what the CP does to an agent on AgentUntrusted:
 	// off, log, pause, detach or kill.
 	UntrustedPolicy string `json:"untrusted_policy"`
+
+	// SSHAgentSock and GitCredSock are the host credential sources
+	// mounted by `cp up` (credential forwarding); "" = that kind refused.
+	SSHAgentSock string `json:"ssh_agent_sock"`
+	GitCredSock  string `json:"git_credential_sock"`
 
 	LogLevel        string        `json:"log_level"`
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
@@ -55,6 +69,8 @@ func defaults() Config {
 		AgentAddr:       fmt.Sprintf(":%d", consts.PortAgent),
 		TokenAddr:       fmt.Sprintf(":%d", consts.PortToken),
 		HealthAddr:      fmt.Sprintf(":%d", consts.PortHealth),
+		EgressDNSAddr:   fmt.Sprintf(":%d", consts.PortEgressDNS),
+		EgressProxyAddr: fmt.Sprintf(":%d", consts.PortEgressProxy),
 		LogLevel:        "info",
 		UntrustedPolicy: PolicyLog,
 		ShutdownTimeout: 10 * time.Second,
@@ -108,6 +124,12 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Con
 	envCfg.TokenAddr = getenv("CLAWKER_CP_TOKEN_ADDR")
 	envCfg.HealthAddr = getenv("CLAWKER_CP_HEALTH_ADDR")
 	envCfg.LogLevel = getenv("CLAWKER_CP_LOG_LEVEL")
+	envCfg.SSHAgentSock = getenv(consts.EnvCPSSHAgentSock)
+	envCfg.GitCredSock = getenv(consts.EnvCPGitCredSock)
+	envCfg.EgressDNSAddr = getenv("CLAWKER_CP_EGRESS_DNS_ADDR")
+	envCfg.EgressProxyAddr = getenv("CLAWKER_CP_EGRESS_PROXY_ADDR")
+	envCfg.EgressUpstreamDNS = getenv("CLAWKER_CP_EGRESS_UPSTREAM_DNS")
+	envCfg.EgressUpstreamCA = getenv("CLAWKER_CP_EGRESS_UPSTREAM_CA")
 	envCfg.UntrustedPolicy = getenv("CLAWKER_CP_UNTRUSTED_POLICY")
 	if v := getenv("CLAWKER_CP_SHUTDOWN_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -134,6 +156,12 @@ func overlay(dst *Config, src Config) {
 	set(&dst.TokenAddr, src.TokenAddr)
 	set(&dst.HealthAddr, src.HealthAddr)
 	set(&dst.LogLevel, src.LogLevel)
+	set(&dst.SSHAgentSock, src.SSHAgentSock)
+	set(&dst.GitCredSock, src.GitCredSock)
+	set(&dst.EgressDNSAddr, src.EgressDNSAddr)
+	set(&dst.EgressProxyAddr, src.EgressProxyAddr)
+	set(&dst.EgressUpstreamDNS, src.EgressUpstreamDNS)
+	set(&dst.EgressUpstreamCA, src.EgressUpstreamCA)
 	set(&dst.UntrustedPolicy, src.UntrustedPolicy)
 	if src.ShutdownTimeout > 0 {
 		dst.ShutdownTimeout = src.ShutdownTimeout

@@ -56,6 +56,7 @@ func testConfig(t *testing.T) Config {
 	cfg.ConfigDir = home.Dir
 	cfg.DataDir = filepath.Join(t.TempDir(), "data")
 	cfg.AdminAddr, cfg.AgentAddr, cfg.TokenAddr, cfg.HealthAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.EgressDNSAddr, cfg.EgressProxyAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.ShutdownTimeout = 5 * time.Second
 	return cfg
 }
@@ -289,13 +290,14 @@ func TestLoadConfigPrecedence(t *testing.T) {
 	if err := os.WriteFile(file, []byte(`{"data_dir":"/from/file","admin_addr":"127.0.0.1:1","log_level":"warn"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"CLAWKER_CP_CONFIG": file, "CLAWKER_CP_ADMIN_ADDR": "127.0.0.1:2", "CLAWKER_CP_CONFIG_DIR": "/keys"}
+	env := map[string]string{"CLAWKER_CP_CONFIG": file, "CLAWKER_CP_ADMIN_ADDR": "127.0.0.1:2", "CLAWKER_CP_CONFIG_DIR": "/keys",
+		"CLAWKER_CP_EGRESS_UPSTREAM_CA": "-----BEGIN CERTIFICATE-----\nx\n"}
 	cfg, err := LoadConfig([]string{"--log-level=debug"}, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.DataDir != "/from/file" || cfg.AdminAddr != "127.0.0.1:2" || cfg.LogLevel != "debug" || cfg.ConfigDir != "/keys" ||
-		cfg.AgentAddr != fmt.Sprintf(":%d", consts.PortAgent) {
+		cfg.AgentAddr != fmt.Sprintf(":%d", consts.PortAgent) || cfg.EgressUpstreamCA != env["CLAWKER_CP_EGRESS_UPSTREAM_CA"] {
 		t.Fatalf("precedence flags > env > file > defaults broken: %+v", cfg)
 	}
 	for name, args := range map[string][]string{

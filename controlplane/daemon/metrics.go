@@ -120,8 +120,8 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	c.sessions.Reset()
-	for _, s := range []overseer.SessionStatus{overseer.SessionNone, overseer.SessionConnecting, overseer.SessionConnected,
-		overseer.SessionFailed, overseer.SessionBroken, overseer.SessionClosed} {
+	for _, s := range []overseer.SessionStatus{overseer.SessionStatusNone, overseer.SessionStatusConnecting, overseer.SessionStatusConnected,
+		overseer.SessionStatusFailed, overseer.SessionStatusBroken, overseer.SessionStatusClosed} {
 		c.sessions.WithLabelValues(string(s)).Set(0)
 	}
 	if st := c.bus.Snapshot(); st != nil {
@@ -182,11 +182,17 @@ func sessionBreakLabel(r string) string {
 }
 
 // registerFailureLabel separates the CP's own double-check failing
-// ("cp_check_failed") from a failure the agent reported ("agent_reported").
-// The typed reason is on the AgentUntrusted counter.
+// ("cp_check_failed") and a Register exchange that produced no reply
+// ("no_reply": the Session broke or timed out) from a failure the agent
+// reported ("agent_reported"). The typed reason is on the AgentUntrusted
+// counter.
 func registerFailureLabel(r string) string {
-	if strings.HasPrefix(r, "register reported ok but") {
+	switch {
+	case strings.HasPrefix(r, "register reported ok but"):
 		return "cp_check_failed"
+	case strings.HasPrefix(r, "no RegisterDone within"), strings.HasPrefix(r, "send RegisterRequired:"),
+		strings.HasPrefix(r, "await RegisterDone:"):
+		return "no_reply"
 	}
 	return "agent_reported"
 }
@@ -195,7 +201,9 @@ func untrustedLabel(r overseer.UntrustedReason) string {
 	switch r {
 	case overseer.ReasonThumbprintMismatch, overseer.ReasonCNMismatch, overseer.ReasonPeerIPMismatch,
 		overseer.ReasonChainInvalid, overseer.ReasonIdentityMismatch, overseer.ReasonRegisterFailed,
-		overseer.ReasonRegistryError, overseer.ReasonRegistryRowLost:
+		overseer.ReasonRegistryError, overseer.ReasonRegistryRowLost, overseer.ReasonContainerMismatch,
+		overseer.ReasonRegisterTransport, overseer.ReasonRegisterTimeout, overseer.ReasonRegisterCPUnavailable,
+		overseer.ReasonRegisterAssertionSpent:
 		return string(r)
 	}
 	return labelOther

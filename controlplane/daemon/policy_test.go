@@ -12,7 +12,7 @@ import (
 	"github.com/clawker/clawker/controlplane/admin"
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/overseer"
-	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/agentnet"
 	"github.com/clawker/clawker/internal/logger"
 )
 
@@ -59,7 +59,7 @@ func TestUntrustedPolicyEachAction(t *testing.T) {
 		{PolicyOff, ""},
 		{PolicyLog, ""},
 		{PolicyPause, "pause " + id},
-		{PolicyDetach, "detach " + consts.NetworkName + " " + id},
+		{PolicyDetach, "detach " + agentnet.NameOf("", "a") + " " + id},
 		{PolicyKill, "kill " + id + " KILL"},
 	} {
 		t.Run(tc.policy, func(t *testing.T) {
@@ -77,8 +77,8 @@ func TestUntrustedPolicyEachAction(t *testing.T) {
 			})
 			defer unsub2()
 			// A trusted-path event must not trigger anything.
-			bus.Publish(agent.AgentRegistered{ContainerID: id, Ok: true, At: time.Now()})
-			bus.Publish(agent.AgentUntrusted{ContainerID: id, AgentName: "a", Reason: overseer.ReasonThumbprintMismatch, At: time.Now()})
+			bus.Publish(agent.AgentRegistered{Subject: overseer.Subject{ContainerID: id}, Ok: true, At: time.Now()})
+			bus.Publish(agent.AgentUntrusted{Subject: overseer.Subject{ContainerID: id, AgentName: "a"}, Reason: overseer.ReasonThumbprintMismatch, At: time.Now()})
 			select {
 			case <-done:
 			case <-time.After(5 * time.Second):
@@ -128,11 +128,11 @@ func TestUntrustedPolicyIgnoresRegistryRowLost(t *testing.T) {
 	for _, action := range []string{PolicyPause, PolicyDetach, PolicyKill} {
 		dk := &fakeControl{}
 		pol := &untrustedPolicy{action: action, docker: dk, bus: overseer.New(nil), log: logger.Nop(), ctx: context.Background(), now: time.Now}
-		pol.handle(agent.AgentUntrusted{ContainerID: id, Reason: overseer.ReasonRegistryRowLost, At: time.Now()})
+		pol.handle(agent.AgentUntrusted{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.ReasonRegistryRowLost, At: time.Now()})
 		if calls := dk.got(); len(calls) != 0 {
 			t.Fatalf("%s acted on registry_row_lost: %v", action, calls)
 		}
-		pol.handle(agent.AgentUntrusted{ContainerID: id, Reason: overseer.ReasonRegisterFailed, At: time.Now()})
+		pol.handle(agent.AgentUntrusted{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.ReasonRegisterFailed, At: time.Now()})
 		if calls := dk.got(); len(calls) != 1 {
 			t.Fatalf("%s did not act on register_failed: %v", action, calls)
 		}
@@ -173,8 +173,8 @@ func TestMetricLabelsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 50; i++ {
-		m.observe(agent.SessionBroken{ContainerID: "c", Reason: "connection to 10.0.0." + strconv.Itoa(i) + " reset"})
-		m.observe(agent.AgentRegistered{ContainerID: "c", Reason: "agent says " + strconv.Itoa(i)})
+		m.observe(agent.SessionBroken{Subject: overseer.Subject{ContainerID: "c"}, Reason: "connection to 10.0.0." + strconv.Itoa(i) + " reset"})
+		m.observe(agent.AgentRegistered{Subject: overseer.Subject{ContainerID: "c"}, Reason: "agent says " + strconv.Itoa(i)})
 	}
 	fams, err := m.reg.Gather()
 	if err != nil {

@@ -4,36 +4,24 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	stdlog "log"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	mobyclient "github.com/moby/moby/client"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	healthgrpc "google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
-	adminv1 "github.com/clawker/clawker/api/admin/v1"
-	agentv1 "github.com/clawker/clawker/api/agent/v1"
-	"github.com/clawker/clawker/controlplane/admin"
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/dockerevents"
 	"github.com/clawker/clawker/controlplane/overseer"
-	"github.com/clawker/clawker/controlplane/token"
+	"github.com/clawker/clawker/controlplane/peerid"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
-	"github.com/clawker/clawker/internal/rpcbuf"
 )
 
 // Subsystem names on /healthz.
@@ -63,6 +51,8 @@ type Daemon struct {
 	mu     sync.Mutex
 	addrs  map[string]string // subsystem → bound address, for tests and logs
 	dialer *agent.Dialer
+
+	dos dosState // per-peer bounds and DoS counters (limits.go)
 }
 
 // Option configures a Daemon.
@@ -100,16 +90,6 @@ func (d *Daemon) Addr(name string) string {
 
 // Health returns readiness and per-subsystem status.
 func (d *Daemon) Health() (bool, map[string]string) { return d.health.report() }
-
-// Token endpoint HTTP timeouts. An exchange is one small POST answered
-// from memory and one sqlite write, so these are generous upper bounds
-// that only ever cut off stalled or idle clients.
-const (
-	tokenReadHeaderTimeout = 10 * time.Second
-	tokenReadTimeout       = 30 * time.Second
-	tokenWriteTimeout      = 30 * time.Second
-	tokenIdleTimeout       = 60 * time.Second
-)
 
 // keys is the CP's key material loaded from ConfigDir.
 type keys struct {
@@ -173,6 +153,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	closers = append(closers, bus.Subscribe("metrics", nil, m.observe))
+	if err := m.reg.Register(newDoSCollector(&d.dos)); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	healthSrv, err := d.serveHealth(m)
 	if err != nil {
 		return err
@@ -193,7 +176,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	// 3. Docker client and peer lookup.
 	var docker mobyclient.APIClient
-	var peers *agent.MobyPeerLookup
+	var peers *peerid.Index
 	if docker, err = d.newDocker(); err != nil {
 		log.Error().Str("event", "cp_docker_unavailable").Err(err).Msg("no Docker client: agents cannot be watched, dialed or verified")
 		d.health.set(subDocker, "failed: "+err.Error())
@@ -201,7 +184,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else {
 		closers = append(closers, func() { docker.Close() })
 		d.health.set(subDocker, statusOK)
-		peers = agent.NewMobyPeerLookup(docker, log.With("subsystem", "peerlookup"))
+		peers = peerid.NewIndex(d.peerLookupClient(docker), log.With("subsystem", "peerlookup"))
+		// The index follows the bus itself, whichever subsystems come up.
+		closers = append(closers, peers.Follow(runCtx, bus))
 	}
 
 	var grpcServers []*grpc.Server
@@ -226,7 +211,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// 6. Docker events watcher.
 	if docker != nil {
 		var evOpts []dockerevents.Option
-		evOpts = append(evOpts, dockerevents.AgentLabel())
+		evOpts = append(evOpts, dockerevents.AgentLabel(), dockerevents.WithNetworkEvents())
 		if peers != nil {
 			// Events missed while the stream was down may have moved IPs:
 			// rebuild the peer index after every reconnect.
@@ -263,23 +248,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.health.set(subEvents, "disabled: no Docker client")
 	}
 
-	// 7. dialer + init executor + agent.Start (which also keeps the peer
-	// index current). Without them the index is still fed, for the token
-	// endpoint and the identity gate.
-	agentsUp := false
+	// 7. dialer + init executor + agent.Start.
+	pol := d.startPolicy(runCtx, docker, bus, &closers)
 	if k != nil && docker != nil {
-		agentsUp = d.startAgents(runCtx, k, docker, peers, bus, registry, &closers)
+		d.startAgents(runCtx, k, docker, peers, bus, registry, pol, &closers)
 	} else {
 		d.health.set(subDialer, "disabled: needs keys and Docker")
-	}
-	if !agentsUp && peers != nil {
-		closers = append(closers, bus.Subscribe("peer-index", func(e overseer.Event) bool {
-			_, ok := e.(dockerevents.DockerEvent)
-			return ok
-		}, func(e overseer.Event) {
-			ev := e.(dockerevents.DockerEvent)
-			peers.Observe(runCtx, ev.ContainerID, ev.Action)
-		}))
 	}
 
 	// Unused clawkerd volumes: pruned at start and after each agent destroy.
@@ -287,21 +261,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		vols := newClawkerdVolumes(runCtx, docker, log.With("subsystem", "volumes"))
 		closers = append(closers, bus.Subscribe("clawkerd-volumes", isAgentDestroy, vols.handle))
 		go d.guard("clawkerd_volumes", vols.run)
+		nets := newAgentNets(runCtx, docker, log.With("subsystem", "agentnets"))
+		closers = append(closers, bus.Subscribe("agent-networks", isAgentDestroy, nets.handle))
+		go d.guard("agent_networks", nets.run)
 	}
 
-	// Containment policy for untrusted agents (optional).
-	if d.cfg.UntrustedPolicy != "" && d.cfg.UntrustedPolicy != PolicyOff {
-		pol := &untrustedPolicy{action: d.cfg.UntrustedPolicy, bus: bus, log: log.With("subsystem", "policy"), ctx: runCtx, now: time.Now}
-		if docker != nil {
-			pol.docker = docker
-		}
-		closers = append(closers, bus.Subscribe("untrusted-policy", isUntrusted, pol.handle))
-		log.Info().Str("event", "untrusted_policy_enabled").Str("action", pol.action).Msg("containment policy active")
-	}
-
-	// 8. admin listener.
+	// 8. egress gateway and admin listener.
+	eg := d.startEgress(runCtx, peers, bus, m, &closers)
 	if k != nil {
-		if gs := d.serveAdmin(k, registry, bus, docker); gs != nil {
+		if gs := d.serveAdmin(k, registry, bus, docker, eg); gs != nil {
 			grpcServers = append(grpcServers, gs)
 		}
 	} else {
@@ -356,183 +324,6 @@ func (d *Daemon) openRegistry(closers *[]func()) agent.Registry {
 	return reg
 }
 
-// serveAgentSurface starts the token endpoint and the AgentService
-// listener: mTLS → AuthInterceptor → IdentityInterceptor → Handler.
-//
-// closers receives the jti store's close: Run runs closers only after
-// every server has been shut down, so no token request can still be using
-// the store.
-func (d *Daemon) serveAgentSurface(k *keys, peers *agent.MobyPeerLookup, registry agent.Registry, closers *[]func()) (*http.Server, *grpc.Server) {
-	log := d.log
-	fail := func(sub, ev string, err error) {
-		log.Error().Str("event", ev).Err(err).Msg(sub + " not started")
-		d.health.set(sub, "failed: "+err.Error())
-	}
-	tlsCfg, err := token.ServerTLSConfig(k.cert, k.caPool)
-	if err != nil {
-		fail(subToken, "cp_token_unavailable", err)
-		d.health.set(subAgentAPI, "disabled: no TLS")
-		return nil, nil
-	}
-	jti, err := token.NewSQLiteJTIStore(filepath.Join(d.cfg.DataDir, "tokens.db"), nil)
-	if err != nil {
-		fail(subToken, "cp_token_unavailable", err)
-		d.health.set(subAgentAPI, "disabled: no token issuer")
-		return nil, nil
-	}
-	issuer, err := token.NewIssuer(token.Config{AssertionKeyFile: k.assertPath, JTI: jti, PeerLookup: peers,
-		Log: log.With("subsystem", "token")})
-	if err != nil {
-		jti.Close()
-		fail(subToken, "cp_token_unavailable", err)
-		d.health.set(subAgentAPI, "disabled: no token issuer")
-		return nil, nil
-	}
-	var httpSrv *http.Server
-	if ln, err := d.bind("token", d.cfg.TokenAddr); err != nil {
-		jti.Close()
-		fail(subToken, "cp_token_unavailable", err)
-	} else {
-		httpSrv = &http.Server{Handler: issuer.Handler(), TLSConfig: tlsCfg.Clone(),
-			// A token exchange is one small request and response: bound
-			// every phase so a slow or idle client cannot pin a conn.
-			ReadHeaderTimeout: tokenReadHeaderTimeout, ReadTimeout: tokenReadTimeout,
-			WriteTimeout: tokenWriteTimeout, IdleTimeout: tokenIdleTimeout,
-			// TLS handshake refusals (wrong cert, no cert) land here: keep
-			// them structured rather than on the std logger.
-			ErrorLog: stdlog.New(httpErrorLog{log: log.With("subsystem", "token")}, "", 0)}
-		go d.guard("token", func() {
-			err := httpSrv.ServeTLS(ln, "", "")
-			if err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error().Str("event", "cp_token_stopped").Err(err).Msg("token endpoint stopped")
-				d.health.set(subToken, "failed: "+err.Error())
-			}
-		})
-		// The jti store closes once the server has fully shut down (not in
-		// RegisterOnShutdown, which runs while handlers may still use it).
-		// closers run after Run has stopped every server (see Run's defers).
-		*closers = append(*closers, func() {
-			if err := jti.Close(); err != nil {
-				log.Warn().Str("event", "cp_token_jti_close_failed").Err(err).Msg("closing jti store failed")
-			}
-		})
-		d.health.set(subToken, statusOK)
-	}
-
-	authU, authS, err := token.AuthInterceptor(issuer.Verifier(), map[string]string{consts.RegisterMethod: consts.ScopeRegister}, log.With("subsystem", "auth"))
-	if err != nil {
-		fail(subAgentAPI, "agent_auth_unavailable", err)
-		return httpSrv, nil
-	}
-	opts, err := agent.AgentServerOptions(tlsCfg, authU, authS, peers, log.With("subsystem", "identity"))
-	if err != nil {
-		fail(subAgentAPI, "agent_identity_unavailable", err)
-		return httpSrv, nil
-	}
-	h, err := agent.NewHandler(registry, log.With("subsystem", "register"), nil)
-	if err != nil {
-		fail(subAgentAPI, "agent_handler_unavailable", err)
-		return httpSrv, nil
-	}
-	ln, err := d.bind("agent", d.cfg.AgentAddr)
-	if err != nil {
-		fail(subAgentAPI, "agent_listener_unavailable", err)
-		return httpSrv, nil
-	}
-	// recover wraps the whole chain: mTLS → auth → identity → handler.
-	gs := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(recoverUnary(log)), grpc.ChainStreamInterceptor(recoverStream(log)),
-	}, opts...)...)
-	agentv1.RegisterAgentServiceServer(gs, h)
-	go d.guard("agent_api", func() {
-		if err := gs.Serve(ln); err != nil {
-			log.Error().Str("event", "agent_listener_stopped").Err(err).Msg("AgentService stopped")
-			d.health.set(subAgentAPI, "failed: "+err.Error())
-		}
-	})
-	d.health.set(subAgentAPI, statusOK)
-	return httpSrv, gs
-}
-
-// adminWriteBuffer is how much the admin transport gathers before a
-// write (exec output in few large syscalls).
-const adminWriteBuffer = 256 << 10
-
-// serveAdmin starts AdminService (CN pinned to clawker-cli) with gRPC
-// health and reflection.
-func (d *Daemon) serveAdmin(k *keys, registry agent.Registry, bus *overseer.Overseer, docker mobyclient.APIClient) *grpc.Server {
-	log := d.log
-	deps := admin.Deps{Registry: registry, Bus: bus, Health: d.health.report, Version: d.version,
-		Log: log.With("subsystem", "admin"), Exec: d.execer()}
-	if docker != nil {
-		deps.Docker = docker
-	}
-	srv, err := admin.New(deps)
-	if err != nil {
-		log.Error().Str("event", "admin_unavailable").Err(err).Msg("admin API not started")
-		d.health.set(subAdmin, "failed: "+err.Error())
-		return nil
-	}
-	ln, err := d.bind("admin", d.cfg.AdminAddr)
-	if err != nil {
-		log.Error().Str("event", "admin_unavailable").Err(err).Msg("admin API not started")
-		d.health.set(subAdmin, "failed: "+err.Error())
-		return nil
-	}
-	u, s := admin.Interceptors(log.With("subsystem", "admin"))
-	// Exec streams bulk output to the CLI: encode it without gRPC's zeroed
-	// 1 MiB buffer per message, and write it in large flushes of one
-	// syscall each rather than one per TLS record (see rpcbuf).
-	gs := grpc.NewServer(grpc.Creds(rpcbuf.BatchWrites(credentials.NewTLS(admin.ServerTLSConfig(k.cert, k.caPool)))),
-		grpc.ChainUnaryInterceptor(recoverUnary(log), u), grpc.ChainStreamInterceptor(recoverStream(log), s),
-		grpc.ForceServerCodecV2(rpcbuf.NewCodec()), grpc.WriteBufferSize(adminWriteBuffer))
-	adminv1.RegisterAdminServiceServer(gs, srv)
-	hs := healthgrpc.NewServer()
-	hs.SetServingStatus(adminv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
-	go d.guard("admin_api", func() {
-		if err := gs.Serve(ln); err != nil {
-			log.Error().Str("event", "admin_listener_stopped").Err(err).Msg("admin API stopped")
-			d.health.set(subAdmin, "failed: "+err.Error())
-		}
-	})
-	d.health.set(subAdmin, statusOK)
-	return gs
-}
-
-// serveHealth starts /healthz and /metrics (plain HTTP). Its failure is the
-// one fatal startup error: a CP nobody can observe is worse than none.
-func (d *Daemon) serveHealth(m *metrics) (*http.Server, error) {
-	ln, err := d.bind("health", d.cfg.HealthAddr)
-	if err != nil {
-		d.log.Error().Str("event", "cp_health_unavailable").Err(err).Msg("cannot bind health listener")
-		return nil, fmt.Errorf("health listener: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/healthz", d.health)
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go d.guard("health", func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Error().Str("event", "cp_health_stopped").Err(err).Msg("health listener stopped")
-		}
-	})
-	return srv, nil
-}
-
-func (d *Daemon) bind(name, addr string) (net.Listener, error) {
-	ln, err := d.listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s on %s: %w", name, addr, err)
-	}
-	d.mu.Lock()
-	d.addrs[name] = ln.Addr().String()
-	d.mu.Unlock()
-	d.log.Info().Str("event", "cp_listening").Str("listener", name).Str("addr", ln.Addr().String()).Msg("listening")
-	return ln, nil
-}
-
 // guard runs fn, recovering and logging a panic so no goroutine can take
 // the daemon down.
 func (d *Daemon) guard(name string, fn func()) {
@@ -579,12 +370,4 @@ func shutdownHTTP(s *http.Server, timeout time.Duration) {
 	if err := s.Shutdown(ctx); err != nil {
 		s.Close()
 	}
-}
-
-// httpErrorLog adapts net/http's error logger to zerolog.
-type httpErrorLog struct{ log *logger.Logger }
-
-func (h httpErrorLog) Write(p []byte) (int, error) {
-	h.log.Warn().Str("event", "token_http_error").Str("error", strings.TrimSpace(string(p))).Msg("token endpoint connection error")
-	return len(p), nil
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 )
 
@@ -50,6 +51,13 @@ func (e DockerEvent) OccurredAt() time.Time { return e.At }
 
 // IsAgent reports whether the container carries purpose=agent.
 func (e DockerEvent) IsAgent() bool { return e.Labels[consts.LabelPurpose] == consts.PurposeAgent }
+
+// EventSubject names the container and, when its labels are valid names,
+// the agent and project (only valid names leave the CP).
+func (e DockerEvent) EventSubject() overseer.Subject {
+	agent, project := auth.LabelIdentity(e.Labels)
+	return overseer.Subject{ContainerID: e.ContainerID, AgentName: agent, Project: project}
+}
 
 // ApplyTo drops a destroyed container from the worldview: its Session is
 // gone and its registry row is evicted, so nothing about it is live.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/backoff"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
 )
@@ -68,7 +68,7 @@ func WithBackoff(base, cap time.Duration) Option {
 
 // WithReconnectHook registers fn to run after every successful reconnect
 // (not the first connect), once the reconcile events are published — e.g.
-// MobyPeerLookup.Refresh, whose index may have missed events in the gap.
+// peerid.Index.Refresh, whose index may have missed events in the gap.
 // fn runs on the feeder goroutine; a panic in it is recovered.
 func WithReconnectHook(fn func(ctx context.Context)) Option {
 	return func(f *Feeder) { f.onReconnect = fn }
@@ -82,6 +82,7 @@ type Feeder struct {
 	labels      []string
 	base, cap   time.Duration
 	onReconnect func(ctx context.Context)
+	networks    bool // WithNetworkEvents
 
 	// known is the container set as last observed (id → running), the
 	// baseline the reconcile diffs a fresh listing against. Touched only
@@ -170,7 +171,7 @@ func (f *Feeder) Run(ctx context.Context) error {
 				h.LastError = err.Error()
 			}
 		})
-		delay := backoff(f.base, f.cap, attempt)
+		delay := backoff.FullJitter(f.base, f.cap, attempt)
 		f.log.Warn().Str("event", "docker_events_reconnect").Err(err).Int("attempt", attempt).
 			Dur("backoff", delay).Msg("docker events stream broken; reconnecting")
 		t := time.NewTimer(delay)
@@ -182,18 +183,6 @@ func (f *Feeder) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-}
-
-// backoff is exponential with full jitter: uniform in [0, min(cap, base·2^(n-1))].
-func backoff(base, cap time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < cap; i++ {
-		d *= 2
-	}
-	if d > cap {
-		d = cap
-	}
-	return time.Duration(rand.Int64N(int64(d) + 1))
 }
 
 // cycle opens one stream, reconciles, and pumps until it breaks. ok
@@ -219,6 +208,7 @@ func (f *Feeder) cycle(ctx context.Context, first bool) (ok bool, err error) {
 	// after the listing arrives on the stream; one before it is in the
 	// listing. Either way consumers see the final state last.
 	res := f.api.Events(sctx, opts)
+	netMsgs, netErrs := f.networkEvents(func(o client.EventsListOptions) client.EventsResult { return f.api.Events(sctx, o) })
 	if err := f.reconcile(sctx, first); err != nil {
 		return false, fmt.Errorf("reconcile: %w", err)
 	}
@@ -242,6 +232,16 @@ func (f *Feeder) cycle(ctx context.Context, first bool) (ok bool, err error) {
 				return true, errors.New("events stream closed")
 			}
 			f.handle(m)
+		case err, open := <-netErrs:
+			if !open || err == nil {
+				err = errors.New("network events stream closed")
+			}
+			return true, err
+		case m, open := <-netMsgs:
+			if !open {
+				return true, errors.New("network events stream closed")
+			}
+			f.handleNetwork(m)
 		}
 	}
 }

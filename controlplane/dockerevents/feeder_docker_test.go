@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/testenv"
 )
 
 const dockerTestLabel = "dockerevents"
@@ -30,10 +31,7 @@ func dockerClient(t *testing.T) *client.Client {
 		_, err = cli.Ping(ctx, client.PingOptions{})
 	}
 	if err != nil {
-		if os.Getenv(consts.EnvE2E) == "1" {
-			t.Fatalf("docker engine required: %v", err)
-		}
-		t.Skipf("no docker engine: %v", err)
+		testenv.Unavailable(t, "no docker engine: %v", err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
 	return cli
@@ -44,7 +42,7 @@ func busyboxImage(t *testing.T, cli *client.Client) string {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		t.Skipf("no /bin/busybox to build a test image: %v", err)
+		testenv.Unavailable(t, "no /bin/busybox to build a test image: %v", err)
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)

@@ -13,6 +13,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/backoff"
 	"github.com/clawker/clawker/internal/consts"
 )
 
@@ -230,7 +231,7 @@ func TestFeederListErrorIsRetried(t *testing.T) {
 func TestBackoffBounds(t *testing.T) {
 	for attempt := 1; attempt < 40; attempt++ {
 		for i := 0; i < 50; i++ {
-			d := backoff(10*time.Millisecond, time.Second, attempt)
+			d := backoff.FullJitter(10*time.Millisecond, time.Second, attempt)
 			limit := 10 * time.Millisecond << (attempt - 1)
 			if attempt > 8 || limit > time.Second {
 				limit = time.Second

@@ -19,6 +19,9 @@
 // lands after a container's destroy cannot resurrect it. AgentState.Trusted
 // is false until trust is positively established for the live Session.
 //
-// It knows nothing of Docker, gRPC or agents: event types live with their
-// publishers (agent, dockerevents) and must not be defined here.
+// It holds the agent worldview (AgentState and its status values) but no
+// agent behaviour, and knows nothing of Docker or gRPC: event types live
+// with their publishers (agent, dockerevents) and must not be defined here.
+// Subject, the identity those events embed, lives here so every publisher
+// and admin share one type.
 package overseer

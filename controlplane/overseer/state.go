@@ -36,7 +36,30 @@ const (
 	// policy does not act on it by default. A hostile clawkerd can claim
 	// this reason too; that only buys it "untrusted, not contained".
 	ReasonRegistryRowLost UntrustedReason = "registry_row_lost"
+	// Register failures caused by the CP's side or the network, not by the
+	// agent's identity: the Session carrying Register broke
+	// (register_transport), no RegisterDone arrived in time
+	// (register_timeout), or clawkerd reported that the CP's token endpoint
+	// or AgentService was unreachable, overloaded or failing
+	// (register_cp_unavailable). The agent is untrusted (nothing vouches
+	// for its cert) but the containment policy does not act on them: a
+	// slow or flooded CP must never take honest agents down. A hostile
+	// clawkerd can produce them too; that buys it "untrusted, not
+	// contained", never trust.
+	ReasonRegisterTransport     UntrustedReason = "register_transport"
+	ReasonRegisterTimeout       UntrustedReason = "register_timeout"
+	ReasonRegisterCPUnavailable UntrustedReason = "register_cp_unavailable"
+	// ReasonRegisterAssertionSpent: clawkerd was asked to Register again
+	// after its one-time assertion was exchanged and removed (an earlier
+	// Register failed CP-side). Advisory: recreate the agent.
+	ReasonRegisterAssertionSpent UntrustedReason = "register_assertion_spent"
 )
+
+// ReasonContainerMismatch: the peer's cert does not carry
+// urn:clawker:container:<id> of the container the CP dialed (another
+// container's cert, or none). With chain_invalid it fails the Dialer's pin:
+// the Session is kept for observation only.
+const ReasonContainerMismatch UntrustedReason = "container_mismatch"
 
 // InitFailureReason classifies an InitStepFailed / InitFailed outcome.
 type InitFailureReason string
@@ -54,22 +77,22 @@ const (
 type SessionStatus string
 
 const (
-	SessionNone       SessionStatus = "none"
-	SessionConnecting SessionStatus = "connecting"
-	SessionConnected  SessionStatus = "connected"
-	SessionFailed     SessionStatus = "failed"
-	SessionBroken     SessionStatus = "broken"
-	SessionClosed     SessionStatus = "closed"
+	SessionStatusNone       SessionStatus = "none"
+	SessionStatusConnecting SessionStatus = "connecting"
+	SessionStatusConnected  SessionStatus = "connected"
+	SessionStatusFailed     SessionStatus = "failed"
+	SessionStatusBroken     SessionStatus = "broken"
+	SessionStatusClosed     SessionStatus = "closed"
 )
 
 // InitStatus is the progress of the init plan.
 type InitStatus string
 
 const (
-	InitNone      InitStatus = "none"
-	InitRunning   InitStatus = "running"
-	InitCompleted InitStatus = "completed"
-	InitFailed    InitStatus = "failed"
+	InitStatusNone      InitStatus = "none"
+	InitStatusRunning   InitStatus = "running"
+	InitStatusCompleted InitStatus = "completed"
+	InitStatusFailed    InitStatus = "failed"
 )
 
 // AgentState is the worldview of one agent container.
@@ -81,6 +104,11 @@ type AgentState struct {
 
 	Session  SessionStatus
 	Attempts int
+	// ConnectedAt is when the current (or last) Session was established.
+	// UntrustedReasons belong to that Session, so it tells a consumer
+	// re-deriving actions from the worldview whether it already acted on
+	// them (the containment policy's reconcile pass).
+	ConnectedAt time.Time
 
 	PeerAgentFullName string
 	PeerThumbprint    [sha256.Size]byte
@@ -100,6 +128,9 @@ type AgentState struct {
 	InitStepIndex int
 	InitStepCount int
 	InitStepName  string
+	// InitFailReason is why the plan failed (Init == InitFailed), e.g.
+	// InitReasonTimeout for a step whose reply never came.
+	InitFailReason InitFailureReason
 
 	LastError string
 	UpdatedAt time.Time
@@ -136,7 +167,7 @@ func (s *State) Agent(id string) *AgentState {
 		if _, dead := s.gone[id]; dead {
 			return nil
 		}
-		a = &AgentState{ContainerID: id, Session: SessionNone, Init: InitNone}
+		a = &AgentState{ContainerID: id, Session: SessionStatusNone, Init: InitStatusNone}
 		s.Agents[id] = a
 	}
 	return a

@@ -2,14 +2,13 @@ package token
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"maps"
 	"strings"
 
+	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -32,7 +31,7 @@ func AuthInterceptor(v *Verifier, scopes map[string]string, log *logger.Logger) 
 	if v == nil {
 		return nil, nil, errors.New("auth interceptor: nil verifier would admit every RPC")
 	}
-	a := &authGate{v: v, scopes: maps.Clone(scopes), log: logger.OrNop(log)}
+	a := &authGate{v: v, scopes: maps.Clone(scopes), log: logger.OrNop(log), refusals: newPeerRefusals()}
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := a.check(ctx, info.FullMethod); err != nil {
 			return nil, err
@@ -49,28 +48,46 @@ func AuthInterceptor(v *Verifier, scopes map[string]string, log *logger.Logger) 
 }
 
 type authGate struct {
-	v      *Verifier
-	scopes map[string]string
-	log    *logger.Logger
+	v        *Verifier
+	scopes   map[string]string
+	log      *logger.Logger
+	refusals *peerRefusals
 }
 
 func (a *authGate) check(ctx context.Context, method string) error {
 	p, _ := peer.FromContext(ctx)
-	warn := a.log.Warn().Str("method", method)
+	peerAddr := ""
 	if p != nil && p.Addr != nil {
-		warn = warn.Str("peer", p.Addr.String())
+		peerAddr = p.Addr.String()
+	}
+	ip := addrIP(peerAddr)
+	// refuse logs (throttled per peer and reason) and charges the peer's
+	// refusal budget; a peer that spent it is refused before the verify.
+	refuse := func(ev string, add func(*zerolog.Event) *zerolog.Event, msg string) {
+		a.refusals.charge(ip)
+		if ok, n := a.refusals.logAllowed(ev, ip); ok {
+			add(a.log.Warn().Str("event", ev).Str("method", method).Str("peer", peerAddr).Uint64("suppressed", n)).Msg(msg)
+		}
+	}
+	none := func(e *zerolog.Event) *zerolog.Event { return e }
+	if a.refusals.exhausted(ip) {
+		if ok, n := a.refusals.logAllowed("auth_refusal_rate_limited", ip); ok {
+			a.log.Warn().Str("event", "auth_refusal_rate_limited").Str("method", method).Str("peer", peerAddr).
+				Uint64("suppressed", n).Msg("auth: peer exceeded its refusal budget")
+		}
+		return status.Error(codes.Unauthenticated, msgUnauthenticated)
 	}
 	want, ok := a.scopes[method]
 	if !ok || want == "" {
-		warn.Str("event", "auth_method_unmapped").Msg("auth: method has no scope mapping; refused")
+		refuse("auth_method_unmapped", none, "auth: method has no scope mapping; refused")
 		return status.Error(codes.Unauthenticated, msgUnauthenticated)
 	}
 	raw, ok := bearer(ctx)
 	if !ok {
-		warn.Str("event", "auth_token_missing").Msg("auth: no bearer token")
+		refuse("auth_token_missing", none, "auth: no bearer token")
 		return status.Error(codes.Unauthenticated, msgUnauthenticated)
 	}
-	claims, err := a.v.Verify(raw, peerLeaf(p))
+	claims, err := a.v.Verify(raw, auth.PeerLeaf(p))
 	if err != nil {
 		ev := "auth_token_invalid"
 		switch {
@@ -81,11 +98,13 @@ func (a *authGate) check(ctx context.Context, method string) error {
 		case errors.Is(err, errSignature), errors.Is(err, errMalformed):
 			ev = "auth_token_forged"
 		}
-		warn.Str("event", ev).Err(err).Msg("auth: token rejected")
+		refuse(ev, func(e *zerolog.Event) *zerolog.Event { return e.Err(err) }, "auth: token rejected")
 		return status.Error(codes.Unauthenticated, msgUnauthenticated)
 	}
 	if !claims.HasScope(want) {
-		warn.Str("event", "auth_scope_insufficient").Str("want", want).Str("have", claims.Scope).Msg("auth: token lacks scope")
+		refuse("auth_scope_insufficient", func(e *zerolog.Event) *zerolog.Event {
+			return e.Str("want", want).Str("have", claims.Scope)
+		}, "auth: token lacks scope")
 		return status.Error(codes.PermissionDenied, msgForbidden)
 	}
 	return nil
@@ -106,15 +125,4 @@ func bearer(ctx context.Context) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(tok), true
-}
-
-func peerLeaf(p *peer.Peer) *x509.Certificate {
-	if p == nil {
-		return nil
-	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return nil
-	}
-	return auth.VerifiedLeaf(&ti.State)
 }

@@ -15,12 +15,13 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/clawker/clawker/controlplane/agent"
+	"github.com/clawker/clawker/controlplane/peerid"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
@@ -54,7 +55,7 @@ type Config struct {
 	JTI JTIStore
 	// PeerLookup resolves the requesting peer IP to its container; the
 	// assertion must name that container. Required.
-	PeerLookup agent.ContainerByPeerIP
+	PeerLookup PeerResolver
 	// Scopes the endpoint may grant. Default: {consts.ScopeRegister}.
 	Scopes []string
 	// TokenLifetime defaults to DefaultTokenLifetime.
@@ -63,17 +64,27 @@ type Config struct {
 	Log           *logger.Logger
 }
 
+// PeerResolver is what the issuer needs of peer identity: the container
+// owning a peer IP (peerid.Index in the CP).
+type PeerResolver interface {
+	LookupByIP(ctx context.Context, ip netip.Addr) (peerid.Container, error)
+}
+
 // Issuer serves the token endpoint and holds the access-token signing key.
 type Issuer struct {
 	assertionKey *ecdsa.PublicKey
 	signer       jose.Signer
 	verifier     *Verifier
 	jti          JTIStore
-	lookup       agent.ContainerByPeerIP
+	lookup       PeerResolver
 	scopes       []string
 	lifetime     time.Duration
 	clock        func() time.Time
 	log          *logger.Logger
+	refusals     *peerRefusals
+	// prechecked counts replays refused by the read-only jti check,
+	// before any signature check or Docker call.
+	prechecked atomic.Uint64
 }
 
 // NewIssuer validates cfg and builds an Issuer.
@@ -126,6 +137,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	return &Issuer{
 		assertionKey: ak, signer: signer, verifier: v, jti: cfg.JTI, lookup: cfg.PeerLookup,
 		scopes: slices.Clone(scopes), lifetime: life, clock: clock, log: logger.OrNop(cfg.Log),
+		refusals: newPeerRefusals(),
 	}, nil
 }
 
@@ -159,6 +171,12 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, http.StatusMethodNotAllowed, "invalid_request", "POST required")
 		return
 	}
+	// A peer that keeps failing is refused before any work is done.
+	if i.refusals.exhausted(addrIP(r.RemoteAddr)) {
+		i.logRefusal(r, "token_refusal_rate_limited", errors.New("peer exceeded its refusal budget"))
+		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
 	if err := r.ParseForm(); err != nil {
 		i.reject(w, r, "token_bad_request", err, http.StatusBadRequest, "invalid_request")
@@ -187,6 +205,13 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	// token, exactly as the AgentService identity gate demands.
 	if !auth.CommonNameIs(cert, consts.ContainerClawkerd) {
 		i.reject(w, r, "token_cn_mismatch", fmt.Errorf("client cert CN %q", cert.Subject.CommonName), http.StatusUnauthorized, "invalid_client")
+		return
+	}
+	// A replay costs one read-only store lookup: no ES256 verify, no
+	// Docker call. The authoritative Consume below still decides.
+	if jti, seen := i.alreadyRedeemed(r.Context(), form.Get("client_assertion")); seen {
+		i.prechecked.Add(1)
+		i.reject(w, r, "token_assertion_replayed", fmt.Errorf("jti %s already redeemed (read-only check)", jti), http.StatusUnauthorized, "invalid_client")
 		return
 	}
 	claims, event, err := i.checkAssertion(r.Context(), form.Get("client_assertion"), cert, r.RemoteAddr)
@@ -313,14 +338,22 @@ func (i *Issuer) mint(containerID, scope string, cert *x509.Certificate) (string
 	return s, exp, nil
 }
 
-// reject logs the specific reason and answers with the generic §5.2 body.
+// reject logs the specific reason (throttled per peer and reason),
+// charges the peer's refusal budget and answers with the generic §5.2 body.
 func (i *Issuer) reject(w http.ResponseWriter, r *http.Request, event string, err error, status int, code string) {
-	i.log.Warn().Str("event", event).Str("peer", r.RemoteAddr).Err(err).Msg("token request rejected")
+	i.refusals.charge(addrIP(r.RemoteAddr))
+	i.logRefusal(r, event, err)
 	desc := ""
 	if code == "invalid_client" {
 		desc = "client authentication failed"
 	}
 	writeOAuthError(w, status, code, desc)
+}
+
+func (i *Issuer) logRefusal(r *http.Request, event string, err error) {
+	if ok, n := i.refusals.logAllowed(event, addrIP(r.RemoteAddr)); ok {
+		i.log.Warn().Str("event", event).Str("peer", r.RemoteAddr).Err(err).Uint64("suppressed", n).Msg("token request rejected")
+	}
 }
 
 func writeOAuthError(w http.ResponseWriter, status int, code, desc string) {

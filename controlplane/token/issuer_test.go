@@ -23,29 +23,30 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/clawker/clawker/controlplane/agent"
+	"github.com/clawker/clawker/controlplane/peerid"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
+	"github.com/clawker/clawker/internal/testenv/testpki"
 )
 
 type staticLookup struct {
-	rc  agent.ResolvedContainer
+	rc  peerid.Container
 	err error
 }
 
-func (s staticLookup) LookupByIP(context.Context, netip.Addr) (agent.ResolvedContainer, error) {
+func (s staticLookup) LookupByIP(context.Context, netip.Addr) (peerid.Container, error) {
 	return s.rc, s.err
 }
 
 func cid(n int) string { return fmt.Sprintf("%x", sha256.Sum256([]byte(fmt.Sprint("c", n)))) }
 
-func resolvedFor(t testing.TB, n int) agent.ResolvedContainer {
+func resolvedFor(t testing.TB, n int) peerid.Container {
 	a, err := auth.NewAgentName("alpha")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return agent.ResolvedContainer{ContainerID: cid(n), AgentName: a}
+	return peerid.Container{ContainerID: cid(n), AgentName: a}
 }
 
 // tokenFixture is an Issuer over a real sqlite jti store, driven through
@@ -61,13 +62,11 @@ type tokenFixture struct {
 	now    time.Time
 }
 
-func newTokenFixture(t *testing.T, lookup agent.ContainerByPeerIP) *tokenFixture {
+func newTokenFixture(t *testing.T, lookup PeerResolver) *tokenFixture {
 	t.Helper()
 	f := &tokenFixture{logs: &logger.SyncBuffer{}, now: time.Now()}
 	var err error
-	if f.ca, err = auth.NewCA(f.now); err != nil {
-		t.Fatal(err)
-	}
+	f.ca = testpki.NewAt(t, f.now).CA
 	if f.cliKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +202,7 @@ func TestTokenEndpointRejections(t *testing.T) {
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tests := []struct {
 		name   string
-		lookup agent.ContainerByPeerIP
+		lookup PeerResolver
 		req    func(t *testing.T, f *tokenFixture) postOpts
 		status int
 		code   string
@@ -313,11 +312,11 @@ func TestTokenEndpointRejections(t *testing.T) {
 		{name: "assertion for another container than the cert", status: 401, code: "invalid_client", event: "token_assertion_cert_mismatch", req: func(t *testing.T, f *tokenFixture) postOpts {
 			return postOpts{leaf: f.leaf, form: f.form(f.assertion(t, 2))}
 		}},
-		{name: "assertion minted for another container than the peer", lookup: staticLookup{rc: agent.ResolvedContainer{ContainerID: cid(3)}},
+		{name: "assertion minted for another container than the peer", lookup: staticLookup{rc: peerid.Container{ContainerID: cid(3)}},
 			status: 401, code: "invalid_client", event: "token_assertion_wrong_container", req: func(t *testing.T, f *tokenFixture) postOpts {
 				return postOpts{leaf: f.leaf, form: f.form(f.assertion(t, 1))}
 			}},
-		{name: "peer IP resolves to nothing", lookup: staticLookup{err: agent.ErrNoContainerForPeerIP},
+		{name: "peer IP resolves to nothing", lookup: staticLookup{err: peerid.ErrNoContainerForPeerIP},
 			status: 401, code: "invalid_client", event: "token_peer_unresolved", req: func(t *testing.T, f *tokenFixture) postOpts {
 				return postOpts{leaf: f.leaf, form: f.form(f.assertion(t, 1))}
 			}},
@@ -382,7 +381,7 @@ func TestAssertionSingleUseAcrossRestart(t *testing.T) {
 // TestStolenAssertionNotBurned: an assertion presented from the wrong
 // container is refused without consuming its single use.
 func TestStolenAssertionNotBurned(t *testing.T) {
-	f := newTokenFixture(t, staticLookup{rc: agent.ResolvedContainer{ContainerID: cid(9)}})
+	f := newTokenFixture(t, staticLookup{rc: peerid.Container{ContainerID: cid(9)}})
 	a := f.assertion(t, 1)
 	if w := f.post(postOpts{leaf: f.leaf, form: f.form(a)}); w.Code != 401 {
 		t.Fatalf("stolen use: %d", w.Code)

@@ -75,7 +75,7 @@ func TestMintAgentSANsAndVerify(t *testing.T) {
 }
 
 // TestCertsPassOpenSSL checks the minted certs with the openssl CLI: they
-// chain to the CA and show the SANs and EKUs ARCHITECTURE.md fixes.
+// chain to the CA and show the SANs and EKUs the architecture spec fixes.
 func TestCertsPassOpenSSL(t *testing.T) {
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {

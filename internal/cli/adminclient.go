@@ -19,6 +19,7 @@ import (
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/rpcbuf"
 )
 
 // adminConn is an AdminService client over mTLS: the CLI cert, the clawker
@@ -104,7 +105,9 @@ func readAdminAddr(h auth.Home) string {
 }
 
 func dialAdmin(addr string, creds credentials.TransportCredentials) (*adminConn, error) {
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, adminTransportOptions()...)
+	// exec -i stdin goes out in large flushes, one syscall each rather
+	// than one per 16 KiB TLS record (see rpcbuf.BatchWrites).
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(rpcbuf.BatchWrites(creds))}, adminTransportOptions()...)
 	// passthrough: addr is an IP:port (cached, probed or from Docker), so
 	// the default DNS resolver would only add a goroutine hop per command.
 	conn, err := grpc.NewClient("passthrough:///"+addr, opts...)

@@ -13,8 +13,8 @@ func TestRegisteredColumn(t *testing.T) {
 	}{
 		{&adminv1.Agent{}, "no"},
 		{&adminv1.Agent{Registered: true, Trusted: true}, "yes"},
-		{&adminv1.Agent{Registered: true}, "yes (unverified)"},
-		{&adminv1.Agent{Registered: true, UntrustedReasons: []string{"thumbprint_mismatch"}}, "yes (untrusted)"},
+		{&adminv1.Agent{Registered: true}, "yes"},
+		{&adminv1.Agent{Registered: true, UntrustedReasons: []string{"thumbprint_mismatch"}}, "yes"},
 	} {
 		if got := registeredCol(c.ag); got != c.want {
 			t.Errorf("%+v: %q, want %q", c.ag, got, c.want)

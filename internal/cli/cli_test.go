@@ -3,10 +3,7 @@ package cli
 import (
 	"archive/tar"
 	"bytes"
-	"context"
-	"crypto/tls"
 	"debug/elf"
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -15,46 +12,10 @@ import (
 	"testing"
 	"time"
 
-	mobyclient "github.com/moby/moby/client"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
-	adminv1 "github.com/clawker/clawker/api/admin/v1"
-	"github.com/clawker/clawker/controlplane/admin"
 	"github.com/clawker/clawker/controlplane/agent"
-	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
-	"github.com/clawker/clawker/internal/logger"
 )
-
-// harness runs the CLI in-process with a Docker factory that records
-// whether it was called (and fails, so nothing can be created).
-type harness struct {
-	home        string
-	dockerCalls int
-}
-
-func (h *harness) run(t *testing.T, args ...string) (string, string, int) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	a := &app{in: strings.NewReader(""), out: &out, errOut: &errb, now: time.Now,
-		newDocker: func() (mobyclient.APIClient, error) {
-			h.dockerCalls++
-			return nil, errors.New("docker disabled in unit tests")
-		}}
-	code := a.run(context.Background(), append([]string{"--home", h.home}, args...))
-	return out.String(), errb.String(), code
-}
-
-func initHome(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if _, err := (auth.Home{Dir: dir}).Init(time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
 
 // TestBadInputs is the bad-input table: each case exits non-zero with a
 // message that says what is wrong, and none reaches Docker.
@@ -71,7 +32,7 @@ func TestBadInputs(t *testing.T) {
 		{"bad agent name", "", []string{"run", "--agent", "Bad Name!", "busybox"}, ExitUsage, "invalid --agent"},
 		{"bad project name", "", []string{"run", "--project", "../x", "--agent", "a", "busybox"}, ExitUsage, "invalid --project"},
 		{"agent missing", "", []string{"run", "busybox"}, ExitUsage, "agent"},
-		{"image missing", "", []string{"run", "--agent", "a"}, ExitUsage, "arg"},
+		{"image missing", "", []string{"run", "--agent", "a"}, ExitUsage, "no image"},
 		{"env without key", "", []string{"run", "--agent", "a", "-e", "=v", "busybox"}, ExitUsage, "KEY=VALUE"},
 		{"reserved env", "", []string{"run", "--agent", "a", "-e", "CLAWKER_AGENT=x", "busybox"}, ExitUsage, "set by clawker"},
 		{"volume over clawkerd", "", []string{"run", "--agent", "a", "-v", "x:/run/clawker/bin", "busybox"}, ExitUsage, "which clawker owns"},
@@ -83,7 +44,7 @@ func TestBadInputs(t *testing.T) {
 		{"bad output", "", []string{"agents", "-o", "yaml"}, ExitUsage, "table or json"},
 		{"exec without --", "", []string{"exec", "dev", "ls"}, ExitUsage, "--"},
 		{"exec bad name", "", []string{"exec", "Bad!", "--", "ls"}, ExitUsage, "invalid --agent"},
-		{"contain bad action", "", []string{"contain", "dev", "--action", "explode"}, ExitUsage, "network-detach, pause or kill"},
+		{"contain bad action", "", []string{"contain", "dev", "--action", "explode"}, ExitUsage, "network-detach, pause, kill, egress-block or egress-unblock"},
 		{"contain no action", "", []string{"contain", "dev"}, ExitUsage, "action"},
 		{"rm bad name", "", []string{"rm", "Bad!"}, ExitUsage, "invalid --agent"},
 		{"unknown command", "", []string{"frobnicate"}, ExitUsage, "unknown command"},
@@ -137,41 +98,6 @@ func TestCPDownIsUnavailable(t *testing.T) {
 	}
 }
 
-// serveAdmin runs a real AdminService for the CP of home cpHome.
-func serveAdmin(t *testing.T, cpHome string, rows []agent.Entry) string {
-	t.Helper()
-	h := auth.Home{Dir: cpHome}
-	cert, err := tls.LoadX509KeyPair(h.Path(consts.CPCertFile), h.Path(consts.CPKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := auth.ReadCertPool(h.Path(consts.CACertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := agent.NewRegistry(logger.Nop())
-	for _, r := range rows {
-		if err := reg.Add(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	srv, err := admin.New(admin.Deps{Registry: reg, Bus: overseer.New(nil),
-		Health: func() (bool, map[string]string) { return true, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, s := admin.Interceptors(nil)
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(admin.ServerTLSConfig(cert, pool))), grpc.UnaryInterceptor(u), grpc.StreamInterceptor(s))
-	adminv1.RegisterAdminServiceServer(gs, srv)
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
-}
-
 func TestAgentsTableAndJSON(t *testing.T) {
 	home := initHome(t)
 	an, _ := auth.NewAgentName("dev")
@@ -189,12 +115,17 @@ func TestAgentsTableAndJSON(t *testing.T) {
 		!strings.Contains(lines[1], "web") || !strings.Contains(lines[1], id[:12]) || !strings.Contains(lines[1], "yes") {
 		t.Fatalf("table:\n%s", out)
 	}
-	out, _, code = h.run(t, "agents", "-o", "json")
-	if code != 0 || !strings.Contains(out, `"container_id": "`+id+`"`) || !strings.Contains(out, `"registered": true`) {
-		t.Fatalf("json:\n%s", out)
+	// Docker (asked for the container states) is unreachable: the CP's
+	// list is printed unfiltered, with state unknown.
+	if !strings.HasSuffix(strings.TrimSpace(lines[1]), " -") || !strings.HasSuffix(lines[0], "STATE") {
+		t.Errorf("agents without Docker: want state -, got:\n%s", out)
 	}
-	if h.dockerCalls != 0 {
-		t.Errorf("agents with an admin address override called Docker")
+	// -o json asks Docker for the limits; unreachable, they are left out
+	// and the registry view still prints.
+	out, _, code = h.run(t, "agents", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"container_id": "`+id+`"`) || !strings.Contains(out, `"registered": true`) ||
+		strings.Contains(out, `"limits"`) {
+		t.Fatalf("json:\n%s", out)
 	}
 	// Unknown agent through the admin API: NotFound → exit 4.
 	_, stderr, code = h.run(t, "contain", "ghost", "--action", "kill")
@@ -246,40 +177,6 @@ func TestInitIsIdempotent(t *testing.T) {
 	st, err := os.Stat(filepath.Join(h.home, consts.CAKeyFile))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("CA key mode %v %v", st.Mode(), err)
-	}
-}
-
-func TestReadProjectHooks(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "clawker.yaml")
-	yaml := `name: web
-hooks:
-  post-init: |
-    echo one
-      indented
-    echo two
-  pre_run: echo "quick"
-other:
-  key: value
-`
-	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	hooks, err := readProjectHooks(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if hooks["post-init"] != "echo one\n  indented\necho two\n" || hooks["pre-run"] != "echo \"quick\n" && hooks["pre-run"] != "echo \"quick\"\n" {
-		t.Fatalf("hooks %q", hooks)
-	}
-	if h, err := readProjectHooks(filepath.Join(dir, "absent.yaml")); err != nil || h != nil {
-		t.Fatalf("missing file: %v %v", h, err)
-	}
-	if err := os.WriteFile(p, []byte("hooks:\n  on-fire: rm -rf /\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readProjectHooks(p); err == nil {
-		t.Fatal("unknown hook accepted")
 	}
 }
 

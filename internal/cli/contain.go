@@ -12,26 +12,31 @@ var containActions = map[string]adminv1.ContainAction{
 	"network-detach": adminv1.ContainAction_CONTAIN_ACTION_NETWORK_DETACH,
 	"pause":          adminv1.ContainAction_CONTAIN_ACTION_PAUSE,
 	"kill":           adminv1.ContainAction_CONTAIN_ACTION_KILL,
+	"egress-block":   adminv1.ContainAction_CONTAIN_ACTION_EGRESS_BLOCK,
+	"egress-unblock": adminv1.ContainAction_CONTAIN_ACTION_EGRESS_UNBLOCK,
 }
 
 func (a *app) containCmd() *cobra.Command {
 	var project, action, reason string
 	cmd := &cobra.Command{
-		Use:   "contain [flags] AGENT --action network-detach|pause|kill",
-		Short: "Contain an agent: detach it from clawker-net, pause it, or kill it",
+		Use:   "contain [flags] AGENT --action network-detach|pause|kill|egress-block|egress-unblock",
+		Short: "Contain an agent: cut its egress, detach it from its network, pause it, or kill it",
 		Long: `contain acts on an agent container through the control plane, which logs
 the action with your reason and publishes an agent_contained event.
 
-  network-detach  disconnect the container from clawker-net (it keeps running)
+  network-detach  disconnect the container from its agent network (it keeps running)
   pause           freeze every process in the container
-  kill            SIGKILL the container`,
+  kill            SIGKILL the container
+  egress-block    the egress gateway denies everything the agent asks for;
+                  its Session stays attached (until egress-unblock or a CP restart)
+  egress-unblock  lift an egress-block`,
 		Example: `  clawker contain dev --action network-detach --reason "unexpected egress"
   clawker contain --project web reviewer --action kill`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			act, ok := containActions[action]
 			if !ok {
-				return usageErrorf("--action must be network-detach, pause or kill, not %q", action)
+				return usageErrorf("--action must be network-detach, pause, kill, egress-block or egress-unblock, not %q", action)
 			}
 			ref, err := agentRef(project, args[0])
 			if err != nil {
@@ -54,10 +59,10 @@ the action with your reason and publishes an agent_contained event.
 		},
 	}
 	cmd.Flags().StringVarP(&project, "project", "p", "", "the agent's project")
-	cmd.Flags().StringVar(&action, "action", "", "network-detach, pause or kill (required)")
+	cmd.Flags().StringVar(&action, "action", "", "network-detach, pause, kill, egress-block or egress-unblock (required)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the control plane log and event)")
 	_ = cmd.RegisterFlagCompletionFunc("action", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"network-detach", "pause", "kill"}, cobra.ShellCompDirectiveNoFileComp
+		return []string{"network-detach", "pause", "kill", "egress-block", "egress-unblock"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return cmd
 }

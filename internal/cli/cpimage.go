@@ -30,7 +30,7 @@ const (
 // binary unless an image built from the same binary already exists. No
 // registry and no Dockerfile: the image is one static binary plus the few
 // /etc files a Go program reads.
-func ensureCPImage(ctx context.Context, c mobyclient.APIClient, binPath string) (string, error) {
+func ensureCPImage(ctx context.Context, c cpImageDocker, binPath string) (string, error) {
 	sum, err := fileSHA256(binPath)
 	if err != nil {
 		return "", err
@@ -116,7 +116,7 @@ func fileSHA256(p string) (string, error) {
 // pruneOldCPImages removes control plane images other than keep (earlier
 // imports left untagged by a re-import). Images still used by a container
 // are skipped by the engine; errors are ignored: this is housekeeping.
-func pruneOldCPImages(ctx context.Context, c mobyclient.APIClient, keep string) {
+func pruneOldCPImages(ctx context.Context, c cpImageDocker, keep string) {
 	f := make(mobyclient.Filters).Add("label", consts.LabelPurpose+"="+consts.PurposeControlPlane)
 	res, err := c.ImageList(ctx, mobyclient.ImageListOptions{All: true, Filters: f})
 	if err != nil {

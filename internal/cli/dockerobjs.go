@@ -9,6 +9,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	mobyclient "github.com/moby/moby/client"
 
+	"github.com/clawker/clawker/internal/agentnet"
 	"github.com/clawker/clawker/internal/consts"
 )
 
@@ -33,10 +34,16 @@ func managedLabels(extra map[string]string) map[string]string {
 	return l
 }
 
-// ensureNetwork creates clawker-net when missing.
-func ensureNetwork(ctx context.Context, c mobyclient.APIClient) error {
-	_, err := c.NetworkInspect(ctx, consts.NetworkName, mobyclient.NetworkInspectOptions{})
+// ensureNetwork creates clawker-net (the CP's own bridge) when missing and
+// refuses one clawker did not create: a foreign network could be shared
+// with containers the operator never meant to put next to the CP.
+func ensureNetwork(ctx context.Context, c agentnet.Docker) error {
+	res, err := c.NetworkInspect(ctx, consts.NetworkName, mobyclient.NetworkInspectOptions{})
 	if err == nil {
+		if res.Network.Labels[consts.LabelManaged] != "true" {
+			return withCode(ExitUsage, fmt.Errorf("network %s exists but clawker did not create it (no %s=true label): "+
+				"remove it (docker network rm %s) and run clawker again", consts.NetworkName, consts.LabelManaged, consts.NetworkName))
+		}
 		return nil
 	}
 	if !cerrdefs.IsNotFound(err) {
@@ -53,7 +60,7 @@ func ensureNetwork(ctx context.Context, c mobyclient.APIClient) error {
 }
 
 // ensureVolume creates the CP data volume when missing.
-func ensureVolume(ctx context.Context, c mobyclient.APIClient, name string) error {
+func ensureVolume(ctx context.Context, c volumeDocker, name string) error {
 	_, err := c.VolumeInspect(ctx, name, mobyclient.VolumeInspectOptions{})
 	if err == nil {
 		return nil

@@ -23,9 +23,12 @@ func checkOutput(o string) error {
 }
 
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(jsonTermSafe(b), '\n'))
+	return err
 }
 
 func sortedKeys(m map[string]string) []string {

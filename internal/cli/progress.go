@@ -16,21 +16,21 @@ import (
 func (a *app) showProgress(ctx context.Context, w io.Writer, project, agent, containerID string) {
 	ac, err := a.admin(ctx)
 	if err != nil {
-		fmt.Fprintf(w, "clawker: no init progress (%v)\n", err)
+		fmt.Fprintf(w, "clawker: no init progress (%s)\n", termSafe(err.Error()))
 		return
 	}
 	defer ac.Close()
 	stream, err := ac.WatchEvents(ctx, &adminv1.WatchEventsRequest{Agent: agent, Project: project,
 		SinceUnixNano: a.now().Add(-time.Minute).UnixNano()})
 	if err != nil {
-		fmt.Fprintf(w, "clawker: no init progress (%v)\n", rpcError("watch", err))
+		fmt.Fprintf(w, "clawker: no init progress (%s)\n", termSafe(rpcError("watch", err).Error())) // the CP's text may quote agent data
 		return
 	}
 	for {
 		res, err := stream.Recv()
 		if err != nil {
 			if ctx.Err() == nil {
-				fmt.Fprintf(w, "clawker: progress stream ended: %v\n", rpcError("watch", err))
+				fmt.Fprintf(w, "clawker: progress stream ended: %s\n", termSafe(rpcError("watch", err).Error()))
 			}
 			return
 		}
@@ -39,7 +39,7 @@ func (a *app) showProgress(ctx context.Context, w io.Writer, project, agent, con
 			continue
 		}
 		if line, done := progressLine(ev); line != "" {
-			fmt.Fprintf(w, "clawker: %s\n", line)
+			fmt.Fprintf(w, "clawker: %s\n", termSafe(line)) // fields are agent-controlled
 			if done {
 				return
 			}

@@ -14,10 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/clawker/clawker/internal/auth"
+	"github.com/clawker/clawker/internal/version"
 )
-
-// Version is stamped at build time (-ldflags "-X ...cli.Version=...").
-var Version = "dev"
 
 // app is the state every command shares: I/O, the home directory flag and
 // the Docker client factory (swappable in tests so name validation can be
@@ -28,8 +26,11 @@ type app struct {
 	errOut io.Writer
 
 	homeFlag  string
-	newDocker func() (mobyclient.APIClient, error)
+	newDocker func() (dockerAPI, error)
 	now       func() time.Time
+	// credServer starts the host git credential server for cp up; nil
+	// means startGitCredServer (unit tests stub it: it spawns a process).
+	credServer func(auth.Home) (string, error)
 
 	// started is set once cobra has parsed flags and validated args: an
 	// error before that is a usage error.
@@ -46,7 +47,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func (a *app) run(ctx context.Context, args []string) int {
-	root := a.rootCmd()
+	root := a.rootCmd(args)
 	root.SetArgs(args)
 	root.SetIn(a.in)
 	root.SetOut(a.out)
@@ -61,13 +62,13 @@ func (a *app) run(ctx context.Context, args []string) int {
 	if err != nil {
 		var s silentExit
 		if !errors.As(err, &s) {
-			fmt.Fprintf(a.errOut, "clawker: %v\n", err)
+			fmt.Fprintf(a.errOut, "clawker: %s\n", termSafeLines(err.Error())) // may quote an agent (exec errors)
 		}
 	}
 	return exitCode(err)
 }
 
-func (a *app) rootCmd() *cobra.Command {
+func (a *app) rootCmd(args []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "clawker",
 		Short: "Run AI coding agents in Docker under a control plane that knows who is who",
@@ -93,18 +94,18 @@ Quickstart:
 	}
 	root.PersistentFlags().StringVar(&a.homeFlag, "home", "", "clawker home directory (default $CLAWKER_HOME, else $XDG_DATA_HOME/clawker)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return withCode(ExitUsage, err) })
-	root.AddCommand(
-		a.initCmd(),
-		a.cpCmd(),
-		a.runCmd(),
-		a.agentsCmd(),
-		a.eventsCmd(),
-		a.execCmd(),
-		a.containCmd(),
-		a.rmCmd(),
-		a.versionCmd(),
-		a.genDocsCmd(),
-	)
+	table := a.commandTable()
+	if c := soleCommand(table, args); c != nil {
+		// Only what this run names: the rest of the tree (and the
+		// completion command, which is not being asked for) would cost
+		// every command its flag sets for nothing.
+		root.CompletionOptions.DisableDefaultCmd = true
+		root.AddCommand(c.make())
+		return root
+	}
+	for _, c := range table {
+		root.AddCommand(c.make())
+	}
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {
 		if c.Name() == "completion" {
@@ -114,21 +115,30 @@ Quickstart:
 	return root
 }
 
-// home resolves the CLI home from --home, $CLAWKER_HOME or XDG defaults.
+// home resolves the CLI home from --home, $CLAWKER_HOME or XDG defaults,
+// and refuses one whose owner or modes let another user read its keys or
+// replace its files (auth.Home.CheckPerms).
 func (a *app) home() (auth.Home, error) {
 	if a.homeFlag != "" {
-		return auth.Home{Dir: a.homeFlag}, nil
+		return checkedHome(auth.Home{Dir: a.homeFlag})
 	}
 	d, err := auth.DefaultHomeDir()
 	if err != nil {
 		return auth.Home{}, err
 	}
-	return auth.Home{Dir: d}, nil
+	return checkedHome(auth.Home{Dir: d})
+}
+
+func checkedHome(h auth.Home) (auth.Home, error) {
+	if err := h.CheckPerms(adminAddrFile); err != nil {
+		return auth.Home{}, err
+	}
+	return h, nil
 }
 
 // docker returns a client after checking the engine answers, so a missing
 // engine is reported once, clearly, with the right exit code.
-func (a *app) docker(ctx context.Context) (mobyclient.APIClient, error) {
+func (a *app) docker(ctx context.Context) (dockerAPI, error) {
 	c, err := a.newDocker()
 	if err != nil {
 		return nil, withCode(ExitUnavailable, fmt.Errorf("cannot set up a client for the Docker engine (check DOCKER_HOST): %w", err))
@@ -142,7 +152,7 @@ func (a *app) docker(ctx context.Context) (mobyclient.APIClient, error) {
 	return c, nil
 }
 
-func defaultDocker() (mobyclient.APIClient, error) {
+func defaultDocker() (dockerAPI, error) {
 	return mobyclient.New(mobyclient.FromEnv)
 }
 
@@ -153,7 +163,7 @@ func (a *app) versionCmd() *cobra.Command {
 		Example: "  clawker version",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(a.out, "clawker %s\n", Version)
+			fmt.Fprintf(a.out, "clawker %s\n", version.Version)
 			return nil
 		},
 	}

@@ -1,8 +1,8 @@
 package cli
 
 import (
-	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"io"
@@ -10,33 +10,37 @@ import (
 	"path"
 	"strings"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
-	"github.com/moby/moby/api/types/network"
 	mobyclient "github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
 	"github.com/clawker/clawker/internal/auth"
+	"github.com/clawker/clawker/internal/config"
 	"github.com/clawker/clawker/internal/consts"
 )
 
 type runOptions struct {
 	project string
 	agent   string
-	env     []string
-	user    string
+	name    string // --name, docker's spelling of --agent
 	detach  bool
-	dir     string
-	volumes []string
 	debug   bool
+	rm      bool
+	pull    string
+	// entrypoint replaces the image's ENTRYPOINT (and drops its CMD), as
+	// docker run --entrypoint does; nil when not given.
+	entrypoint *string
+	term       runTermFlags // -i, -t, --detach-keys (runterm.go)
+	cf         configFlags  // the flags clawker.yaml can also set (runconfig.go)
 }
 
 func (a *app) runCmd() *cobra.Command {
 	var o runOptions
+	var entrypoint string
 	cmd := &cobra.Command{
-		Use:   "run [flags] IMAGE [CMD...]",
+		Use:   "run [flags] [IMAGE [CMD...]]",
 		Short: "Create and start an agent container from any image",
 		Long: `run creates an agent container from IMAGE (any unmodified image: busybox,
 alpine, debian, node...). clawkerd becomes its entrypoint; the image's own
@@ -48,25 +52,60 @@ container ID), a single-use registration assertion, and copies them with the
 clawkerd binary into the container. The control plane does the rest.
 
 Attached by default: the agent's console is streamed and run exits with the
-user command's exit code. With -d it prints the container ID and returns.`,
+user command's exit code. With -d it prints the container ID and returns.
+An image that is not local is pulled through the engine first (--pull).
+
+clawker.yaml in --project-dir supplies defaults for IMAGE, CMD and most
+flags (image, cmd, user, workdir, env, env_file, secrets, volumes,
+resources, state, hooks); flags override it. clawker config show prints the
+result. Limits default to no CPU or memory cap and at most 4096 processes.`,
 		Example: `  clawker run --agent dev busybox sleep 3600
+  clawker run --rm --name once -w /tmp --entrypoint sh busybox -c pwd
   clawker run -d --project web --agent reviewer -e MODE=review node:22 npm test
   clawker run -d --agent scratch --user 1000 -v "$PWD:/work" debian:bookworm`,
-		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runAgent(cmd.Context(), o, args[0], args[1:])
+			eff, dir, err := effectiveConfig(cmd.Flags(), o.cf, args)
+			if err != nil {
+				return err
+			}
+			if err := o.docker(cmd.Flags().Changed("entrypoint"), entrypoint); err != nil {
+				return err
+			}
+			return a.runAgent(cmd.Context(), o, eff, dir)
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().StringVarP(&o.project, "project", "p", "", "project the agent belongs to (empty: a global agent)")
 	cmd.Flags().StringVarP(&o.agent, "agent", "a", "", "agent name, unique within the project (required)")
-	cmd.Flags().StringArrayVarP(&o.env, "env", "e", nil, "environment variable KEY=VALUE for the user command (repeatable; KEY alone copies it from here)")
-	cmd.Flags().StringVarP(&o.user, "user", "u", "", "user the user command runs as (name or uid[:gid]; default: the image's USER)")
+	cmd.Flags().StringVar(&o.name, "name", "", "same as --agent (docker's spelling)")
+	cmd.Flags().BoolVar(&o.rm, "rm", false, "remove the agent container (and its clawkerd volume) when it exits")
+	cmd.Flags().StringVar(&entrypoint, "entrypoint", "", "replace the image's ENTRYPOINT (its CMD is then dropped too, as docker does)")
+	cmd.Flags().StringVar(&o.pull, "pull", pullMissing, "pull the image before running: missing, always or never")
 	cmd.Flags().BoolVarP(&o.detach, "detach", "d", false, "start the agent and return its container ID")
-	cmd.Flags().StringVar(&o.dir, "project-dir", ".", "directory holding clawker.yaml (hooks)")
-	cmd.Flags().StringArrayVarP(&o.volumes, "volume", "v", nil, "bind mount or named volume SRC:DST[:ro] (repeatable)")
+	o.term.add(cmd)
+	addConfigFlags(cmd.Flags(), &o.cf)
 	cmd.Flags().BoolVar(&o.debug, "debug", false, "attached: also show clawkerd's own log lines")
 	return cmd
+}
+
+// docker folds docker's spellings into the options: --name is --agent,
+// --entrypoint is kept only when given.
+func (o *runOptions) docker(epChanged bool, ep string) error {
+	if o.name != "" {
+		if o.agent != "" && o.agent != o.name {
+			return usageErrorf("--name %q and --agent %q disagree: give one", o.name, o.agent)
+		}
+		o.agent = o.name
+	}
+	if epChanged {
+		o.entrypoint = &ep
+	}
+	switch o.pull {
+	case pullMissing, pullAlways, pullNever:
+	default:
+		return usageErrorf("--pull must be missing, always or never, not %q", o.pull)
+	}
+	return nil
 }
 
 // agentIdentity validates the user-typed names before anything touches
@@ -105,41 +144,26 @@ func parseEnv(kvs []string) ([]string, error) {
 	return out, nil
 }
 
-func (a *app) runAgent(ctx context.Context, o runOptions, image string, userCmd []string) error {
-	if o.agent == "" {
-		return usageErrorf("--agent is required: name the agent (e.g. --agent dev)")
-	}
-	project, agent, err := agentIdentity(o.project, o.agent)
-	if err != nil {
-		return err
-	}
-	env, err := parseEnv(o.env)
-	if err != nil {
-		return err
-	}
-	for _, v := range o.volumes {
-		parts := strings.Split(v, ":")
-		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || !strings.HasPrefix(parts[1], "/") ||
-			(len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
-			return usageErrorf("invalid --volume %q: want SRC:/container/path[:ro]", v)
-		}
-		if r := reservedMount(parts[1]); r != "" {
-			return usageErrorf("invalid --volume %q: it would cover %s, which clawker owns", v, r)
-		}
-	}
-	h, err := a.home()
-	if err != nil {
-		return err
-	}
-	ca, err := h.LoadCA()
-	if err != nil {
-		return withCode(ExitUsage, fmt.Errorf("load the clawker CA from %s (run clawker init first): %w", h.Dir, err))
-	}
-	signer, err := h.LoadSigningKey()
-	if err != nil {
-		return withCode(ExitUsage, fmt.Errorf("load the assertion signing key from %s (run clawker init first): %w", h.Dir, err))
-	}
-	clawkerd, err := findBinary("clawkerd", EnvClawkerdBin)
+// runPlan is a validated run request with everything loaded from the
+// home and the project before Docker is asked anything.
+type runPlan struct {
+	o         runOptions
+	project   auth.ProjectSlug
+	agent     auth.AgentName
+	image     string
+	cmd       []string // from the flags or clawker.yaml; empty: the image's
+	env       []string
+	eff       *config.Effective
+	resources container.Resources
+	secrets   map[string][]byte
+	home      auth.Home
+	ca        *auth.CA
+	signer    *ecdsa.PrivateKey
+	clawkerd  string // host path of the clawkerd binary
+}
+
+func (a *app) runAgent(ctx context.Context, o runOptions, eff *config.Effective, projectDir string) error {
+	p, err := a.planRun(o, eff, projectDir)
 	if err != nil {
 		return err
 	}
@@ -148,153 +172,44 @@ func (a *app) runAgent(ctx context.Context, o runOptions, image string, userCmd 
 		return err
 	}
 	defer c.Close()
+	return a.launchAgent(ctx, c, p)
+}
 
-	img, err := c.ImageInspect(ctx, image)
+// planRun validates the request and loads the CA, the signing key, the
+// secrets and the clawkerd binary: a bad request never touches Docker.
+func (a *app) planRun(o runOptions, eff *config.Effective, projectDir string) (runPlan, error) {
+	if o.agent == "" {
+		return runPlan{}, usageErrorf("--agent (or --name) is required: name the agent (e.g. --agent dev)")
+	}
+	project, agent, err := agentIdentity(o.project, o.agent)
 	if err != nil {
-		if cerrdefs.IsNotFound(err) {
-			return withCode(ExitNotFound, fmt.Errorf("image %s not found locally: docker pull %s (or build it) first", image, image))
-		}
-		return fmt.Errorf("inspect image %s: %w", image, err)
+		return runPlan{}, err
 	}
-	if len(userCmd) == 0 && img.Config != nil {
-		userCmd = append(append([]string{}, img.Config.Entrypoint...), img.Config.Cmd...)
+	p := runPlan{o: o, project: project, agent: agent, image: eff.Image.V, cmd: eff.Cmd.V, env: eff.EnvList(), eff: eff}
+	if p.image == "" {
+		return runPlan{}, usageErrorf("no image: give IMAGE, or image: in %s", config.FileName)
 	}
-	if len(userCmd) == 0 {
-		return usageErrorf("image %s has no entrypoint or cmd: give the command to run after the image name", image)
+	if p.resources, err = agentResources(eff); err != nil {
+		return runPlan{}, err
 	}
-	runAs := o.user
-	if runAs == "" && img.Config != nil {
-		runAs = img.Config.User
+	if p.secrets, err = eff.ReadSecrets(projectDir); err != nil {
+		return runPlan{}, withCode(ExitUsage, err)
 	}
-	if err := ensureNetwork(ctx, c); err != nil {
-		return err
-	}
-
-	fullName := auth.AgentFullName(project, agent)
-	labels := managedLabels(map[string]string{consts.LabelPurpose: consts.PurposeAgent, consts.LabelAgent: agent.String()})
-	if !project.IsZero() {
-		labels[consts.LabelProject] = project.String()
-	}
-	env = append(env,
-		consts.EnvAgent+"="+agent.String(),
-		consts.EnvProject+"="+project.String(),
-		consts.EnvUser+"="+runAs,
-		consts.EnvCPAgentAddr+"="+fmt.Sprintf("%s:%d", consts.ControlPlaneContainer, consts.PortAgent),
-		consts.EnvCPTokenURL+"="+fmt.Sprintf("https://%s:%d%s", consts.ControlPlaneContainer, consts.PortToken, consts.TokenPath),
-	)
-	created, err := c.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{
-		Name: fullName,
-		Config: &container.Config{
-			Image:      image,
-			Entrypoint: []string{consts.ClawkerdPath, "--"},
-			Cmd:        userCmd,
-			Env:        env,
-			// clawkerd is PID 1 as root: it reads its 0400 bootstrap files
-			// and drops to CLAWKER_USER for the user command.
-			User:         "0:0",
-			Labels:       labels,
-			AttachStdout: !o.detach,
-			AttachStderr: !o.detach,
-		},
-		HostConfig: &container.HostConfig{
-			NetworkMode: container.NetworkMode(consts.NetworkName),
-			Binds:       o.volumes,
-			Mounts:      []mount.Mount{clawkerdMount()},
-			// Raw sockets would let an agent spoof another container's IP
-			// on clawker-net (ARP), undermining the peer-IP identity anchor.
-			CapDrop: []string{"NET_RAW"},
-		},
-		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
-			consts.NetworkName: {},
-		}},
-	})
+	h, err := a.home()
 	if err != nil {
-		if cerrdefs.IsConflict(err) {
-			return withCode(ExitUsage, fmt.Errorf("an agent container named %s already exists: remove it with clawker rm %s (or docker rm -f %s)", fullName, agent, fullName))
-		}
-		return fmt.Errorf("create agent container: %w", err)
+		return runPlan{}, err
 	}
-	id := created.ID
-	started := false
-	defer func() {
-		if !started { // nothing half-created: an unstarted container goes
-			_, _ = c.ContainerRemove(context.WithoutCancel(ctx), id, mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
-		}
-	}()
-
-	now := a.now()
-	leaf, err := ca.MintAgent(project, agent, id, now)
-	if err != nil {
-		return fmt.Errorf("mint agent certificate: %w", err)
+	p.home = h
+	if p.ca, err = h.LoadCA(); err != nil {
+		return runPlan{}, withCode(ExitUsage, fmt.Errorf("load the clawker CA from %s (run clawker init first): %w", h.Dir, err))
 	}
-	assertion, err := auth.MintAssertion(signer, id, now)
-	if err != nil {
-		return fmt.Errorf("mint registration assertion: %w", err)
+	if p.signer, err = h.LoadSigningKey(); err != nil {
+		return runPlan{}, withCode(ExitUsage, fmt.Errorf("load the assertion signing key from %s (run clawker init first): %w", h.Dir, err))
 	}
-	keyPEM, err := auth.KeyPEM(leaf.Key)
-	if err != nil {
-		return err
+	if p.clawkerd, err = findBinary("clawkerd", EnvClawkerdBin); err != nil {
+		return runPlan{}, err
 	}
-	tb := newTarBuilder(now)
-	boot := strings.TrimPrefix(consts.BootstrapDir, "/")
-	if err := tb.dir(boot, 0o700); err != nil {
-		return err
-	}
-	for _, f := range []struct {
-		name string
-		data []byte
-	}{
-		{consts.BootstrapCert, auth.CertPEM(leaf.Cert)},
-		{consts.BootstrapKey, keyPEM},
-		{consts.BootstrapCA, auth.CertPEM(ca.Cert)},
-		{consts.BootstrapAssert, []byte(assertion)},
-	} {
-		if err := tb.file(boot+"/"+f.name, 0o400, f.data); err != nil {
-			return err
-		}
-	}
-	if err := tb.hostFile(strings.TrimPrefix(consts.ClawkerdPath, "/"), 0o755, clawkerd); err != nil {
-		return err
-	}
-	if err := stageFiles(ctx, tb, strings.TrimPrefix(consts.StagingDir, "/"), o.dir); err != nil {
-		return err
-	}
-	data, err := tb.bytes()
-	if err != nil {
-		return err
-	}
-	if _, err := c.CopyToContainer(ctx, id, mobyclient.CopyToContainerOptions{DestinationPath: "/", Content: bytes.NewReader(data)}); err != nil {
-		return fmt.Errorf("copy clawkerd and bootstrap files into %s: %w", fullName, err)
-	}
-
-	var attached *mobyclient.ContainerAttachResult
-	if !o.detach {
-		// Attach before start so the first line of output is not lost.
-		res, err := c.ContainerAttach(ctx, id, mobyclient.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
-		if err != nil {
-			return fmt.Errorf("attach to %s: %w", fullName, err)
-		}
-		attached = &res
-		defer res.Close()
-	}
-	if _, err := c.ContainerStart(ctx, id, mobyclient.ContainerStartOptions{}); err != nil {
-		return fmt.Errorf("start %s: %w", fullName, err)
-	}
-	started = true
-	if os.Getenv(EnvCPAdminAddr) == "" {
-		if _, err := publishedAddr(ctx, c, consts.PortAdmin); err != nil {
-			fmt.Fprintf(a.errOut, "clawker: warning: the control plane is not running; %s waits for it to register and start its command (clawker cp up)\n", fullName)
-		}
-	}
-	if o.detach {
-		fmt.Fprintln(a.out, id)
-		return nil
-	}
-	fmt.Fprintf(a.errOut, "agent %s started (%s); Ctrl-C detaches, the agent keeps running\n", fullName, shortID(id))
-	pctx, stopProgress := context.WithCancel(ctx)
-	defer stopProgress()
-	go a.showProgress(pctx, a.errOut, project.String(), agent.String(), id)
-	return a.followAgent(ctx, c, id, attached, o.debug)
+	return p, nil
 }
 
 // reservedMount returns the clawker-owned directory a --volume target
@@ -331,7 +246,8 @@ func clawkerdMount() mount.Mount {
 
 // followAgent streams the attached console until the container exits and
 // returns its exit code. Ctrl-C detaches without stopping the agent.
-func (a *app) followAgent(ctx context.Context, c mobyclient.APIClient, id string, att *mobyclient.ContainerAttachResult, debug bool) error {
+// wait, when set, was registered before the start (run --rm).
+func (a *app) followAgent(ctx context.Context, c containerAttacher, id string, att *mobyclient.ContainerAttachResult, wait *mobyclient.ContainerWaitResult, debug bool) error {
 	copied := make(chan error, 1)
 	go func() {
 		var errW io.Writer = a.errOut
@@ -343,7 +259,10 @@ func (a *app) followAgent(ctx context.Context, c mobyclient.APIClient, id string
 		_ = f.Flush()
 		copied <- err
 	}()
-	wait := c.ContainerWait(ctx, id, mobyclient.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	if wait == nil {
+		w := c.ContainerWait(ctx, id, mobyclient.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+		wait = &w
+	}
 	select {
 	case <-ctx.Done():
 		fmt.Fprintf(a.errOut, "\ndetached from %s (still running)\n", shortID(id))

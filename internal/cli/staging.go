@@ -8,23 +8,20 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/clawker/clawker/internal/config"
+	"github.com/clawker/clawker/internal/consts"
 )
 
-// Staging files the CP's init plan reads from the container (under
-// consts.StagingDir). Everything is optional: a missing source stages
-// nothing, and the matching init step is a no-op.
-const (
-	stagingGitIdentity = "git-identity"
-	stagingKnownHosts  = "known_hosts"
-	stagingHooks       = "hooks"
-	stagingPostInit    = "post-init"
-	stagingPreRun      = "pre-run"
-)
+// The staged names are consts.Staged*, shared with the CP's init plan.
+// Everything is optional: a missing source stages nothing, and the
+// matching init step is a no-op.
 
 // stageFiles adds the staging tree to tb: git identity from the host
-// user's git config, their SSH known_hosts, and the project's hooks from
-// clawker.yaml in projectDir.
-func stageFiles(ctx context.Context, tb *tarBuilder, root, projectDir string) error {
+// user's git config, their SSH known_hosts, the project's hooks and its
+// secrets (root-only here; the CP's secrets step installs them on the
+// /run/secrets tmpfs for the agent's user at every start).
+func stageFiles(ctx context.Context, tb *tarBuilder, root string, hooks config.Hooks, secrets map[string][]byte) error {
 	if err := tb.dir(root, 0o755); err != nil {
 		return err
 	}
@@ -32,23 +29,33 @@ func stageFiles(ctx context.Context, tb *tarBuilder, root, projectDir string) er
 	// one would only make the config step fork to copy nothing (the plan
 	// skips a step whose staged input is absent).
 	if name, email := gitConfig(ctx, "user.name"), gitConfig(ctx, "user.email"); name != "" || email != "" {
-		if err := tb.file(root+"/"+stagingGitIdentity, 0o444, []byte(name+"\n"+email+"\n")); err != nil {
+		if err := tb.file(root+"/"+consts.StagedGitIdentity, 0o444, []byte(name+"\n"+email+"\n")); err != nil {
 			return err
 		}
 	}
 	if hd, err := os.UserHomeDir(); err == nil {
 		if data, err := os.ReadFile(filepath.Join(hd, ".ssh", "known_hosts")); err == nil {
-			if err := tb.file(root+"/"+stagingKnownHosts, 0o444, data); err != nil {
+			if err := tb.file(root+"/"+consts.StagedKnownHosts, 0o444, data); err != nil {
 				return err
 			}
 		}
 	}
-	hooks, err := readProjectHooks(filepath.Join(projectDir, "clawker.yaml"))
-	if err != nil {
+	for name, script := range map[string]string{consts.StagedHookPostInit: hooks.PostInit, consts.StagedHookPreRun: hooks.PreRun} {
+		if script == "" {
+			continue
+		}
+		if err := tb.file(root+"/"+name, 0o555, []byte(script)); err != nil {
+			return err
+		}
+	}
+	if len(secrets) == 0 {
+		return nil
+	}
+	if err := tb.dir(root+"/"+consts.StagedSecrets, 0o700); err != nil {
 		return err
 	}
-	for name, script := range hooks {
-		if err := tb.file(root+"/"+stagingHooks+"/"+name, 0o555, []byte(script)); err != nil {
+	for name, data := range secrets {
+		if err := tb.file(root+"/"+consts.StagedSecrets+"/"+name, 0o400, data); err != nil {
 			return err
 		}
 	}

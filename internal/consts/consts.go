@@ -1,5 +1,6 @@
 // Package consts holds the fixed names shared by the three programs: the
-// wire and on-disk contracts of ARCHITECTURE.md. It owns no behaviour.
+// wire and on-disk contracts of the clawker architecture spec. It owns no
+// behaviour.
 package consts
 
 const (
@@ -39,6 +40,15 @@ const (
 	PortAdmin   = 7443 // CP AdminService
 	PortHealth  = 7446 // CP /healthz and /metrics (plain HTTP)
 
+	PortEgressDNS   = 53   // CP egress gateway: agents' DNS resolver
+	PortEgressProxy = 3128 // CP egress gateway: agents' HTTP(S) proxy
+	// EgressCAFile / EgressCAKeyFile are the per-install TLS interception
+	// CA in the CLI home (copied into the CP); clawker run stages the
+	// certificate in each agent at EgressCAPath.
+	EgressCAFile    = "egress-ca.pem"
+	EgressCAKeyFile = "egress-ca-key.pem"
+	EgressCAPath    = "/run/clawker/egress-ca.pem"
+
 	BootstrapDir    = "/run/clawker/bootstrap"
 	BootstrapCert   = "cert.pem"
 	BootstrapKey    = "key.pem"
@@ -59,9 +69,11 @@ const (
 	AssertionAudience      = "clawker-controlplane/token"
 	TokenAudience          = "clawker-controlplane/agent"
 
-	EnvAgent       = "CLAWKER_AGENT"
-	EnvProject     = "CLAWKER_PROJECT"
-	EnvUser        = "CLAWKER_USER"
+	EnvAgent   = "CLAWKER_AGENT"
+	EnvProject = "CLAWKER_PROJECT"
+	EnvUser    = "CLAWKER_USER"
+	// EnvTTY=1 runs the user CMD on a pseudo-terminal (clawker run -t).
+	EnvTTY         = "CLAWKER_TTY"
 	EnvCPAgentAddr = "CLAWKER_CP_AGENT_ADDR"
 	EnvCPTokenURL  = "CLAWKER_CP_TOKEN_URL"
 	EnvHome        = "CLAWKER_HOME"

@@ -89,6 +89,8 @@ type AgentRow struct {
 	Session       string    `json:"session"`
 	Attempts      int       `json:"attempts"`
 	Trusted       bool      `json:"trusted"`
+	Trust         string    `json:"trust"` // "yes" or "no (<reason>)": says why in a failure message
+	LastError     string    `json:"last_error"`
 	Init          string    `json:"init"`
 	InitStep      string    `json:"init_step"`
 	InitStepIndex int32     `json:"init_step_index"`

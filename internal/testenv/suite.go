@@ -46,6 +46,9 @@ type Suite struct {
 // a failure.
 func Required() bool { return os.Getenv(consts.EnvE2E) == "1" }
 
+// LockHolders names every suite that runs under the fixed-names lock.
+var LockHolders = []string{"e2e", "soak", "bench"}
+
 // Setup connects to the engine, sweeps leftovers of earlier runs carrying
 // the label, builds the binaries and imports the agent image. An error
 // wrapping ErrUnavailable means there is no engine (or no busybox-static).
@@ -74,6 +77,14 @@ func Setup(ctx context.Context, name, image string) (*Suite, error) {
 		return nil, err
 	}
 	s := &Suite{Docker: c, Label: consts.LabelTest + "=" + name, Image: image, unlock: unlock}
+	// A killed run of any suite holding this lock leaves its objects (an
+	// unmanaged clawker-net among them, which cp up refuses): with the lock
+	// held, nobody else is using them.
+	for _, holder := range LockHolders {
+		if holder != name {
+			(&Suite{Docker: c, Label: consts.LabelTest + "=" + holder}).Sweep(ctx, false)
+		}
+	}
 	s.Sweep(ctx, false)
 	if s.BinDir, err = os.MkdirTemp("", "clawker-"+name+"-bin-"); err != nil {
 		s.Close(ctx)

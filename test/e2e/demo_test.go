@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/testenv"
 )
 
 // TestDemoCommand runs the README's demo command verbatim
@@ -21,7 +22,7 @@ func TestDemoCommand(t *testing.T) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	if _, err := exec.LookPath("docker"); err != nil {
-		t.Skip("the demo script uses the docker CLI to import its image; not installed")
+		testenv.Unavailable(t, "the demo script uses the docker CLI to import its image; not installed")
 	}
 	run := func(args ...string) string {
 		t.Helper()
@@ -42,7 +43,7 @@ func TestDemoCommand(t *testing.T) {
 		ok := false
 		for _, line := range strings.Split(table, "\n") {
 			f := strings.Fields(line)
-			if len(f) >= 6 && f[0] == agent && f[1] == "demo" && f[3] == "yes" && f[4] == "connected" && f[5] == "completed" {
+			if len(f) >= 7 && f[0] == agent && f[1] == "demo" && f[3] == "yes" && f[4] == "yes" && f[5] == "connected" && f[6] == "completed" {
 				ok = true
 			}
 		}

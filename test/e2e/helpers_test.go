@@ -97,7 +97,7 @@ type agentRow struct {
 
 func (e *env) agents() []agentRow {
 	e.t.Helper()
-	r := e.must("agents", "-o", "json")
+	r := e.must("agents", "-a", "-o", "json") // -a: stopped agents too, as before -a existed
 	var rows []agentRow
 	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
 		e.t.Fatalf("agents -o json: %v\n%s", err, r)

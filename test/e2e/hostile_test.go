@@ -1,80 +1,18 @@
 package e2e
 
 import (
-	"context"
-	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	mobyclient "github.com/moby/moby/client"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	adminv1 "github.com/clawker/clawker/api/admin/v1"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 )
-
-// hostileAttack is one row of the hostile-peer matrix.
-type hostileAttack struct {
-	name    string
-	surface string // agent-api | token | clawkerd | admin
-	from    string // where the attacker runs
-	// event is the CP log event that classifies the refusal; "" when the
-	// refusal happens in a TLS handshake that no CP code observes.
-	event string
-	// layer names where an event-less refusal happens (shown in the table).
-	layer string
-	run   func(name string) outcome
-	want  func(outcome) error
-}
-
-// The one generic answer of each gate: callers never learn which check
-// failed (the reason is only in the CP log).
-const (
-	genericUnauth   = "authentication required"
-	genericIdentity = "registration rejected"
-	genericOAuth    = `{"error":"invalid_client","error_description":"client authentication failed"}`
-)
-
-// refusedAtTLS accepts only failures that happen after the TCP connection
-// was up (a TLS alert, or the server hanging up mid-handshake), never a
-// dial failure, which would make the attack prove nothing.
-func refusedAtTLS(o outcome) error {
-	if o.OK || o.Stage != "transport" {
-		return fmt.Errorf("want a TLS refusal, got stage %s %s", o.Stage, o)
-	}
-	msg := o.Message + o.Detail
-	for _, s := range []string{"tls: ", "broken pipe", "connection reset", "EOF"} {
-		if strings.Contains(msg, s) {
-			return nil
-		}
-	}
-	return fmt.Errorf("want a TLS refusal on an established connection, got %q", msg)
-}
-
-func refusedRPC(code, msg string) func(outcome) error {
-	return func(o outcome) error {
-		if o.OK || o.Stage != "rpc" || o.Code != code || (msg != "" && o.Message != msg) {
-			return fmt.Errorf("want %s %q, got stage %s %s", code, msg, o.Stage, o)
-		}
-		return nil
-	}
-}
-
-func refusedOAuth(status int, body string) func(outcome) error {
-	return func(o outcome) error {
-		if o.OK || o.Stage != "http" || o.HTTPStatus != status || o.Body != body {
-			return fmt.Errorf("want HTTP %d %s, got stage %s %s", status, body, o.Stage, o)
-		}
-		return nil
-	}
-}
 
 // TestHostilePeerMatrix runs every hostile-peer attack of issue 7 against
 // one real CP and real agent containers: attackers are processes inside
@@ -132,6 +70,10 @@ func TestHostilePeerMatrix(t *testing.T) {
 		return nil
 	})
 	stranger := startHostile(t, "clawker-e2e-stranger", nil)
+	// Agents are alone with the CP on their own networks: the stranger
+	// is put on alice's and bob's so the clawkerd TLS gates stay tested.
+	joinAgentNet(t, stranger, project, "alice", false)
+	joinAgentNet(t, stranger, project, "bob", false)
 	bin := buildAttacker(t)
 	for _, id := range []string{alice, bob, stranger} {
 		plantAttacker(t, id, bin)
@@ -145,7 +87,6 @@ func TestHostilePeerMatrix(t *testing.T) {
 	if aliceLeaf.Key, err = auth.ParseECKeyPEM(containerFile(t, alice, "/run/clawker/bootstrap/"+consts.BootstrapKey)); err != nil {
 		t.Fatal(err)
 	}
-	aliceUsedAssertion := string(containerFile(t, alice, "/run/clawker/bootstrap/"+consts.BootstrapAssert))
 	bobLeaf := &auth.Leaf{}
 	if bobLeaf.Cert, err = auth.ParseCertPEM(containerFile(t, bob, "/run/clawker/bootstrap/"+consts.BootstrapCert)); err != nil {
 		t.Fatal(err)
@@ -204,6 +145,12 @@ func TestHostilePeerMatrix(t *testing.T) {
 	}
 	bobToken := fetch(bob, bobM, bob)
 	aliceToken := fetch(alice, aliceM, alice)
+	// clawkerd deletes its assertion once exchanged: the used one to
+	// replay is one the test exchanged itself from alice's container.
+	aliceUsedAssertion := fresh(alice)
+	if o := runAttacker(t, alice, "legit-exchange", aliceM.with("", aliceUsedAssertion), "-mode", "token", "-target", tokenURL); !o.OK {
+		t.Fatalf("legit exchange from alice refused: %+v", o)
+	}
 
 	tlsRefusal := func(name, surface, from, event string, run func(string) outcome) hostileAttack {
 		return hostileAttack{name: name, surface: surface, from: from, event: event, run: run, want: refusedAtTLS}
@@ -285,8 +232,10 @@ func TestHostilePeerMatrix(t *testing.T) {
 		tlsRefusal("clawkerd-serverauth-only-cp-cert", "clawkerd", "stranger", "", session(stranger, leafMaterial(t, mint(t, ca, cpSpec(serverOnly...), now)))),
 		tlsRefusal("clawkerd-wrong-cn", "clawkerd", "stranger", "", session(stranger, wrongCN)),
 		tlsRefusal("clawkerd-cli-cert", "clawkerd", "stranger", "", session(stranger, leafMaterial(t, &auth.Leaf{Cert: cliCert, Key: cliKey}))),
-		tlsRefusal("clawkerd-agent-to-agent", "clawkerd", "alice", "", session(alice, aliceM)),
 	}
+	attacks = append(attacks, dosAttacks(t, e, stranger, alice, aliceM, aliceUsedAssertion)...)
+	attacks = append(attacks, netIsolationAttacks(t, e, project, alice, bob, stranger)...)
+	attacks = append(attacks, egressAttacks(t, e, project, alice, stranger)...)
 	// Admin API (127.0.0.1) from the host: only the CLI cert is admitted.
 	adminCerts := []struct {
 		name string
@@ -311,7 +260,9 @@ func TestHostilePeerMatrix(t *testing.T) {
 		}))
 	}
 
+	attacks = append(attacks, trustGateAttacks(t, e, bin, project, bobLeaf)...)
 	m := newMatrix(t, admin, bob)
+	attacks = append(attacks, rootStepAndTerminalAttacks(t, e, m)...)
 	for _, a := range attacks {
 		m.try(a)
 	}
@@ -353,14 +304,18 @@ func TestHostilePeerMatrix(t *testing.T) {
 		consts.LabelPurpose: consts.PurposeAgent, consts.LabelAgent: "alice", consts.LabelProject: project, consts.LabelManaged: "true",
 	})
 	plantAttacker(t, impostor, bin)
+	// It also wins alice's network name and address (a Docker user can).
+	impNet := joinAgentNet(t, impostor, project, "alice", true)
+	impCP := netip.AddrPortFrom(impNet.CPAddr(), consts.PortAgent).String()
+	impToken := fmt.Sprintf("https://%s%s", netip.AddrPortFrom(impNet.CPAddr(), consts.PortToken), consts.TokenPath)
 	m.rebaseline()
 	for _, a := range []hostileAttack{
-		tlsRefusal("impostor-labels-no-cert", "agent-api", "impostor", "", register(impostor, material{})),
-		tlsRefusal("impostor-labels-no-cert-token", "token", "impostor", "token_http_error", tokenReq(impostor, material{}.with("", fresh(alice)))),
+		tlsRefusal("impostor-labels-no-cert", "agent-api", "impostor", "", register(impostor, material{}, "-target", impCP)),
+		tlsRefusal("impostor-labels-no-cert-token", "token", "impostor", "token_http_error", tokenReq(impostor, material{}.with("", fresh(alice)), "-target", impToken)),
 		identity("replayed-cert-and-token-after-rm", "impostor", "register_container_san_mismatch", func(name string) outcome {
-			return runAttacker(t, impostor, name, aliceM.with(aliceToken, ""), "-mode", "register", "-target", cpAgent, "-project", project, "-agent", "alice")
+			return runAttacker(t, impostor, name, aliceM.with(aliceToken, ""), "-mode", "register", "-target", impCP, "-project", project, "-agent", "alice")
 		}),
-		oauth("replayed-cert-fresh-assertion-after-rm", "impostor", "token_assertion_wrong_container", tokenReq(impostor, aliceM.with("", fresh(alice)))),
+		oauth("replayed-cert-fresh-assertion-after-rm", "impostor", "token_assertion_wrong_container", tokenReq(impostor, aliceM.with("", fresh(alice)), "-target", impToken)),
 	} {
 		m.try(a)
 	}
@@ -374,173 +329,4 @@ func TestHostilePeerMatrix(t *testing.T) {
 	}
 	m.checkEvents(e)
 	m.report()
-}
-
-// matrix runs attacks and tallies refusals and leaks.
-type matrix struct {
-	t        *testing.T
-	admin    adminv1.AdminServiceClient
-	victim   string
-	baseline string
-	refused  int
-	leaked   []string
-	events   map[string]int // expected minimum count per CP log event
-	rows     []string
-}
-
-func newMatrix(t *testing.T, admin adminv1.AdminServiceClient, victim string) *matrix {
-	m := &matrix{t: t, admin: admin, victim: victim, events: map[string]int{}}
-	m.rebaseline()
-	return m
-}
-
-func (m *matrix) rebaseline() { m.baseline = registrySnapshot(m.t, m.admin) }
-
-func (m *matrix) try(a hostileAttack) {
-	t := m.t
-	t.Helper()
-	o := a.run(a.name)
-	refusal := a.want(o)
-	var leaks []string
-	if o.OK {
-		leaks = append(leaks, "attack succeeded")
-	}
-	if snap := registrySnapshot(t, m.admin); snap != m.baseline {
-		leaks = append(leaks, fmt.Sprintf("registry changed:\nbefore:\n%s\nafter:\n%s", m.baseline, snap))
-	}
-	if pathExists(t, m.victim, "/tmp/hostile-"+a.name) {
-		leaks = append(leaks, "marker file created in the victim")
-	}
-	switch {
-	case len(leaks) > 0:
-		m.leaked = append(m.leaked, a.name)
-		t.Errorf("%s (%s from %s) LEAKED: %s; outcome %+v", a.name, a.surface, a.from, strings.Join(leaks, "; "), o)
-	case refusal != nil:
-		t.Errorf("%s (%s from %s): refused, but not as expected: %v (%+v)", a.name, a.surface, a.from, refusal, o)
-	default:
-		m.refused++
-	}
-	if a.event != "" {
-		m.events[a.event]++
-	}
-	ev := a.event
-	switch {
-	case ev == "" && a.layer != "":
-		ev = a.layer
-	case ev == "":
-		ev = "(TLS handshake)"
-	}
-	m.rows = append(m.rows, fmt.Sprintf("%-48s %-9s %-9s %-40s %s", a.name, a.surface, a.from, ev, o))
-}
-
-// checkEvents asserts each expected classification is in the CP log at
-// least as often as attacks expected it.
-func (m *matrix) checkEvents(e *env) {
-	t := m.t
-	t.Helper()
-	r := e.must("cp", "logs")
-	logs := r.stdout + r.stderr
-	for ev, n := range m.events {
-		if got := strings.Count(logs, `"event":"`+ev+`"`); got < n {
-			t.Errorf("CP log has %d %q events, want >= %d", got, ev, n)
-		}
-	}
-}
-
-func (m *matrix) report() {
-	total := m.refused + len(m.leaked)
-	var b strings.Builder
-	fmt.Fprintf(&b, "hostile-peer matrix:\n%-48s %-9s %-9s %-40s %s\n", "attack", "surface", "from", "CP log event", "answer")
-	for _, r := range m.rows {
-		b.WriteString(r + "\n")
-	}
-	fmt.Fprintf(&b, "%d attacks, %d refused, %d leaked\n", len(m.rows), m.refused, len(m.leaked))
-	m.t.Log(b.String())
-	fmt.Printf("hostile-peer matrix: %d attacks, %d refused, %d leaked\n", len(m.rows), m.refused, len(m.leaked))
-	if total != len(m.rows) || len(m.leaked) != 0 {
-		m.t.Errorf("leaked: %v", m.leaked)
-	}
-}
-
-// adminAttack calls ListAgents and tries an Exec in victim that would
-// create a marker file.
-func adminAttack(t *testing.T, c adminv1.AdminServiceClient, name, victim string) outcome {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	o := outcome{Attack: name, Mode: "admin"}
-	_, listErr := c.ListAgents(ctx, &adminv1.ListAgentsRequest{})
-	execErr := func() error {
-		s, err := c.Exec(ctx)
-		if err != nil {
-			return err
-		}
-		if err := s.Send(&adminv1.ExecRequest{Payload: &adminv1.ExecRequest_Start{Start: &adminv1.ExecStart{
-			Agent: &adminv1.AgentRef{ContainerId: victim}, Argv: []string{"touch", "/tmp/hostile-" + name},
-		}}}); err != nil {
-			_, err = s.Recv()
-			return err
-		}
-		_ = s.CloseSend()
-		// Read to the end so an admitted command is not cut short.
-		for {
-			r, err := s.Recv()
-			if err != nil {
-				return err
-			}
-			if _, done := r.GetPayload().(*adminv1.ExecResponse_ExitCode); done {
-				return nil
-			}
-		}
-	}()
-	if listErr == nil || execErr == nil {
-		o.OK, o.Stage = true, "rpc"
-		return o
-	}
-	return rpcOutcome(o, listErr)
-}
-
-func rpcOutcome(o outcome, err error) outcome {
-	st := status.Convert(err)
-	o.Code, o.Message, o.Stage = st.Code().String(), st.Message(), "rpc"
-	if st.Code() == codes.Unavailable {
-		o.Stage = "transport"
-	}
-	return o
-}
-
-func mintAssertionAt(t *testing.T, signer *ecdsa.PrivateKey, containerID string, at time.Time) string {
-	t.Helper()
-	a, err := auth.MintAssertion(signer, containerID, at)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
-func containerName(t *testing.T, id string) string {
-	t.Helper()
-	res, err := suite.docker.ContainerInspect(context.Background(), id, mobyclient.ContainerInspectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimPrefix(res.Container.Name, "/")
-}
-
-func mustSlug(t *testing.T, s string) auth.ProjectSlug {
-	t.Helper()
-	p, err := auth.NewProjectSlug(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func mustName(t *testing.T, s string) auth.AgentName {
-	t.Helper()
-	a, err := auth.NewAgentName(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }

@@ -17,6 +17,7 @@ import (
 
 	mobyclient "github.com/moby/moby/client"
 
+	"github.com/clawker/clawker/internal/agentnet"
 	"github.com/clawker/clawker/internal/consts"
 )
 
@@ -43,10 +44,11 @@ func TestOperatorSurface(t *testing.T) {
 	})
 	ev.stop()
 
-	// exec: output and exit code pass through.
+	// exec: stdout and stderr apart, as docker exec's, and the exit code
+	// passes through.
 	r := e.clawker("exec", "--project", "ops", "worker", "--", "sh", "-c", "echo out-$((6*7)); echo err >&2; exit 3")
-	if r.code != 3 || !strings.Contains(r.stdout, "out-42") || !strings.Contains(r.stdout, "err") {
-		t.Fatalf("exec: want exit 3 with out-42 and err, got %s", r)
+	if r.code != 3 || r.stdout != "out-42\n" || r.stderr != "err\n" {
+		t.Fatalf("exec: want exit 3, out-42 on stdout and err on stderr, got %s", r)
 	}
 	r = e.clawker("exec", "-i", "--project", "ops", "worker", "--", "cat")
 	if r.code != 0 {
@@ -86,10 +88,10 @@ func TestOperatorSurface(t *testing.T) {
 
 	// Containment, each observed on the engine.
 	e.must("contain", "--project", "ops", "worker", "--action", "network-detach", "--reason", "e2e")
-	eventually(t, 30*time.Second, "detached from clawker-net", func() error {
+	eventually(t, 30*time.Second, "detached from its agent network", func() error {
 		c := inspect(t, id)
-		if _, on := c.NetworkSettings.Networks[consts.NetworkName]; on {
-			return fmt.Errorf("still on %s", consts.NetworkName)
+		if n := agentnet.NameOf("ops", "worker"); c.NetworkSettings.Networks[n] != nil || len(c.NetworkSettings.Networks) != 0 {
+			return fmt.Errorf("still on %v", c.NetworkSettings.Networks)
 		}
 		return nil
 	})

@@ -1,22 +1,10 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
-	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/network"
-	mobyclient "github.com/moby/moby/client"
-
-	"github.com/clawker/clawker/internal/auth"
-	"github.com/clawker/clawker/internal/consts"
 )
 
 // TestRegisterRefusedWhenCertDisagreesWithLabels runs a container whose
@@ -91,93 +79,8 @@ func TestRegisterRefusedWhenCertDisagreesWithLabels(t *testing.T) {
 // SAN names certAgent while the labels name labelAgent.
 func createForgedAgent(t *testing.T, home, project, labelAgent, certAgent string) string {
 	t.Helper()
-	ctx := context.Background()
-	h := auth.Home{Dir: home}
-	ca, err := h.LoadCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := h.LoadSigningKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := suite.docker.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{
-		Name: "clawker-e2e-forged",
-		Config: &container.Config{
-			Image:      agentImage,
-			Entrypoint: []string{consts.ClawkerdPath, "--"},
-			Cmd:        []string{"sleep", "3600"},
-			User:       "0:0",
-			Env: []string{
-				consts.EnvAgent + "=" + labelAgent, consts.EnvProject + "=" + project,
-				consts.EnvCPAgentAddr + "=" + fmt.Sprintf("%s:%d", consts.ControlPlaneContainer, consts.PortAgent),
-				consts.EnvCPTokenURL + "=" + fmt.Sprintf("https://%s:%d%s", consts.ControlPlaneContainer, consts.PortToken, consts.TokenPath),
-			},
-			Labels: map[string]string{
-				consts.LabelPurpose: consts.PurposeAgent, consts.LabelAgent: labelAgent, consts.LabelProject: project,
-				consts.LabelManaged: "true", consts.LabelTest: "e2e",
-			},
-		},
-		HostConfig:       &container.HostConfig{NetworkMode: container.NetworkMode(consts.NetworkName)},
-		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{consts.NetworkName: {}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, _ := auth.NewProjectSlug(project)
-	an, _ := auth.NewAgentName(certAgent)
-	now := time.Now()
-	leaf, err := ca.MintAgent(ps, an, res.ID, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	assertion, err := auth.MintAssertion(signer, res.ID, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := auth.KeyPEM(leaf.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clawkerd, err := os.ReadFile(filepath.Join(suite.binDir, "clawkerd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(name string, mode int64, data []byte) {
-		typ := byte(tar.TypeReg)
-		if data == nil {
-			typ = tar.TypeDir
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: typ, Name: name, Mode: mode, Size: int64(len(data))}); err != nil {
-			t.Fatal(err)
-		}
-		if data != nil {
-			if _, err := tw.Write(data); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	add("run/", 0o755, nil)
-	add("run/clawker/", 0o755, nil)
-	add(strings.TrimPrefix(consts.ClawkerdDir, "/")+"/", 0o755, nil)
-	add(strings.TrimPrefix(consts.ClawkerdPath, "/"), 0o755, clawkerd)
-	add("run/clawker/bootstrap/", 0o700, nil)
-	add("run/clawker/bootstrap/"+consts.BootstrapCert, 0o400, auth.CertPEM(leaf.Cert))
-	add("run/clawker/bootstrap/"+consts.BootstrapKey, 0o400, keyPEM)
-	add("run/clawker/bootstrap/"+consts.BootstrapCA, 0o400, auth.CertPEM(ca.Cert))
-	add("run/clawker/bootstrap/"+consts.BootstrapAssert, 0o400, []byte(assertion))
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := suite.docker.CopyToContainer(ctx, res.ID, mobyclient.CopyToContainerOptions{DestinationPath: "/", Content: &buf}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := suite.docker.ContainerStart(ctx, res.ID, mobyclient.ContainerStartOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return res.ID
+	return createAgentContainer(t, home, handMadeAgent{name: "clawker-e2e-forged", project: project,
+		labelAgent: labelAgent, certAgent: certAgent})
 }
 
 func lastLines(s string, n int) string {

@@ -117,7 +117,7 @@ func TestBadInputsOnEngine(t *testing.T) {
 		t.Errorf("agents with no CP: %s", r)
 	}
 	e.must("cp", "up", "--wait", "90s")
-	if r := e.clawker("run", "-d", "--agent", "ghost", "clawker-e2e-no-such-image:latest"); r.code != 4 || !strings.Contains(r.stderr, "not found locally") {
+	if r := e.clawker("run", "-d", "--agent", "ghost", "clawker-e2e-no-such-image:latest"); r.code != 4 || !strings.Contains(r.stderr, "Unable to find image") || !strings.Contains(r.stderr, "no-such-image") {
 		t.Errorf("missing image: %s", r)
 	}
 	if r := e.clawker("run", "-d", "--agent", "Not_A Name", agentImage); r.code != 2 {

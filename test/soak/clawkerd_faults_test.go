@@ -148,10 +148,10 @@ func TestClawkerdFaults(t *testing.T) {
 	})
 
 	t.Run("CommandNeverReadsStdin", func(t *testing.T) {
-		// Below clawkerd's 4 MiB stdin backlog (but far beyond a pipe's
-		// buffer) a command that never reads just runs to its end; above
-		// it the command is SIGKILLed with IO_ERROR (clawkerd's documented
-		// bound on memory). Either way clawkerd stays up.
+		// A command that never reads runs to its end, whatever the size:
+		// with the stdin credit window the producer is paced rather than
+		// the command SIGKILLed (the backlog kill is left for a peer that
+		// ignores credits, unit-tested in clawkerd). clawkerd stays up.
 		for _, c := range []struct {
 			size     int
 			argv     []string
@@ -160,7 +160,7 @@ func TestClawkerdFaults(t *testing.T) {
 		}{
 			{1 << 20, []string{"sleep", "2"}, 0, ""},
 			{1 << 20, []string{"true"}, 0, ""},
-			{16 << 20, []string{"sleep", "30"}, 1, "stdin backlog exceeded"},
+			{16 << 20, []string{"sleep", "3"}, 0, ""},
 		} {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			cmd := e.command(cctx, append([]string{"exec", "-i", "--project", "faults", "worker", "--"}, c.argv...)...)

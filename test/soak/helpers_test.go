@@ -294,6 +294,21 @@ func formatRows(rows []agentRow) string {
 	return b.String()
 }
 
+// cpLogMatching returns the last n CP log lines holding any of subs.
+func (e *env) cpLogMatching(n int, subs ...string) string {
+	r := e.clawker("cp", "logs")
+	var keep []string
+	for _, line := range strings.Split(r.Stdout+r.Stderr, "\n") {
+		for _, s := range subs {
+			if strings.Contains(line, s) {
+				keep = append(keep, line)
+				break
+			}
+		}
+	}
+	return strings.Join(keep[max(0, len(keep)-n):], "\n")
+}
+
 // cpLogFor returns the CP log lines that mention a container ID.
 func (e *env) cpLogFor(id string) string {
 	r := e.clawker("cp", "logs")

@@ -31,21 +31,29 @@ const (
 	ContainAction_CONTAIN_ACTION_NETWORK_DETACH ContainAction = 1
 	ContainAction_CONTAIN_ACTION_PAUSE          ContainAction = 2
 	ContainAction_CONTAIN_ACTION_KILL           ContainAction = 3
+	// Egress block/unblock: the gateway denies the agent's every request;
+	// its Session stays attached.
+	ContainAction_CONTAIN_ACTION_EGRESS_BLOCK   ContainAction = 60
+	ContainAction_CONTAIN_ACTION_EGRESS_UNBLOCK ContainAction = 61
 )
 
 // Enum value maps for ContainAction.
 var (
 	ContainAction_name = map[int32]string{
-		0: "CONTAIN_ACTION_UNSPECIFIED",
-		1: "CONTAIN_ACTION_NETWORK_DETACH",
-		2: "CONTAIN_ACTION_PAUSE",
-		3: "CONTAIN_ACTION_KILL",
+		0:  "CONTAIN_ACTION_UNSPECIFIED",
+		1:  "CONTAIN_ACTION_NETWORK_DETACH",
+		2:  "CONTAIN_ACTION_PAUSE",
+		3:  "CONTAIN_ACTION_KILL",
+		60: "CONTAIN_ACTION_EGRESS_BLOCK",
+		61: "CONTAIN_ACTION_EGRESS_UNBLOCK",
 	}
 	ContainAction_value = map[string]int32{
 		"CONTAIN_ACTION_UNSPECIFIED":    0,
 		"CONTAIN_ACTION_NETWORK_DETACH": 1,
 		"CONTAIN_ACTION_PAUSE":          2,
 		"CONTAIN_ACTION_KILL":           3,
+		"CONTAIN_ACTION_EGRESS_BLOCK":   60,
+		"CONTAIN_ACTION_EGRESS_UNBLOCK": 61,
 	}
 )
 
@@ -263,8 +271,11 @@ type Agent struct {
 	PeerAgentFullName    string                 `protobuf:"bytes,16,opt,name=peer_agent_full_name,json=peerAgentFullName,proto3" json:"peer_agent_full_name,omitempty"`
 	PeerThumbprint       string                 `protobuf:"bytes,17,opt,name=peer_thumbprint,json=peerThumbprint,proto3" json:"peer_thumbprint,omitempty"`
 	Live                 bool                   `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"` // present in the worldview (container seen by the CP)
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// init_failure_reason: why init failed, when init_state is failed
+	// (timeout|non_zero_exit|spawn_failed|remote_error|transport|cancelled).
+	InitFailureReason string `protobuf:"bytes,19,opt,name=init_failure_reason,json=initFailureReason,proto3" json:"init_failure_reason,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -421,6 +432,13 @@ func (x *Agent) GetLive() bool {
 		return x.Live
 	}
 	return false
+}
+
+func (x *Agent) GetInitFailureReason() string {
+	if x != nil {
+		return x.InitFailureReason
+	}
+	return ""
 }
 
 type ListAgentsResponse struct {
@@ -706,11 +724,31 @@ type ExecStart struct {
 	Agent          *AgentRef              `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
 	Argv           []string               `protobuf:"bytes,2,rep,name=argv,proto3" json:"argv,omitempty"`
 	Env            map[string]string      `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Cwd            string                 `protobuf:"bytes,4,opt,name=cwd,proto3" json:"cwd,omitempty"`
-	User           string                 `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"` // name or uid[:gid]; empty = root
+	Cwd            string                 `protobuf:"bytes,4,opt,name=cwd,proto3" json:"cwd,omitempty"`   // empty = the image WORKDIR
+	User           string                 `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"` // name or uid[:gid] in the container; empty = the agent's user
 	TimeoutSeconds uint32                 `protobuf:"varint,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Forensics: run even though the agent is not trusted (no live Session,
+	// no registry Match, or findings). Audit-logged. A Session whose cert
+	// failed the Dialer's pin stays observation-only and still refuses.
+	AllowUntrusted bool `protobuf:"varint,7,opt,name=allow_untrusted,json=allowUntrusted,proto3" json:"allow_untrusted,omitempty"`
+	// wait_millis: when the agent has no live Session (being redialed),
+	// wait up to this long for one instead of failing at once (exec --wait).
+	WaitMillis uint32 `protobuf:"varint,8,opt,name=wait_millis,json=waitMillis,proto3" json:"wait_millis,omitempty"`
+	// tty runs the command on a pseudo-terminal of rows x cols with TERM
+	// (exec -t). The agent's clawkerd must announce tty/v1, else the exec
+	// fails FailedPrecondition before anything runs.
+	Tty     bool   `protobuf:"varint,9,opt,name=tty,proto3" json:"tty,omitempty"`
+	TtyRows uint32 `protobuf:"varint,10,opt,name=tty_rows,json=ttyRows,proto3" json:"tty_rows,omitempty"`
+	TtyCols uint32 `protobuf:"varint,11,opt,name=tty_cols,json=ttyCols,proto3" json:"tty_cols,omitempty"`
+	Term    string `protobuf:"bytes,12,opt,name=term,proto3" json:"term,omitempty"`
+	// separate_stderr: stderr comes as ExecResponse.stderr (without tty).
+	// A clawkerd without tty/v1 merges it into output, as before.
+	SeparateStderr bool `protobuf:"varint,13,opt,name=separate_stderr,json=separateStderr,proto3" json:"separate_stderr,omitempty"`
+	// attach: no command; attach to the user CMD's terminal (clawker run -t,
+	// clawker attach). argv must be empty. Closing the stream detaches.
+	Attach        bool `protobuf:"varint,14,opt,name=attach,proto3" json:"attach,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecStart) Reset() {
@@ -785,6 +823,115 @@ func (x *ExecStart) GetTimeoutSeconds() uint32 {
 	return 0
 }
 
+func (x *ExecStart) GetAllowUntrusted() bool {
+	if x != nil {
+		return x.AllowUntrusted
+	}
+	return false
+}
+
+func (x *ExecStart) GetWaitMillis() uint32 {
+	if x != nil {
+		return x.WaitMillis
+	}
+	return 0
+}
+
+func (x *ExecStart) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *ExecStart) GetTtyRows() uint32 {
+	if x != nil {
+		return x.TtyRows
+	}
+	return 0
+}
+
+func (x *ExecStart) GetTtyCols() uint32 {
+	if x != nil {
+		return x.TtyCols
+	}
+	return 0
+}
+
+func (x *ExecStart) GetTerm() string {
+	if x != nil {
+		return x.Term
+	}
+	return ""
+}
+
+func (x *ExecStart) GetSeparateStderr() bool {
+	if x != nil {
+		return x.SeparateStderr
+	}
+	return false
+}
+
+func (x *ExecStart) GetAttach() bool {
+	if x != nil {
+		return x.Attach
+	}
+	return false
+}
+
+// ExecResize is a terminal's new size (exec -t, SIGWINCH).
+type ExecResize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecResize) Reset() {
+	*x = ExecResize{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecResize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecResize) ProtoMessage() {}
+
+func (x *ExecResize) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecResize.ProtoReflect.Descriptor instead.
+func (*ExecResize) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ExecResize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *ExecResize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
 type ExecRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Payload:
@@ -793,6 +940,7 @@ type ExecRequest struct {
 	//	*ExecRequest_Stdin
 	//	*ExecRequest_CloseStdin
 	//	*ExecRequest_Signal
+	//	*ExecRequest_Resize
 	Payload       isExecRequest_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -800,7 +948,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +960,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +973,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExecRequest) GetPayload() isExecRequest_Payload {
@@ -871,6 +1019,15 @@ func (x *ExecRequest) GetSignal() int32 {
 	return 0
 }
 
+func (x *ExecRequest) GetResize() *ExecResize {
+	if x != nil {
+		if x, ok := x.Payload.(*ExecRequest_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
 type isExecRequest_Payload interface {
 	isExecRequest_Payload()
 }
@@ -891,6 +1048,10 @@ type ExecRequest_Signal struct {
 	Signal int32 `protobuf:"varint,4,opt,name=signal,proto3,oneof"`
 }
 
+type ExecRequest_Resize struct {
+	Resize *ExecResize `protobuf:"bytes,5,opt,name=resize,proto3,oneof"`
+}
+
 func (*ExecRequest_Start) isExecRequest_Payload() {}
 
 func (*ExecRequest_Stdin) isExecRequest_Payload() {}
@@ -898,6 +1059,8 @@ func (*ExecRequest_Stdin) isExecRequest_Payload() {}
 func (*ExecRequest_CloseStdin) isExecRequest_Payload() {}
 
 func (*ExecRequest_Signal) isExecRequest_Payload() {}
+
+func (*ExecRequest_Resize) isExecRequest_Payload() {}
 
 type ExecResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -907,6 +1070,7 @@ type ExecResponse struct {
 	//	*ExecResponse_ExitCode
 	//	*ExecResponse_Error
 	//	*ExecResponse_ContainerId
+	//	*ExecResponse_Stderr
 	Payload       isExecResponse_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -914,7 +1078,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1090,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1103,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecResponse) GetPayload() isExecResponse_Payload {
@@ -985,6 +1149,15 @@ func (x *ExecResponse) GetContainerId() string {
 	return ""
 }
 
+func (x *ExecResponse) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Payload.(*ExecResponse_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
 type isExecResponse_Payload interface {
 	isExecResponse_Payload()
 }
@@ -1005,6 +1178,10 @@ type ExecResponse_ContainerId struct {
 	ContainerId string `protobuf:"bytes,4,opt,name=container_id,json=containerId,proto3,oneof"` // first message: the resolved container
 }
 
+type ExecResponse_Stderr struct {
+	Stderr []byte `protobuf:"bytes,5,opt,name=stderr,proto3,oneof"` // with separate_stderr, from a tty/v1 clawkerd
+}
+
 func (*ExecResponse_Output) isExecResponse_Payload() {}
 
 func (*ExecResponse_ExitCode) isExecResponse_Payload() {}
@@ -1012,6 +1189,8 @@ func (*ExecResponse_ExitCode) isExecResponse_Payload() {}
 func (*ExecResponse_Error) isExecResponse_Payload() {}
 
 func (*ExecResponse_ContainerId) isExecResponse_Payload() {}
+
+func (*ExecResponse_Stderr) isExecResponse_Payload() {}
 
 type ContainRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1024,7 +1203,7 @@ type ContainRequest struct {
 
 func (x *ContainRequest) Reset() {
 	*x = ContainRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1215,7 @@ func (x *ContainRequest) String() string {
 func (*ContainRequest) ProtoMessage() {}
 
 func (x *ContainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1228,7 @@ func (x *ContainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainRequest.ProtoReflect.Descriptor instead.
 func (*ContainRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ContainRequest) GetAgent() *AgentRef {
@@ -1082,7 +1261,7 @@ type ContainResponse struct {
 
 func (x *ContainResponse) Reset() {
 	*x = ContainResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1273,7 @@ func (x *ContainResponse) String() string {
 func (*ContainResponse) ProtoMessage() {}
 
 func (x *ContainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1286,7 @@ func (x *ContainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainResponse.ProtoReflect.Descriptor instead.
 func (*ContainResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ContainResponse) GetContainerId() string {
@@ -1125,7 +1304,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1316,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1329,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 type HealthResponse struct {
@@ -1164,7 +1343,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1355,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1368,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HealthResponse) GetReady() bool {
@@ -1225,7 +1404,7 @@ type ProfileRequest struct {
 
 func (x *ProfileRequest) Reset() {
 	*x = ProfileRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1416,7 @@ func (x *ProfileRequest) String() string {
 func (*ProfileRequest) ProtoMessage() {}
 
 func (x *ProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1429,7 @@ func (x *ProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProfileRequest.ProtoReflect.Descriptor instead.
 func (*ProfileRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ProfileRequest) GetKind() ProfileKind {
@@ -1276,7 +1455,7 @@ type ProfileChunk struct {
 
 func (x *ProfileChunk) Reset() {
 	*x = ProfileChunk{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1467,7 @@ func (x *ProfileChunk) String() string {
 func (*ProfileChunk) ProtoMessage() {}
 
 func (x *ProfileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1480,7 @@ func (x *ProfileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProfileChunk.ProtoReflect.Descriptor instead.
 func (*ProfileChunk) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ProfileChunk) GetData() []byte {
@@ -1309,6 +1488,246 @@ func (x *ProfileChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+type EgressReloadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`                         // "" = global agents
+	PolicyYaml    string                 `protobuf:"bytes,2,opt,name=policy_yaml,json=policyYaml,proto3" json:"policy_yaml,omitempty"` // body of the egress: section; "" = built-in defaults only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressReloadRequest) Reset() {
+	*x = EgressReloadRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressReloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressReloadRequest) ProtoMessage() {}
+
+func (x *EgressReloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressReloadRequest.ProtoReflect.Descriptor instead.
+func (*EgressReloadRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *EgressReloadRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *EgressReloadRequest) GetPolicyYaml() string {
+	if x != nil {
+		return x.PolicyYaml
+	}
+	return ""
+}
+
+type EgressReloadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AllowRules    uint32                 `protobuf:"varint,1,opt,name=allow_rules,json=allowRules,proto3" json:"allow_rules,omitempty"`
+	DenyRules     uint32                 `protobuf:"varint,2,opt,name=deny_rules,json=denyRules,proto3" json:"deny_rules,omitempty"`
+	Defaults      bool                   `protobuf:"varint,3,opt,name=defaults,proto3" json:"defaults,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressReloadResponse) Reset() {
+	*x = EgressReloadResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressReloadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressReloadResponse) ProtoMessage() {}
+
+func (x *EgressReloadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressReloadResponse.ProtoReflect.Descriptor instead.
+func (*EgressReloadResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *EgressReloadResponse) GetAllowRules() uint32 {
+	if x != nil {
+		return x.AllowRules
+	}
+	return 0
+}
+
+func (x *EgressReloadResponse) GetDenyRules() uint32 {
+	if x != nil {
+		return x.DenyRules
+	}
+	return 0
+}
+
+func (x *EgressReloadResponse) GetDefaults() bool {
+	if x != nil {
+		return x.Defaults
+	}
+	return false
+}
+
+type EgressAllowRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *AgentRef              `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"` // host, *.domain, IP or CIDR, optionally :port
+	Seconds       uint32                 `protobuf:"varint,3,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EgressAllowRequest) Reset() {
+	*x = EgressAllowRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressAllowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressAllowRequest) ProtoMessage() {}
+
+func (x *EgressAllowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressAllowRequest.ProtoReflect.Descriptor instead.
+func (*EgressAllowRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *EgressAllowRequest) GetAgent() *AgentRef {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *EgressAllowRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *EgressAllowRequest) GetSeconds() uint32 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+func (x *EgressAllowRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type EgressAllowResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	GrantId         uint64                 `protobuf:"varint,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	ContainerId     string                 `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExpiresUnixNano int64                  `protobuf:"varint,3,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *EgressAllowResponse) Reset() {
+	*x = EgressAllowResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EgressAllowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EgressAllowResponse) ProtoMessage() {}
+
+func (x *EgressAllowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EgressAllowResponse.ProtoReflect.Descriptor instead.
+func (*EgressAllowResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *EgressAllowResponse) GetGrantId() uint64 {
+	if x != nil {
+		return x.GrantId
+	}
+	return 0
+}
+
+func (x *EgressAllowResponse) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *EgressAllowResponse) GetExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ExpiresUnixNano
+	}
+	return 0
 }
 
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -1321,7 +1740,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x18\n" +
 	"\aproject\x18\x03 \x01(\tR\aproject\"-\n" +
 	"\x11ListAgentsRequest\x12\x18\n" +
-	"\aproject\x18\x01 \x01(\tR\aproject\"\xfb\x04\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"\xab\x05\n" +
 	"\x05Agent\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x18\n" +
@@ -1347,7 +1766,8 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"last_error\x18\x0f \x01(\tR\tlastError\x12/\n" +
 	"\x14peer_agent_full_name\x18\x10 \x01(\tR\x11peerAgentFullName\x12'\n" +
 	"\x0fpeer_thumbprint\x18\x11 \x01(\tR\x0epeerThumbprint\x12\x12\n" +
-	"\x04live\x18\x12 \x01(\bR\x04live\"E\n" +
+	"\x04live\x18\x12 \x01(\bR\x04live\x12.\n" +
+	"\x13init_failure_reason\x18\x13 \x01(\tR\x11initFailureReason\"E\n" +
 	"\x12ListAgentsResponse\x12/\n" +
 	"\x06agents\x18\x01 \x03(\v2\x17.clawker.admin.v1.AgentR\x06agents\"\x8d\x01\n" +
 	"\x12WatchEventsRequest\x12\x14\n" +
@@ -1370,29 +1790,45 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x13WatchEventsResponse\x12B\n" +
 	"\bsnapshot\x18\x01 \x01(\v2$.clawker.admin.v1.ListAgentsResponseH\x00R\bsnapshot\x12/\n" +
 	"\x05event\x18\x02 \x01(\v2\x17.clawker.admin.v1.EventH\x00R\x05eventB\t\n" +
-	"\apayload\"\x90\x02\n" +
+	"\apayload\"\xf7\x03\n" +
 	"\tExecStart\x120\n" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.clawker.admin.v1.AgentRefR\x05agent\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\tR\x04argv\x126\n" +
 	"\x03env\x18\x03 \x03(\v2$.clawker.admin.v1.ExecStart.EnvEntryR\x03env\x12\x10\n" +
 	"\x03cwd\x18\x04 \x01(\tR\x03cwd\x12\x12\n" +
 	"\x04user\x18\x05 \x01(\tR\x04user\x12'\n" +
-	"\x0ftimeout_seconds\x18\x06 \x01(\rR\x0etimeoutSeconds\x1a6\n" +
+	"\x0ftimeout_seconds\x18\x06 \x01(\rR\x0etimeoutSeconds\x12'\n" +
+	"\x0fallow_untrusted\x18\a \x01(\bR\x0eallowUntrusted\x12\x1f\n" +
+	"\vwait_millis\x18\b \x01(\rR\n" +
+	"waitMillis\x12\x10\n" +
+	"\x03tty\x18\t \x01(\bR\x03tty\x12\x19\n" +
+	"\btty_rows\x18\n" +
+	" \x01(\rR\attyRows\x12\x19\n" +
+	"\btty_cols\x18\v \x01(\rR\attyCols\x12\x12\n" +
+	"\x04term\x18\f \x01(\tR\x04term\x12'\n" +
+	"\x0fseparate_stderr\x18\r \x01(\bR\x0eseparateStderr\x12\x16\n" +
+	"\x06attach\x18\x0e \x01(\bR\x06attach\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
+	"\n" +
+	"ExecResize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"\xda\x01\n" +
 	"\vExecRequest\x123\n" +
 	"\x05start\x18\x01 \x01(\v2\x1b.clawker.admin.v1.ExecStartH\x00R\x05start\x12\x16\n" +
 	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12!\n" +
 	"\vclose_stdin\x18\x03 \x01(\bH\x00R\n" +
 	"closeStdin\x12\x18\n" +
-	"\x06signal\x18\x04 \x01(\x05H\x00R\x06signalB\t\n" +
-	"\apayload\"\x8f\x01\n" +
+	"\x06signal\x18\x04 \x01(\x05H\x00R\x06signal\x126\n" +
+	"\x06resize\x18\x05 \x01(\v2\x1c.clawker.admin.v1.ExecResizeH\x00R\x06resizeB\t\n" +
+	"\apayload\"\xa9\x01\n" +
 	"\fExecResponse\x12\x18\n" +
 	"\x06output\x18\x01 \x01(\fH\x00R\x06output\x12\x1d\n" +
 	"\texit_code\x18\x02 \x01(\x05H\x00R\bexitCode\x12\x16\n" +
 	"\x05error\x18\x03 \x01(\tH\x00R\x05error\x12#\n" +
-	"\fcontainer_id\x18\x04 \x01(\tH\x00R\vcontainerIdB\t\n" +
+	"\fcontainer_id\x18\x04 \x01(\tH\x00R\vcontainerId\x12\x18\n" +
+	"\x06stderr\x18\x05 \x01(\fH\x00R\x06stderrB\t\n" +
 	"\apayload\"\x93\x01\n" +
 	"\x0eContainRequest\x120\n" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.clawker.admin.v1.AgentRefR\x05agent\x127\n" +
@@ -1414,12 +1850,33 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.clawker.admin.v1.ProfileKindR\x04kind\x12\x18\n" +
 	"\aseconds\x18\x02 \x01(\rR\aseconds\"\"\n" +
 	"\fProfileChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data*\x85\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"P\n" +
+	"\x13EgressReloadRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1f\n" +
+	"\vpolicy_yaml\x18\x02 \x01(\tR\n" +
+	"policyYaml\"r\n" +
+	"\x14EgressReloadResponse\x12\x1f\n" +
+	"\vallow_rules\x18\x01 \x01(\rR\n" +
+	"allowRules\x12\x1d\n" +
+	"\n" +
+	"deny_rules\x18\x02 \x01(\rR\tdenyRules\x12\x1a\n" +
+	"\bdefaults\x18\x03 \x01(\bR\bdefaults\"\x90\x01\n" +
+	"\x12EgressAllowRequest\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.clawker.admin.v1.AgentRefR\x05agent\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x18\n" +
+	"\aseconds\x18\x03 \x01(\rR\aseconds\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x7f\n" +
+	"\x13EgressAllowResponse\x12\x19\n" +
+	"\bgrant_id\x18\x01 \x01(\x04R\agrantId\x12!\n" +
+	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\x12*\n" +
+	"\x11expires_unix_nano\x18\x03 \x01(\x03R\x0fexpiresUnixNano*\xc9\x01\n" +
 	"\rContainAction\x12\x1e\n" +
 	"\x1aCONTAIN_ACTION_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dCONTAIN_ACTION_NETWORK_DETACH\x10\x01\x12\x18\n" +
 	"\x14CONTAIN_ACTION_PAUSE\x10\x02\x12\x17\n" +
-	"\x13CONTAIN_ACTION_KILL\x10\x03*\xbd\x01\n" +
+	"\x13CONTAIN_ACTION_KILL\x10\x03\x12\x1f\n" +
+	"\x1bCONTAIN_ACTION_EGRESS_BLOCK\x10<\x12!\n" +
+	"\x1dCONTAIN_ACTION_EGRESS_UNBLOCK\x10=*\xbd\x01\n" +
 	"\vProfileKind\x12\x1c\n" +
 	"\x18PROFILE_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10PROFILE_KIND_CPU\x10\x01\x12\x15\n" +
@@ -1427,7 +1884,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x16PROFILE_KIND_GOROUTINE\x10\x03\x12\x17\n" +
 	"\x13PROFILE_KIND_ALLOCS\x10\x04\x12\x16\n" +
 	"\x12PROFILE_KIND_MUTEX\x10\x05\x12\x16\n" +
-	"\x12PROFILE_KIND_BLOCK\x10\x062\xfc\x03\n" +
+	"\x12PROFILE_KIND_BLOCK\x10\x062\xb7\x05\n" +
 	"\fAdminService\x12W\n" +
 	"\n" +
 	"ListAgents\x12#.clawker.admin.v1.ListAgentsRequest\x1a$.clawker.admin.v1.ListAgentsResponse\x12\\\n" +
@@ -1435,7 +1892,9 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x04Exec\x12\x1d.clawker.admin.v1.ExecRequest\x1a\x1e.clawker.admin.v1.ExecResponse(\x010\x01\x12N\n" +
 	"\aContain\x12 .clawker.admin.v1.ContainRequest\x1a!.clawker.admin.v1.ContainResponse\x12K\n" +
 	"\x06Health\x12\x1f.clawker.admin.v1.HealthRequest\x1a .clawker.admin.v1.HealthResponse\x12M\n" +
-	"\aProfile\x12 .clawker.admin.v1.ProfileRequest\x1a\x1e.clawker.admin.v1.ProfileChunk0\x01B1Z/github.com/clawker/clawker/api/admin/v1;adminv1b\x06proto3"
+	"\aProfile\x12 .clawker.admin.v1.ProfileRequest\x1a\x1e.clawker.admin.v1.ProfileChunk0\x01\x12]\n" +
+	"\fEgressReload\x12%.clawker.admin.v1.EgressReloadRequest\x1a&.clawker.admin.v1.EgressReloadResponse\x12Z\n" +
+	"\vEgressAllow\x12$.clawker.admin.v1.EgressAllowRequest\x1a%.clawker.admin.v1.EgressAllowResponseB1Z/github.com/clawker/clawker/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_api_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1450,59 +1909,70 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_api_admin_v1_admin_proto_goTypes = []any{
-	(ContainAction)(0),          // 0: clawker.admin.v1.ContainAction
-	(ProfileKind)(0),            // 1: clawker.admin.v1.ProfileKind
-	(*AgentRef)(nil),            // 2: clawker.admin.v1.AgentRef
-	(*ListAgentsRequest)(nil),   // 3: clawker.admin.v1.ListAgentsRequest
-	(*Agent)(nil),               // 4: clawker.admin.v1.Agent
-	(*ListAgentsResponse)(nil),  // 5: clawker.admin.v1.ListAgentsResponse
-	(*WatchEventsRequest)(nil),  // 6: clawker.admin.v1.WatchEventsRequest
-	(*Event)(nil),               // 7: clawker.admin.v1.Event
-	(*WatchEventsResponse)(nil), // 8: clawker.admin.v1.WatchEventsResponse
-	(*ExecStart)(nil),           // 9: clawker.admin.v1.ExecStart
-	(*ExecRequest)(nil),         // 10: clawker.admin.v1.ExecRequest
-	(*ExecResponse)(nil),        // 11: clawker.admin.v1.ExecResponse
-	(*ContainRequest)(nil),      // 12: clawker.admin.v1.ContainRequest
-	(*ContainResponse)(nil),     // 13: clawker.admin.v1.ContainResponse
-	(*HealthRequest)(nil),       // 14: clawker.admin.v1.HealthRequest
-	(*HealthResponse)(nil),      // 15: clawker.admin.v1.HealthResponse
-	(*ProfileRequest)(nil),      // 16: clawker.admin.v1.ProfileRequest
-	(*ProfileChunk)(nil),        // 17: clawker.admin.v1.ProfileChunk
-	nil,                         // 18: clawker.admin.v1.Event.FieldsEntry
-	nil,                         // 19: clawker.admin.v1.ExecStart.EnvEntry
-	nil,                         // 20: clawker.admin.v1.HealthResponse.SubsystemsEntry
+	(ContainAction)(0),           // 0: clawker.admin.v1.ContainAction
+	(ProfileKind)(0),             // 1: clawker.admin.v1.ProfileKind
+	(*AgentRef)(nil),             // 2: clawker.admin.v1.AgentRef
+	(*ListAgentsRequest)(nil),    // 3: clawker.admin.v1.ListAgentsRequest
+	(*Agent)(nil),                // 4: clawker.admin.v1.Agent
+	(*ListAgentsResponse)(nil),   // 5: clawker.admin.v1.ListAgentsResponse
+	(*WatchEventsRequest)(nil),   // 6: clawker.admin.v1.WatchEventsRequest
+	(*Event)(nil),                // 7: clawker.admin.v1.Event
+	(*WatchEventsResponse)(nil),  // 8: clawker.admin.v1.WatchEventsResponse
+	(*ExecStart)(nil),            // 9: clawker.admin.v1.ExecStart
+	(*ExecResize)(nil),           // 10: clawker.admin.v1.ExecResize
+	(*ExecRequest)(nil),          // 11: clawker.admin.v1.ExecRequest
+	(*ExecResponse)(nil),         // 12: clawker.admin.v1.ExecResponse
+	(*ContainRequest)(nil),       // 13: clawker.admin.v1.ContainRequest
+	(*ContainResponse)(nil),      // 14: clawker.admin.v1.ContainResponse
+	(*HealthRequest)(nil),        // 15: clawker.admin.v1.HealthRequest
+	(*HealthResponse)(nil),       // 16: clawker.admin.v1.HealthResponse
+	(*ProfileRequest)(nil),       // 17: clawker.admin.v1.ProfileRequest
+	(*ProfileChunk)(nil),         // 18: clawker.admin.v1.ProfileChunk
+	(*EgressReloadRequest)(nil),  // 19: clawker.admin.v1.EgressReloadRequest
+	(*EgressReloadResponse)(nil), // 20: clawker.admin.v1.EgressReloadResponse
+	(*EgressAllowRequest)(nil),   // 21: clawker.admin.v1.EgressAllowRequest
+	(*EgressAllowResponse)(nil),  // 22: clawker.admin.v1.EgressAllowResponse
+	nil,                          // 23: clawker.admin.v1.Event.FieldsEntry
+	nil,                          // 24: clawker.admin.v1.ExecStart.EnvEntry
+	nil,                          // 25: clawker.admin.v1.HealthResponse.SubsystemsEntry
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
 	4,  // 0: clawker.admin.v1.ListAgentsResponse.agents:type_name -> clawker.admin.v1.Agent
-	18, // 1: clawker.admin.v1.Event.fields:type_name -> clawker.admin.v1.Event.FieldsEntry
+	23, // 1: clawker.admin.v1.Event.fields:type_name -> clawker.admin.v1.Event.FieldsEntry
 	5,  // 2: clawker.admin.v1.WatchEventsResponse.snapshot:type_name -> clawker.admin.v1.ListAgentsResponse
 	7,  // 3: clawker.admin.v1.WatchEventsResponse.event:type_name -> clawker.admin.v1.Event
 	2,  // 4: clawker.admin.v1.ExecStart.agent:type_name -> clawker.admin.v1.AgentRef
-	19, // 5: clawker.admin.v1.ExecStart.env:type_name -> clawker.admin.v1.ExecStart.EnvEntry
+	24, // 5: clawker.admin.v1.ExecStart.env:type_name -> clawker.admin.v1.ExecStart.EnvEntry
 	9,  // 6: clawker.admin.v1.ExecRequest.start:type_name -> clawker.admin.v1.ExecStart
-	2,  // 7: clawker.admin.v1.ContainRequest.agent:type_name -> clawker.admin.v1.AgentRef
-	0,  // 8: clawker.admin.v1.ContainRequest.action:type_name -> clawker.admin.v1.ContainAction
-	20, // 9: clawker.admin.v1.HealthResponse.subsystems:type_name -> clawker.admin.v1.HealthResponse.SubsystemsEntry
-	1,  // 10: clawker.admin.v1.ProfileRequest.kind:type_name -> clawker.admin.v1.ProfileKind
-	3,  // 11: clawker.admin.v1.AdminService.ListAgents:input_type -> clawker.admin.v1.ListAgentsRequest
-	6,  // 12: clawker.admin.v1.AdminService.WatchEvents:input_type -> clawker.admin.v1.WatchEventsRequest
-	10, // 13: clawker.admin.v1.AdminService.Exec:input_type -> clawker.admin.v1.ExecRequest
-	12, // 14: clawker.admin.v1.AdminService.Contain:input_type -> clawker.admin.v1.ContainRequest
-	14, // 15: clawker.admin.v1.AdminService.Health:input_type -> clawker.admin.v1.HealthRequest
-	16, // 16: clawker.admin.v1.AdminService.Profile:input_type -> clawker.admin.v1.ProfileRequest
-	5,  // 17: clawker.admin.v1.AdminService.ListAgents:output_type -> clawker.admin.v1.ListAgentsResponse
-	8,  // 18: clawker.admin.v1.AdminService.WatchEvents:output_type -> clawker.admin.v1.WatchEventsResponse
-	11, // 19: clawker.admin.v1.AdminService.Exec:output_type -> clawker.admin.v1.ExecResponse
-	13, // 20: clawker.admin.v1.AdminService.Contain:output_type -> clawker.admin.v1.ContainResponse
-	15, // 21: clawker.admin.v1.AdminService.Health:output_type -> clawker.admin.v1.HealthResponse
-	17, // 22: clawker.admin.v1.AdminService.Profile:output_type -> clawker.admin.v1.ProfileChunk
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	10, // 7: clawker.admin.v1.ExecRequest.resize:type_name -> clawker.admin.v1.ExecResize
+	2,  // 8: clawker.admin.v1.ContainRequest.agent:type_name -> clawker.admin.v1.AgentRef
+	0,  // 9: clawker.admin.v1.ContainRequest.action:type_name -> clawker.admin.v1.ContainAction
+	25, // 10: clawker.admin.v1.HealthResponse.subsystems:type_name -> clawker.admin.v1.HealthResponse.SubsystemsEntry
+	1,  // 11: clawker.admin.v1.ProfileRequest.kind:type_name -> clawker.admin.v1.ProfileKind
+	2,  // 12: clawker.admin.v1.EgressAllowRequest.agent:type_name -> clawker.admin.v1.AgentRef
+	3,  // 13: clawker.admin.v1.AdminService.ListAgents:input_type -> clawker.admin.v1.ListAgentsRequest
+	6,  // 14: clawker.admin.v1.AdminService.WatchEvents:input_type -> clawker.admin.v1.WatchEventsRequest
+	11, // 15: clawker.admin.v1.AdminService.Exec:input_type -> clawker.admin.v1.ExecRequest
+	13, // 16: clawker.admin.v1.AdminService.Contain:input_type -> clawker.admin.v1.ContainRequest
+	15, // 17: clawker.admin.v1.AdminService.Health:input_type -> clawker.admin.v1.HealthRequest
+	17, // 18: clawker.admin.v1.AdminService.Profile:input_type -> clawker.admin.v1.ProfileRequest
+	19, // 19: clawker.admin.v1.AdminService.EgressReload:input_type -> clawker.admin.v1.EgressReloadRequest
+	21, // 20: clawker.admin.v1.AdminService.EgressAllow:input_type -> clawker.admin.v1.EgressAllowRequest
+	5,  // 21: clawker.admin.v1.AdminService.ListAgents:output_type -> clawker.admin.v1.ListAgentsResponse
+	8,  // 22: clawker.admin.v1.AdminService.WatchEvents:output_type -> clawker.admin.v1.WatchEventsResponse
+	12, // 23: clawker.admin.v1.AdminService.Exec:output_type -> clawker.admin.v1.ExecResponse
+	14, // 24: clawker.admin.v1.AdminService.Contain:output_type -> clawker.admin.v1.ContainResponse
+	16, // 25: clawker.admin.v1.AdminService.Health:output_type -> clawker.admin.v1.HealthResponse
+	18, // 26: clawker.admin.v1.AdminService.Profile:output_type -> clawker.admin.v1.ProfileChunk
+	20, // 27: clawker.admin.v1.AdminService.EgressReload:output_type -> clawker.admin.v1.EgressReloadResponse
+	22, // 28: clawker.admin.v1.AdminService.EgressAllow:output_type -> clawker.admin.v1.EgressAllowResponse
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -1514,17 +1984,19 @@ func file_api_admin_v1_admin_proto_init() {
 		(*WatchEventsResponse_Snapshot)(nil),
 		(*WatchEventsResponse_Event)(nil),
 	}
-	file_api_admin_v1_admin_proto_msgTypes[8].OneofWrappers = []any{
+	file_api_admin_v1_admin_proto_msgTypes[9].OneofWrappers = []any{
 		(*ExecRequest_Start)(nil),
 		(*ExecRequest_Stdin)(nil),
 		(*ExecRequest_CloseStdin)(nil),
 		(*ExecRequest_Signal)(nil),
+		(*ExecRequest_Resize)(nil),
 	}
-	file_api_admin_v1_admin_proto_msgTypes[9].OneofWrappers = []any{
+	file_api_admin_v1_admin_proto_msgTypes[10].OneofWrappers = []any{
 		(*ExecResponse_Output)(nil),
 		(*ExecResponse_ExitCode)(nil),
 		(*ExecResponse_Error)(nil),
 		(*ExecResponse_ContainerId)(nil),
+		(*ExecResponse_Stderr)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1532,7 +2004,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,12 +22,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListAgents_FullMethodName  = "/clawker.admin.v1.AdminService/ListAgents"
-	AdminService_WatchEvents_FullMethodName = "/clawker.admin.v1.AdminService/WatchEvents"
-	AdminService_Exec_FullMethodName        = "/clawker.admin.v1.AdminService/Exec"
-	AdminService_Contain_FullMethodName     = "/clawker.admin.v1.AdminService/Contain"
-	AdminService_Health_FullMethodName      = "/clawker.admin.v1.AdminService/Health"
-	AdminService_Profile_FullMethodName     = "/clawker.admin.v1.AdminService/Profile"
+	AdminService_ListAgents_FullMethodName   = "/clawker.admin.v1.AdminService/ListAgents"
+	AdminService_WatchEvents_FullMethodName  = "/clawker.admin.v1.AdminService/WatchEvents"
+	AdminService_Exec_FullMethodName         = "/clawker.admin.v1.AdminService/Exec"
+	AdminService_Contain_FullMethodName      = "/clawker.admin.v1.AdminService/Contain"
+	AdminService_Health_FullMethodName       = "/clawker.admin.v1.AdminService/Health"
+	AdminService_Profile_FullMethodName      = "/clawker.admin.v1.AdminService/Profile"
+	AdminService_EgressReload_FullMethodName = "/clawker.admin.v1.AdminService/EgressReload"
+	AdminService_EgressAllow_FullMethodName  = "/clawker.admin.v1.AdminService/EgressAllow"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -49,6 +51,11 @@ type AdminServiceClient interface {
 	// Operator only, like every RPC here: no pprof endpoint exists on any
 	// listener agents can reach.
 	Profile(ctx context.Context, in *ProfileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProfileChunk], error)
+	// EgressReload installs a project's egress policy (the YAML body of
+	// its clawker.yaml egress: section) for its running and future agents.
+	EgressReload(ctx context.Context, in *EgressReloadRequest, opts ...grpc.CallOption) (*EgressReloadResponse, error)
+	// EgressAllow grants one agent a timed, audited egress bypass.
+	EgressAllow(ctx context.Context, in *EgressAllowRequest, opts ...grpc.CallOption) (*EgressAllowResponse, error)
 }
 
 type adminServiceClient struct {
@@ -140,6 +147,26 @@ func (c *adminServiceClient) Profile(ctx context.Context, in *ProfileRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_ProfileClient = grpc.ServerStreamingClient[ProfileChunk]
 
+func (c *adminServiceClient) EgressReload(ctx context.Context, in *EgressReloadRequest, opts ...grpc.CallOption) (*EgressReloadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EgressReloadResponse)
+	err := c.cc.Invoke(ctx, AdminService_EgressReload_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) EgressAllow(ctx context.Context, in *EgressAllowRequest, opts ...grpc.CallOption) (*EgressAllowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EgressAllowResponse)
+	err := c.cc.Invoke(ctx, AdminService_EgressAllow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -159,6 +186,11 @@ type AdminServiceServer interface {
 	// Operator only, like every RPC here: no pprof endpoint exists on any
 	// listener agents can reach.
 	Profile(*ProfileRequest, grpc.ServerStreamingServer[ProfileChunk]) error
+	// EgressReload installs a project's egress policy (the YAML body of
+	// its clawker.yaml egress: section) for its running and future agents.
+	EgressReload(context.Context, *EgressReloadRequest) (*EgressReloadResponse, error)
+	// EgressAllow grants one agent a timed, audited egress bypass.
+	EgressAllow(context.Context, *EgressAllowRequest) (*EgressAllowResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -186,6 +218,12 @@ func (UnimplementedAdminServiceServer) Health(context.Context, *HealthRequest) (
 }
 func (UnimplementedAdminServiceServer) Profile(*ProfileRequest, grpc.ServerStreamingServer[ProfileChunk]) error {
 	return status.Error(codes.Unimplemented, "method Profile not implemented")
+}
+func (UnimplementedAdminServiceServer) EgressReload(context.Context, *EgressReloadRequest) (*EgressReloadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EgressReload not implemented")
+}
+func (UnimplementedAdminServiceServer) EgressAllow(context.Context, *EgressAllowRequest) (*EgressAllowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EgressAllow not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -291,6 +329,42 @@ func _AdminService_Profile_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_ProfileServer = grpc.ServerStreamingServer[ProfileChunk]
 
+func _AdminService_EgressReload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EgressReloadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).EgressReload(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_EgressReload_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).EgressReload(ctx, req.(*EgressReloadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_EgressAllow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EgressAllowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).EgressAllow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_EgressAllow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).EgressAllow(ctx, req.(*EgressAllowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -309,6 +383,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Health",
 			Handler:    _AdminService_Health_Handler,
+		},
+		{
+			MethodName: "EgressReload",
+			Handler:    _AdminService_EgressReload_Handler,
+		},
+		{
+			MethodName: "EgressAllow",
+			Handler:    _AdminService_EgressAllow_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

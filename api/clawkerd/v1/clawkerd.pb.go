@@ -5,8 +5,8 @@
 // source: api/clawkerd/v1/clawkerd.proto
 
 // Session wire contract between the control plane (client) and clawkerd
-// (server, PID 1 of every agent container). Field numbers are fixed: see
-// ARCHITECTURE.md.
+// (server, PID 1 of every agent container). Field numbers are fixed by the
+// clawker architecture spec; docs/spec-notes.md lists the additions.
 
 package clawkerdv1
 
@@ -24,6 +24,57 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+type CredKind int32
+
+const (
+	CredKind_CRED_KIND_UNSPECIFIED CredKind = 0
+	// data: one ssh-agent protocol message without its length prefix.
+	CredKind_CRED_KIND_SSH_AGENT CredKind = 1
+	// data: a `git credential` request (key=value lines).
+	CredKind_CRED_KIND_GIT CredKind = 2
+)
+
+// Enum value maps for CredKind.
+var (
+	CredKind_name = map[int32]string{
+		0: "CRED_KIND_UNSPECIFIED",
+		1: "CRED_KIND_SSH_AGENT",
+		2: "CRED_KIND_GIT",
+	}
+	CredKind_value = map[string]int32{
+		"CRED_KIND_UNSPECIFIED": 0,
+		"CRED_KIND_SSH_AGENT":   1,
+		"CRED_KIND_GIT":         2,
+	}
+)
+
+func (x CredKind) Enum() *CredKind {
+	p := new(CredKind)
+	*p = x
+	return p
+}
+
+func (x CredKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CredKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_clawkerd_v1_clawkerd_proto_enumTypes[0].Descriptor()
+}
+
+func (CredKind) Type() protoreflect.EnumType {
+	return &file_api_clawkerd_v1_clawkerd_proto_enumTypes[0]
+}
+
+func (x CredKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CredKind.Descriptor instead.
+func (CredKind) EnumDescriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{0}
+}
 
 type ErrorCode int32
 
@@ -70,11 +121,11 @@ func (x ErrorCode) String() string {
 }
 
 func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_api_clawkerd_v1_clawkerd_proto_enumTypes[0].Descriptor()
+	return file_api_clawkerd_v1_clawkerd_proto_enumTypes[1].Descriptor()
 }
 
 func (ErrorCode) Type() protoreflect.EnumType {
-	return &file_api_clawkerd_v1_clawkerd_proto_enumTypes[0]
+	return &file_api_clawkerd_v1_clawkerd_proto_enumTypes[1]
 }
 
 func (x ErrorCode) Number() protoreflect.EnumNumber {
@@ -83,7 +134,7 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{0}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{1}
 }
 
 type Command struct {
@@ -100,6 +151,9 @@ type Command struct {
 	//	*Command_AgentReady
 	//	*Command_AgentInitialized
 	//	*Command_OutputCredit
+	//	*Command_CredEnable
+	//	*Command_CredReply
+	//	*Command_Resize
 	Payload       isCommand_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -230,6 +284,33 @@ func (x *Command) GetOutputCredit() *OutputCredit {
 	return nil
 }
 
+func (x *Command) GetCredEnable() *CredEnable {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_CredEnable); ok {
+			return x.CredEnable
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCredReply() *CredReply {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_CredReply); ok {
+			return x.CredReply
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetResize() *Resize {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
 type isCommand_Payload interface {
 	isCommand_Payload()
 }
@@ -270,6 +351,20 @@ type Command_OutputCredit struct {
 	OutputCredit *OutputCredit `protobuf:"bytes,10,opt,name=output_credit,json=outputCredit,proto3,oneof"`
 }
 
+type Command_CredEnable struct {
+	// cred-forward/v1 (see CredRequest).
+	CredEnable *CredEnable `protobuf:"bytes,20,opt,name=cred_enable,json=credEnable,proto3,oneof"`
+}
+
+type Command_CredReply struct {
+	CredReply *CredReply `protobuf:"bytes,21,opt,name=cred_reply,json=credReply,proto3,oneof"`
+}
+
+type Command_Resize struct {
+	// resize sets the window size of a command started with tty (tty/v1).
+	Resize *Resize `protobuf:"bytes,11,opt,name=resize,proto3,oneof"`
+}
+
 func (*Command_Hello) isCommand_Payload() {}
 
 func (*Command_Shell) isCommand_Payload() {}
@@ -287,6 +382,12 @@ func (*Command_AgentReady) isCommand_Payload() {}
 func (*Command_AgentInitialized) isCommand_Payload() {}
 
 func (*Command_OutputCredit) isCommand_Payload() {}
+
+func (*Command_CredEnable) isCommand_Payload() {}
+
+func (*Command_CredReply) isCommand_Payload() {}
+
+func (*Command_Resize) isCommand_Payload() {}
 
 type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -492,7 +593,44 @@ type ShellCommand struct {
 	// OutputCredit. While the window is used up clawkerd stops reading the
 	// output pipe, so the writer blocks (backpressure, nothing dropped).
 	// 0 = unlimited (no flow control).
-	OutputWindow  uint32 `protobuf:"varint,6,opt,name=output_window,json=outputWindow,proto3" json:"output_window,omitempty"`
+	OutputWindow uint32 `protobuf:"varint,6,opt,name=output_window,json=outputWindow,proto3" json:"output_window,omitempty"`
+	// stdin_window is the stdin credit clawkerd grants at the start: the
+	// CP sends Stdin frames costing at most this many credit units that
+	// clawkerd has not returned with StdinCredit. A frame costs
+	// len(data) + 64 (so a flood of tiny frames is bounded too). clawkerd
+	// returns credit as the first stage's pipe takes the frames, so a
+	// command that reads slowly slows the sender down. At most 4 MiB
+	// (clawkerd's stdin backlog bound), else INVALID_REQUEST. 0 = no stdin
+	// credit (the base contract: the backlog bound alone). Sent only to a
+	// clawkerd announcing "stdin-credit/v1".
+	StdinWindow uint32 `protobuf:"varint,7,opt,name=stdin_window,json=stdinWindow,proto3" json:"stdin_window,omitempty"`
+	// once_key names a one-time init step (e.g. "post-init"). clawkerd
+	// records the step's success durably before it answers Done, answers a
+	// recorded key with Done(0) without running anything, lets a keyed
+	// command finish (and be recorded) even if its Session breaks, and
+	// makes a second command with the key of one still running wait for
+	// it. Sent only to a clawkerd announcing "init-once/v1"; empty = an
+	// ordinary command.
+	OnceKey string `protobuf:"bytes,8,opt,name=once_key,json=onceKey,proto3" json:"once_key,omitempty"`
+	// tty runs the command on a pseudo-terminal (tty/v1): exactly one
+	// stage, its stdin, stdout and stderr all the terminal, its session and
+	// controlling terminal new. Stdin frames are terminal input, output is
+	// the terminal's bytes, Resize sets its size, Signal goes to its
+	// process group. Absent: pipes as in the base contract.
+	Tty *Tty `protobuf:"bytes,9,opt,name=tty,proto3" json:"tty,omitempty"`
+	// separate_stderr sends stderr of every stage as OutputChunks with
+	// stderr set, apart from the last stage's stdout (tty/v1). Ignored with
+	// tty (a terminal has one stream). false: merged, the base contract.
+	SeparateStderr bool `protobuf:"varint,10,opt,name=separate_stderr,json=separateStderr,proto3" json:"separate_stderr,omitempty"`
+	// attach_user_cmd attaches to the user CMD's terminal (a container run
+	// with CLAWKER_TTY=1) instead of running stages, which must be empty
+	// (tty/v1). Output is the terminal's bytes from now on; Stdin, Resize
+	// and Signal go to the user CMD's terminal and job; tty sets the
+	// terminal's size. CloseStdin or SIGKILL detaches (Done 0) and leaves
+	// the user CMD running; its exit ends the attach with its exit code.
+	// Started comes once the user CMD runs; SPAWN_FAILED when it has no
+	// terminal. Any number of attaches may be live at once.
+	AttachUserCmd bool `protobuf:"varint,11,opt,name=attach_user_cmd,json=attachUserCmd,proto3" json:"attach_user_cmd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -569,6 +707,158 @@ func (x *ShellCommand) GetOutputWindow() uint32 {
 	return 0
 }
 
+func (x *ShellCommand) GetStdinWindow() uint32 {
+	if x != nil {
+		return x.StdinWindow
+	}
+	return 0
+}
+
+func (x *ShellCommand) GetOnceKey() string {
+	if x != nil {
+		return x.OnceKey
+	}
+	return ""
+}
+
+func (x *ShellCommand) GetTty() *Tty {
+	if x != nil {
+		return x.Tty
+	}
+	return nil
+}
+
+func (x *ShellCommand) GetSeparateStderr() bool {
+	if x != nil {
+		return x.SeparateStderr
+	}
+	return false
+}
+
+func (x *ShellCommand) GetAttachUserCmd() bool {
+	if x != nil {
+		return x.AttachUserCmd
+	}
+	return false
+}
+
+// Tty is a terminal's initial size and TERM. rows/cols 0: 24x80.
+type Tty struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rows  uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols  uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	// term sets TERM in the command's env unless its env sets it.
+	Term          string `protobuf:"bytes,3,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tty) Reset() {
+	*x = Tty{}
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tty) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tty) ProtoMessage() {}
+
+func (x *Tty) ProtoReflect() protoreflect.Message {
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tty.ProtoReflect.Descriptor instead.
+func (*Tty) Descriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Tty) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *Tty) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+func (x *Tty) GetTerm() string {
+	if x != nil {
+		return x.Term
+	}
+	return ""
+}
+
+// Resize sets a tty command's window size (TIOCSWINSZ; the foreground
+// process group gets SIGWINCH). For a command without tty, or with 0
+// rows or cols, it is ignored; an unknown id gets UNKNOWN_COMMAND_ID.
+type Resize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resize) Reset() {
+	*x = Resize{}
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resize) ProtoMessage() {}
+
+func (x *Resize) ProtoReflect() protoreflect.Message {
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resize.ProtoReflect.Descriptor instead.
+func (*Resize) Descriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Resize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *Resize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
 // OutputCredit returns bytes of a command's output window to clawkerd
 // (the CP consumed them). Like Stdin it is answered only on failure: an
 // unknown command_id gets UNKNOWN_COMMAND_ID, except that a credit for a
@@ -584,7 +874,7 @@ type OutputCredit struct {
 
 func (x *OutputCredit) Reset() {
 	*x = OutputCredit{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[7]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +886,7 @@ func (x *OutputCredit) String() string {
 func (*OutputCredit) ProtoMessage() {}
 
 func (x *OutputCredit) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[7]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +899,7 @@ func (x *OutputCredit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputCredit.ProtoReflect.Descriptor instead.
 func (*OutputCredit) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{7}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OutputCredit) GetBytes() uint64 {
@@ -620,19 +910,30 @@ func (x *OutputCredit) GetBytes() uint64 {
 }
 
 type PipeStage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Argv          []string               `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
-	Uid           uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
-	Cwd           string                 `protobuf:"bytes,4,opt,name=cwd,proto3" json:"cwd,omitempty"`
-	Env           map[string]string      `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Argv  []string               `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
+	Uid   uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid   uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	Cwd   string                 `protobuf:"bytes,4,opt,name=cwd,proto3" json:"cwd,omitempty"`
+	Env   map[string]string      `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// user, when set, is resolved by clawkerd against the container's
+	// /etc/passwd and /etc/group as docker exec -u does (a name, uid, or
+	// either with :group): the stage gets that uid, gid, supplementary
+	// groups, and HOME unless env sets it; uid and gid are ignored. Send
+	// only to a clawkerd whose HelloAck lists CAPABILITY_EXEC_USER.
+	User string `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	// agent_user runs the stage as the user CMD's user (CLAWKER_USER as
+	// clawkerd resolved it, root when unset), with its supplementary groups
+	// and HOME unless env sets it. Overrides user, uid and gid. Same
+	// capability as user.
+	AgentUser     bool `protobuf:"varint,7,opt,name=agent_user,json=agentUser,proto3" json:"agent_user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PipeStage) Reset() {
 	*x = PipeStage{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[8]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +945,7 @@ func (x *PipeStage) String() string {
 func (*PipeStage) ProtoMessage() {}
 
 func (x *PipeStage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[8]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +958,7 @@ func (x *PipeStage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeStage.ProtoReflect.Descriptor instead.
 func (*PipeStage) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{8}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PipeStage) GetArgv() []string {
@@ -695,6 +996,20 @@ func (x *PipeStage) GetEnv() map[string]string {
 	return nil
 }
 
+func (x *PipeStage) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *PipeStage) GetAgentUser() bool {
+	if x != nil {
+		return x.AgentUser
+	}
+	return false
+}
+
 type Stdin struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
@@ -704,7 +1019,7 @@ type Stdin struct {
 
 func (x *Stdin) Reset() {
 	*x = Stdin{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[9]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +1031,7 @@ func (x *Stdin) String() string {
 func (*Stdin) ProtoMessage() {}
 
 func (x *Stdin) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[9]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +1044,7 @@ func (x *Stdin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stdin.ProtoReflect.Descriptor instead.
 func (*Stdin) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{9}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Stdin) GetData() []byte {
@@ -748,7 +1063,7 @@ type Signal struct {
 
 func (x *Signal) Reset() {
 	*x = Signal{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[10]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +1075,7 @@ func (x *Signal) String() string {
 func (*Signal) ProtoMessage() {}
 
 func (x *Signal) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[10]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +1088,7 @@ func (x *Signal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Signal.ProtoReflect.Descriptor instead.
 func (*Signal) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{10}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Signal) GetSigno() int32 {
@@ -795,6 +1110,8 @@ type Response struct {
 	//	*Response_Done
 	//	*Response_Error
 	//	*Response_RegisterDone
+	//	*Response_StdinCredit
+	//	*Response_CredRequest
 	Payload       isResponse_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -802,7 +1119,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[11]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1131,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[11]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1144,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{11}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Response) GetCommandId() string {
@@ -907,6 +1224,24 @@ func (x *Response) GetRegisterDone() *RegisterDone {
 	return nil
 }
 
+func (x *Response) GetStdinCredit() *StdinCredit {
+	if x != nil {
+		if x, ok := x.Payload.(*Response_StdinCredit); ok {
+			return x.StdinCredit
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetCredRequest() *CredRequest {
+	if x != nil {
+		if x, ok := x.Payload.(*Response_CredRequest); ok {
+			return x.CredRequest
+		}
+	}
+	return nil
+}
+
 type isResponse_Payload interface {
 	isResponse_Payload()
 }
@@ -939,6 +1274,16 @@ type Response_RegisterDone struct {
 	RegisterDone *RegisterDone `protobuf:"bytes,9,opt,name=register_done,json=registerDone,proto3,oneof"`
 }
 
+type Response_StdinCredit struct {
+	StdinCredit *StdinCredit `protobuf:"bytes,10,opt,name=stdin_credit,json=stdinCredit,proto3,oneof"`
+}
+
+type Response_CredRequest struct {
+	// cred-forward/v1: clawkerd asks, the CP answers with a CredReply
+	// carrying the same command_id.
+	CredRequest *CredRequest `protobuf:"bytes,20,opt,name=cred_request,json=credRequest,proto3,oneof"`
+}
+
 func (*Response_HelloAck) isResponse_Payload() {}
 
 func (*Response_Started) isResponse_Payload() {}
@@ -952,6 +1297,212 @@ func (*Response_Done) isResponse_Payload() {}
 func (*Response_Error) isResponse_Payload() {}
 
 func (*Response_RegisterDone) isResponse_Payload() {}
+
+func (*Response_StdinCredit) isResponse_Payload() {}
+
+func (*Response_CredRequest) isResponse_Payload() {}
+
+// CredEnable (cred-forward/v1) tells clawkerd this Session answers
+// CredRequests: sent by the CP once its init plan is done, only to a
+// trusted agent whose project opted in. Its command_id is not replied to.
+type CredEnable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kinds         []CredKind             `protobuf:"varint,1,rep,packed,name=kinds,proto3,enum=clawker.clawkerd.v1.CredKind" json:"kinds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredEnable) Reset() {
+	*x = CredEnable{}
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredEnable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredEnable) ProtoMessage() {}
+
+func (x *CredEnable) ProtoReflect() protoreflect.Message {
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredEnable.ProtoReflect.Descriptor instead.
+func (*CredEnable) Descriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CredEnable) GetKinds() []CredKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+// CredRequest is a credential question from inside the agent, relayed by
+// clawkerd; command_id is clawkerd's own ("cred/<n>").
+type CredRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          CredKind               `protobuf:"varint,1,opt,name=kind,proto3,enum=clawker.clawkerd.v1.CredKind" json:"kind,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredRequest) Reset() {
+	*x = CredRequest{}
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredRequest) ProtoMessage() {}
+
+func (x *CredRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredRequest.ProtoReflect.Descriptor instead.
+func (*CredRequest) Descriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CredRequest) GetKind() CredKind {
+	if x != nil {
+		return x.Kind
+	}
+	return CredKind_CRED_KIND_UNSPECIFIED
+}
+
+func (x *CredRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// CredReply answers the CredRequest with the same command_id. ok=false is
+// one generic refusal (the reason is logged by the CP only).
+type CredReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredReply) Reset() {
+	*x = CredReply{}
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredReply) ProtoMessage() {}
+
+func (x *CredReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredReply.ProtoReflect.Descriptor instead.
+func (*CredReply) Descriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CredReply) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *CredReply) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// StdinCredit returns credit units of a command's stdin_window to the CP
+// (its pipe took those frames). Sent only for a command with a window,
+// never after the command's terminal reply.
+type StdinCredit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         uint64                 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StdinCredit) Reset() {
+	*x = StdinCredit{}
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StdinCredit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StdinCredit) ProtoMessage() {}
+
+func (x *StdinCredit) ProtoReflect() protoreflect.Message {
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StdinCredit.ProtoReflect.Descriptor instead.
+func (*StdinCredit) Descriptor() ([]byte, []int) {
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StdinCredit) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
 
 type HelloAck struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -968,14 +1519,27 @@ type HelloAck struct {
 	// skip a step whose input is absent (a no-op anyway) without a round
 	// trip. Absent (older clawkerd, or a tree too large to list): the CP
 	// runs every step.
-	Staged        *StagedInputs `protobuf:"bytes,5,opt,name=staged,proto3" json:"staged,omitempty"`
+	Staged *StagedInputs `protobuf:"bytes,5,opt,name=staged,proto3" json:"staged,omitempty"`
+	// capabilities names the wire additions this clawkerd implements (see
+	// capabilities.go for the vocabulary, e.g. "flow-control/v1"). The CP
+	// uses an addition only when its name is listed here; absent (an older
+	// clawkerd, or another implementation of the base contract) means the
+	// base contract only. Unknown names are ignored.
+	Capabilities []string `protobuf:"bytes,6,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// workdir is clawkerd's working directory at start: the image WORKDIR
+	// (or the container's -w), the default cwd of an exec. Empty: unknown.
+	Workdir string `protobuf:"bytes,7,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	// completed_once lists the once_keys clawkerd has recorded (see
+	// ShellCommand.once_key), so a CP that died mid-plan resumes it rather
+	// than restarting it. Only from a clawkerd announcing "init-once/v1".
+	CompletedOnce []string `protobuf:"bytes,8,rep,name=completed_once,json=completedOnce,proto3" json:"completed_once,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HelloAck) Reset() {
 	*x = HelloAck{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[12]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1551,7 @@ func (x *HelloAck) String() string {
 func (*HelloAck) ProtoMessage() {}
 
 func (x *HelloAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[12]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1564,7 @@ func (x *HelloAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloAck.ProtoReflect.Descriptor instead.
 func (*HelloAck) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{12}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HelloAck) GetInitialized() bool {
@@ -1038,6 +1602,27 @@ func (x *HelloAck) GetStaged() *StagedInputs {
 	return nil
 }
 
+func (x *HelloAck) GetCapabilities() []string {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+func (x *HelloAck) GetWorkdir() string {
+	if x != nil {
+		return x.Workdir
+	}
+	return ""
+}
+
+func (x *HelloAck) GetCompletedOnce() []string {
+	if x != nil {
+		return x.CompletedOnce
+	}
+	return nil
+}
+
 // StagedInputs is the init staging tree listed to depth two, as
 // slash-separated paths relative to its root ("home", "hooks/pre-run").
 // An empty list means nothing is staged.
@@ -1050,7 +1635,7 @@ type StagedInputs struct {
 
 func (x *StagedInputs) Reset() {
 	*x = StagedInputs{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1647,7 @@ func (x *StagedInputs) String() string {
 func (*StagedInputs) ProtoMessage() {}
 
 func (x *StagedInputs) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[13]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1660,7 @@ func (x *StagedInputs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedInputs.ProtoReflect.Descriptor instead.
 func (*StagedInputs) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{13}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StagedInputs) GetPaths() []string {
@@ -1097,7 +1682,7 @@ type ResolvedUser struct {
 
 func (x *ResolvedUser) Reset() {
 	*x = ResolvedUser{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1694,7 @@ func (x *ResolvedUser) String() string {
 func (*ResolvedUser) ProtoMessage() {}
 
 func (x *ResolvedUser) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[14]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1707,7 @@ func (x *ResolvedUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolvedUser.ProtoReflect.Descriptor instead.
 func (*ResolvedUser) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{14}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResolvedUser) GetUid() uint32 {
@@ -1154,7 +1739,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1751,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[15]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,21 +1764,24 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{15}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{21}
 }
 
 // OutputChunk carries stderr of every stage and stdout of the last stage,
 // merged in write order.
 type OutputChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// stderr: these bytes are stderr (only for a ShellCommand with
+	// separate_stderr, tty/v1).
+	Stderr        bool `protobuf:"varint,2,opt,name=stderr,proto3" json:"stderr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OutputChunk) Reset() {
 	*x = OutputChunk{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1793,7 @@ func (x *OutputChunk) String() string {
 func (*OutputChunk) ProtoMessage() {}
 
 func (x *OutputChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[16]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1806,7 @@ func (x *OutputChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
 func (*OutputChunk) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{16}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OutputChunk) GetData() []byte {
@@ -1226,6 +1814,13 @@ func (x *OutputChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *OutputChunk) GetStderr() bool {
+	if x != nil {
+		return x.Stderr
+	}
+	return false
 }
 
 // StageExit reports one pipeline stage's end. A signaled stage has
@@ -1241,7 +1836,7 @@ type StageExit struct {
 
 func (x *StageExit) Reset() {
 	*x = StageExit{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1848,7 @@ func (x *StageExit) String() string {
 func (*StageExit) ProtoMessage() {}
 
 func (x *StageExit) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[17]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1861,7 @@ func (x *StageExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageExit.ProtoReflect.Descriptor instead.
 func (*StageExit) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{17}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StageExit) GetStageIndex() uint32 {
@@ -1299,7 +1894,7 @@ type Done struct {
 
 func (x *Done) Reset() {
 	*x = Done{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1906,7 @@ func (x *Done) String() string {
 func (*Done) ProtoMessage() {}
 
 func (x *Done) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[18]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1919,7 @@ func (x *Done) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Done.ProtoReflect.Descriptor instead.
 func (*Done) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{18}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Done) GetFinalExitCode() int32 {
@@ -1344,7 +1939,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[19]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1951,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[19]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1964,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{19}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -1396,7 +1991,7 @@ type RegisterDone struct {
 
 func (x *RegisterDone) Reset() {
 	*x = RegisterDone{}
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[20]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +2003,7 @@ func (x *RegisterDone) String() string {
 func (*RegisterDone) ProtoMessage() {}
 
 func (x *RegisterDone) ProtoReflect() protoreflect.Message {
-	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[20]
+	mi := &file_api_clawkerd_v1_clawkerd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +2016,7 @@ func (x *RegisterDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDone.ProtoReflect.Descriptor instead.
 func (*RegisterDone) Descriptor() ([]byte, []int) {
-	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{20}
+	return file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RegisterDone) GetOk() bool {
@@ -1442,7 +2037,7 @@ var File_api_clawkerd_v1_clawkerd_proto protoreflect.FileDescriptor
 
 const file_api_clawkerd_v1_clawkerd_proto_rawDesc = "" +
 	"\n" +
-	"\x1eapi/clawkerd/v1/clawkerd.proto\x12\x13clawker.clawkerd.v1\"\x8b\x05\n" +
+	"\x1eapi/clawkerd/v1/clawkerd.proto\x12\x13clawker.clawkerd.v1\"\xc7\x06\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x122\n" +
@@ -1457,7 +2052,12 @@ const file_api_clawkerd_v1_clawkerd_proto_rawDesc = "" +
 	"agentReady\x12T\n" +
 	"\x11agent_initialized\x18\t \x01(\v2%.clawker.clawkerd.v1.AgentInitializedH\x00R\x10agentInitialized\x12H\n" +
 	"\routput_credit\x18\n" +
-	" \x01(\v2!.clawker.clawkerd.v1.OutputCreditH\x00R\foutputCreditB\t\n" +
+	" \x01(\v2!.clawker.clawkerd.v1.OutputCreditH\x00R\foutputCredit\x12B\n" +
+	"\vcred_enable\x18\x14 \x01(\v2\x1f.clawker.clawkerd.v1.CredEnableH\x00R\n" +
+	"credEnable\x12?\n" +
+	"\n" +
+	"cred_reply\x18\x15 \x01(\v2\x1e.clawker.clawkerd.v1.CredReplyH\x00R\tcredReply\x125\n" +
+	"\x06resize\x18\v \x01(\v2\x1b.clawker.clawkerd.v1.ResizeH\x00R\x06resizeB\t\n" +
 	"\apayload\"\a\n" +
 	"\x05Hello\"\x12\n" +
 	"\x10RegisterRequired\"\x12\n" +
@@ -1467,29 +2067,45 @@ const file_api_clawkerd_v1_clawkerd_proto_rawDesc = "" +
 	"\n" +
 	"AgentReady\x12\x1f\n" +
 	"\vdefault_cmd\x18\x01 \x01(\tR\n" +
-	"defaultCmd\"\x85\x02\n" +
+	"defaultCmd\"\xc0\x03\n" +
 	"\fShellCommand\x126\n" +
 	"\x06stages\x18\x01 \x03(\v2\x1e.clawker.clawkerd.v1.PipeStageR\x06stages\x12'\n" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\x12#\n" +
 	"\rinitial_stdin\x18\x03 \x01(\fR\finitialStdin\x12!\n" +
 	"\fprint_output\x18\x04 \x01(\bR\vprintOutput\x12'\n" +
 	"\x10exit_on_non_zero\x18\x05 \x01(\bR\rexitOnNonZero\x12#\n" +
-	"\routput_window\x18\x06 \x01(\rR\foutputWindow\"$\n" +
+	"\routput_window\x18\x06 \x01(\rR\foutputWindow\x12!\n" +
+	"\fstdin_window\x18\a \x01(\rR\vstdinWindow\x12\x19\n" +
+	"\bonce_key\x18\b \x01(\tR\aonceKey\x12*\n" +
+	"\x03tty\x18\t \x01(\v2\x18.clawker.clawkerd.v1.TtyR\x03tty\x12'\n" +
+	"\x0fseparate_stderr\x18\n" +
+	" \x01(\bR\x0eseparateStderr\x12&\n" +
+	"\x0fattach_user_cmd\x18\v \x01(\bR\rattachUserCmd\"A\n" +
+	"\x03Tty\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\tR\x04term\"0\n" +
+	"\x06Resize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"$\n" +
 	"\fOutputCredit\x12\x14\n" +
-	"\x05bytes\x18\x01 \x01(\x04R\x05bytes\"\xc8\x01\n" +
+	"\x05bytes\x18\x01 \x01(\x04R\x05bytes\"\xfb\x01\n" +
 	"\tPipeStage\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x03 \x01(\rR\x03gid\x12\x10\n" +
 	"\x03cwd\x18\x04 \x01(\tR\x03cwd\x129\n" +
-	"\x03env\x18\x05 \x03(\v2'.clawker.clawkerd.v1.PipeStage.EnvEntryR\x03env\x1a6\n" +
+	"\x03env\x18\x05 \x03(\v2'.clawker.clawkerd.v1.PipeStage.EnvEntryR\x03env\x12\x12\n" +
+	"\x04user\x18\x06 \x01(\tR\x04user\x12\x1d\n" +
+	"\n" +
+	"agent_user\x18\a \x01(\bR\tagentUser\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x1b\n" +
 	"\x05Stdin\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\x1e\n" +
 	"\x06Signal\x12\x14\n" +
-	"\x05signo\x18\x01 \x01(\x05R\x05signo\"\xde\x03\n" +
+	"\x05signo\x18\x01 \x01(\x05R\x05signo\"\xec\x04\n" +
 	"\bResponse\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12<\n" +
@@ -1500,24 +2116,42 @@ const file_api_clawkerd_v1_clawkerd_proto_rawDesc = "" +
 	"stage_exit\x18\x06 \x01(\v2\x1e.clawker.clawkerd.v1.StageExitH\x00R\tstageExit\x12/\n" +
 	"\x04done\x18\a \x01(\v2\x19.clawker.clawkerd.v1.DoneH\x00R\x04done\x122\n" +
 	"\x05error\x18\b \x01(\v2\x1a.clawker.clawkerd.v1.ErrorH\x00R\x05error\x12H\n" +
-	"\rregister_done\x18\t \x01(\v2!.clawker.clawkerd.v1.RegisterDoneH\x00R\fregisterDoneB\t\n" +
-	"\apayloadJ\x04\b\x05\x10\x06\"\xda\x01\n" +
+	"\rregister_done\x18\t \x01(\v2!.clawker.clawkerd.v1.RegisterDoneH\x00R\fregisterDone\x12E\n" +
+	"\fstdin_credit\x18\n" +
+	" \x01(\v2 .clawker.clawkerd.v1.StdinCreditH\x00R\vstdinCredit\x12E\n" +
+	"\fcred_request\x18\x14 \x01(\v2 .clawker.clawkerd.v1.CredRequestH\x00R\vcredRequestB\t\n" +
+	"\apayloadJ\x04\b\x05\x10\x06\"A\n" +
+	"\n" +
+	"CredEnable\x123\n" +
+	"\x05kinds\x18\x01 \x03(\x0e2\x1d.clawker.clawkerd.v1.CredKindR\x05kinds\"T\n" +
+	"\vCredRequest\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.clawker.clawkerd.v1.CredKindR\x04kind\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"/\n" +
+	"\tCredReply\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"#\n" +
+	"\vStdinCredit\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x04R\x05bytes\"\xbf\x02\n" +
 	"\bHelloAck\x12 \n" +
 	"\vinitialized\x18\x01 \x01(\bR\vinitialized\x12\x1f\n" +
 	"\vcmd_running\x18\x02 \x01(\bR\n" +
 	"cmdRunning\x125\n" +
 	"\x04user\x18\x03 \x01(\v2!.clawker.clawkerd.v1.ResolvedUserR\x04user\x12\x19\n" +
 	"\bno_shell\x18\x04 \x01(\bR\anoShell\x129\n" +
-	"\x06staged\x18\x05 \x01(\v2!.clawker.clawkerd.v1.StagedInputsR\x06staged\"$\n" +
+	"\x06staged\x18\x05 \x01(\v2!.clawker.clawkerd.v1.StagedInputsR\x06staged\x12\"\n" +
+	"\fcapabilities\x18\x06 \x03(\tR\fcapabilities\x12\x18\n" +
+	"\aworkdir\x18\a \x01(\tR\aworkdir\x12%\n" +
+	"\x0ecompleted_once\x18\b \x03(\tR\rcompletedOnce\"$\n" +
 	"\fStagedInputs\x12\x14\n" +
 	"\x05paths\x18\x01 \x03(\tR\x05paths\"F\n" +
 	"\fResolvedUser\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x12\n" +
 	"\x04home\x18\x03 \x01(\tR\x04home\"\t\n" +
-	"\aStarted\"!\n" +
+	"\aStarted\"9\n" +
 	"\vOutputChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"_\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
+	"\x06stderr\x18\x02 \x01(\bR\x06stderr\"_\n" +
 	"\tStageExit\x12\x1f\n" +
 	"\vstage_index\x18\x01 \x01(\rR\n" +
 	"stageIndex\x12\x1b\n" +
@@ -1530,7 +2164,11 @@ const file_api_clawkerd_v1_clawkerd_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"4\n" +
 	"\fRegisterDone\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error*\xd2\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error*Q\n" +
+	"\bCredKind\x12\x19\n" +
+	"\x15CRED_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13CRED_KIND_SSH_AGENT\x10\x01\x12\x11\n" +
+	"\rCRED_KIND_GIT\x10\x02*\xd2\x01\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_CODE_UNKNOWN_COMMAND_ID\x10\x01\x12\x1e\n" +
@@ -1554,62 +2192,77 @@ func file_api_clawkerd_v1_clawkerd_proto_rawDescGZIP() []byte {
 	return file_api_clawkerd_v1_clawkerd_proto_rawDescData
 }
 
-var file_api_clawkerd_v1_clawkerd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_clawkerd_v1_clawkerd_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_api_clawkerd_v1_clawkerd_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_api_clawkerd_v1_clawkerd_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_api_clawkerd_v1_clawkerd_proto_goTypes = []any{
-	(ErrorCode)(0),           // 0: clawker.clawkerd.v1.ErrorCode
-	(*Command)(nil),          // 1: clawker.clawkerd.v1.Command
-	(*Hello)(nil),            // 2: clawker.clawkerd.v1.Hello
-	(*RegisterRequired)(nil), // 3: clawker.clawkerd.v1.RegisterRequired
-	(*AgentInitialized)(nil), // 4: clawker.clawkerd.v1.AgentInitialized
-	(*CloseStdin)(nil),       // 5: clawker.clawkerd.v1.CloseStdin
-	(*AgentReady)(nil),       // 6: clawker.clawkerd.v1.AgentReady
-	(*ShellCommand)(nil),     // 7: clawker.clawkerd.v1.ShellCommand
-	(*OutputCredit)(nil),     // 8: clawker.clawkerd.v1.OutputCredit
-	(*PipeStage)(nil),        // 9: clawker.clawkerd.v1.PipeStage
-	(*Stdin)(nil),            // 10: clawker.clawkerd.v1.Stdin
-	(*Signal)(nil),           // 11: clawker.clawkerd.v1.Signal
-	(*Response)(nil),         // 12: clawker.clawkerd.v1.Response
-	(*HelloAck)(nil),         // 13: clawker.clawkerd.v1.HelloAck
-	(*StagedInputs)(nil),     // 14: clawker.clawkerd.v1.StagedInputs
-	(*ResolvedUser)(nil),     // 15: clawker.clawkerd.v1.ResolvedUser
-	(*Started)(nil),          // 16: clawker.clawkerd.v1.Started
-	(*OutputChunk)(nil),      // 17: clawker.clawkerd.v1.OutputChunk
-	(*StageExit)(nil),        // 18: clawker.clawkerd.v1.StageExit
-	(*Done)(nil),             // 19: clawker.clawkerd.v1.Done
-	(*Error)(nil),            // 20: clawker.clawkerd.v1.Error
-	(*RegisterDone)(nil),     // 21: clawker.clawkerd.v1.RegisterDone
-	nil,                      // 22: clawker.clawkerd.v1.PipeStage.EnvEntry
+	(CredKind)(0),            // 0: clawker.clawkerd.v1.CredKind
+	(ErrorCode)(0),           // 1: clawker.clawkerd.v1.ErrorCode
+	(*Command)(nil),          // 2: clawker.clawkerd.v1.Command
+	(*Hello)(nil),            // 3: clawker.clawkerd.v1.Hello
+	(*RegisterRequired)(nil), // 4: clawker.clawkerd.v1.RegisterRequired
+	(*AgentInitialized)(nil), // 5: clawker.clawkerd.v1.AgentInitialized
+	(*CloseStdin)(nil),       // 6: clawker.clawkerd.v1.CloseStdin
+	(*AgentReady)(nil),       // 7: clawker.clawkerd.v1.AgentReady
+	(*ShellCommand)(nil),     // 8: clawker.clawkerd.v1.ShellCommand
+	(*Tty)(nil),              // 9: clawker.clawkerd.v1.Tty
+	(*Resize)(nil),           // 10: clawker.clawkerd.v1.Resize
+	(*OutputCredit)(nil),     // 11: clawker.clawkerd.v1.OutputCredit
+	(*PipeStage)(nil),        // 12: clawker.clawkerd.v1.PipeStage
+	(*Stdin)(nil),            // 13: clawker.clawkerd.v1.Stdin
+	(*Signal)(nil),           // 14: clawker.clawkerd.v1.Signal
+	(*Response)(nil),         // 15: clawker.clawkerd.v1.Response
+	(*CredEnable)(nil),       // 16: clawker.clawkerd.v1.CredEnable
+	(*CredRequest)(nil),      // 17: clawker.clawkerd.v1.CredRequest
+	(*CredReply)(nil),        // 18: clawker.clawkerd.v1.CredReply
+	(*StdinCredit)(nil),      // 19: clawker.clawkerd.v1.StdinCredit
+	(*HelloAck)(nil),         // 20: clawker.clawkerd.v1.HelloAck
+	(*StagedInputs)(nil),     // 21: clawker.clawkerd.v1.StagedInputs
+	(*ResolvedUser)(nil),     // 22: clawker.clawkerd.v1.ResolvedUser
+	(*Started)(nil),          // 23: clawker.clawkerd.v1.Started
+	(*OutputChunk)(nil),      // 24: clawker.clawkerd.v1.OutputChunk
+	(*StageExit)(nil),        // 25: clawker.clawkerd.v1.StageExit
+	(*Done)(nil),             // 26: clawker.clawkerd.v1.Done
+	(*Error)(nil),            // 27: clawker.clawkerd.v1.Error
+	(*RegisterDone)(nil),     // 28: clawker.clawkerd.v1.RegisterDone
+	nil,                      // 29: clawker.clawkerd.v1.PipeStage.EnvEntry
 }
 var file_api_clawkerd_v1_clawkerd_proto_depIdxs = []int32{
-	2,  // 0: clawker.clawkerd.v1.Command.hello:type_name -> clawker.clawkerd.v1.Hello
-	7,  // 1: clawker.clawkerd.v1.Command.shell:type_name -> clawker.clawkerd.v1.ShellCommand
-	10, // 2: clawker.clawkerd.v1.Command.stdin:type_name -> clawker.clawkerd.v1.Stdin
-	5,  // 3: clawker.clawkerd.v1.Command.close_stdin:type_name -> clawker.clawkerd.v1.CloseStdin
-	11, // 4: clawker.clawkerd.v1.Command.signal:type_name -> clawker.clawkerd.v1.Signal
-	3,  // 5: clawker.clawkerd.v1.Command.register_required:type_name -> clawker.clawkerd.v1.RegisterRequired
-	6,  // 6: clawker.clawkerd.v1.Command.agent_ready:type_name -> clawker.clawkerd.v1.AgentReady
-	4,  // 7: clawker.clawkerd.v1.Command.agent_initialized:type_name -> clawker.clawkerd.v1.AgentInitialized
-	8,  // 8: clawker.clawkerd.v1.Command.output_credit:type_name -> clawker.clawkerd.v1.OutputCredit
-	9,  // 9: clawker.clawkerd.v1.ShellCommand.stages:type_name -> clawker.clawkerd.v1.PipeStage
-	22, // 10: clawker.clawkerd.v1.PipeStage.env:type_name -> clawker.clawkerd.v1.PipeStage.EnvEntry
-	13, // 11: clawker.clawkerd.v1.Response.hello_ack:type_name -> clawker.clawkerd.v1.HelloAck
-	16, // 12: clawker.clawkerd.v1.Response.started:type_name -> clawker.clawkerd.v1.Started
-	17, // 13: clawker.clawkerd.v1.Response.output:type_name -> clawker.clawkerd.v1.OutputChunk
-	18, // 14: clawker.clawkerd.v1.Response.stage_exit:type_name -> clawker.clawkerd.v1.StageExit
-	19, // 15: clawker.clawkerd.v1.Response.done:type_name -> clawker.clawkerd.v1.Done
-	20, // 16: clawker.clawkerd.v1.Response.error:type_name -> clawker.clawkerd.v1.Error
-	21, // 17: clawker.clawkerd.v1.Response.register_done:type_name -> clawker.clawkerd.v1.RegisterDone
-	15, // 18: clawker.clawkerd.v1.HelloAck.user:type_name -> clawker.clawkerd.v1.ResolvedUser
-	14, // 19: clawker.clawkerd.v1.HelloAck.staged:type_name -> clawker.clawkerd.v1.StagedInputs
-	0,  // 20: clawker.clawkerd.v1.Error.code:type_name -> clawker.clawkerd.v1.ErrorCode
-	1,  // 21: clawker.clawkerd.v1.ClawkerdService.Session:input_type -> clawker.clawkerd.v1.Command
-	12, // 22: clawker.clawkerd.v1.ClawkerdService.Session:output_type -> clawker.clawkerd.v1.Response
-	22, // [22:23] is the sub-list for method output_type
-	21, // [21:22] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	3,  // 0: clawker.clawkerd.v1.Command.hello:type_name -> clawker.clawkerd.v1.Hello
+	8,  // 1: clawker.clawkerd.v1.Command.shell:type_name -> clawker.clawkerd.v1.ShellCommand
+	13, // 2: clawker.clawkerd.v1.Command.stdin:type_name -> clawker.clawkerd.v1.Stdin
+	6,  // 3: clawker.clawkerd.v1.Command.close_stdin:type_name -> clawker.clawkerd.v1.CloseStdin
+	14, // 4: clawker.clawkerd.v1.Command.signal:type_name -> clawker.clawkerd.v1.Signal
+	4,  // 5: clawker.clawkerd.v1.Command.register_required:type_name -> clawker.clawkerd.v1.RegisterRequired
+	7,  // 6: clawker.clawkerd.v1.Command.agent_ready:type_name -> clawker.clawkerd.v1.AgentReady
+	5,  // 7: clawker.clawkerd.v1.Command.agent_initialized:type_name -> clawker.clawkerd.v1.AgentInitialized
+	11, // 8: clawker.clawkerd.v1.Command.output_credit:type_name -> clawker.clawkerd.v1.OutputCredit
+	16, // 9: clawker.clawkerd.v1.Command.cred_enable:type_name -> clawker.clawkerd.v1.CredEnable
+	18, // 10: clawker.clawkerd.v1.Command.cred_reply:type_name -> clawker.clawkerd.v1.CredReply
+	10, // 11: clawker.clawkerd.v1.Command.resize:type_name -> clawker.clawkerd.v1.Resize
+	12, // 12: clawker.clawkerd.v1.ShellCommand.stages:type_name -> clawker.clawkerd.v1.PipeStage
+	9,  // 13: clawker.clawkerd.v1.ShellCommand.tty:type_name -> clawker.clawkerd.v1.Tty
+	29, // 14: clawker.clawkerd.v1.PipeStage.env:type_name -> clawker.clawkerd.v1.PipeStage.EnvEntry
+	20, // 15: clawker.clawkerd.v1.Response.hello_ack:type_name -> clawker.clawkerd.v1.HelloAck
+	23, // 16: clawker.clawkerd.v1.Response.started:type_name -> clawker.clawkerd.v1.Started
+	24, // 17: clawker.clawkerd.v1.Response.output:type_name -> clawker.clawkerd.v1.OutputChunk
+	25, // 18: clawker.clawkerd.v1.Response.stage_exit:type_name -> clawker.clawkerd.v1.StageExit
+	26, // 19: clawker.clawkerd.v1.Response.done:type_name -> clawker.clawkerd.v1.Done
+	27, // 20: clawker.clawkerd.v1.Response.error:type_name -> clawker.clawkerd.v1.Error
+	28, // 21: clawker.clawkerd.v1.Response.register_done:type_name -> clawker.clawkerd.v1.RegisterDone
+	19, // 22: clawker.clawkerd.v1.Response.stdin_credit:type_name -> clawker.clawkerd.v1.StdinCredit
+	17, // 23: clawker.clawkerd.v1.Response.cred_request:type_name -> clawker.clawkerd.v1.CredRequest
+	0,  // 24: clawker.clawkerd.v1.CredEnable.kinds:type_name -> clawker.clawkerd.v1.CredKind
+	0,  // 25: clawker.clawkerd.v1.CredRequest.kind:type_name -> clawker.clawkerd.v1.CredKind
+	22, // 26: clawker.clawkerd.v1.HelloAck.user:type_name -> clawker.clawkerd.v1.ResolvedUser
+	21, // 27: clawker.clawkerd.v1.HelloAck.staged:type_name -> clawker.clawkerd.v1.StagedInputs
+	1,  // 28: clawker.clawkerd.v1.Error.code:type_name -> clawker.clawkerd.v1.ErrorCode
+	2,  // 29: clawker.clawkerd.v1.ClawkerdService.Session:input_type -> clawker.clawkerd.v1.Command
+	15, // 30: clawker.clawkerd.v1.ClawkerdService.Session:output_type -> clawker.clawkerd.v1.Response
+	30, // [30:31] is the sub-list for method output_type
+	29, // [29:30] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_api_clawkerd_v1_clawkerd_proto_init() }
@@ -1627,8 +2280,11 @@ func file_api_clawkerd_v1_clawkerd_proto_init() {
 		(*Command_AgentReady)(nil),
 		(*Command_AgentInitialized)(nil),
 		(*Command_OutputCredit)(nil),
+		(*Command_CredEnable)(nil),
+		(*Command_CredReply)(nil),
+		(*Command_Resize)(nil),
 	}
-	file_api_clawkerd_v1_clawkerd_proto_msgTypes[11].OneofWrappers = []any{
+	file_api_clawkerd_v1_clawkerd_proto_msgTypes[13].OneofWrappers = []any{
 		(*Response_HelloAck)(nil),
 		(*Response_Started)(nil),
 		(*Response_Output)(nil),
@@ -1636,14 +2292,16 @@ func file_api_clawkerd_v1_clawkerd_proto_init() {
 		(*Response_Done)(nil),
 		(*Response_Error)(nil),
 		(*Response_RegisterDone)(nil),
+		(*Response_StdinCredit)(nil),
+		(*Response_CredRequest)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_clawkerd_v1_clawkerd_proto_rawDesc), len(file_api_clawkerd_v1_clawkerd_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   22,
+			NumEnums:      2,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

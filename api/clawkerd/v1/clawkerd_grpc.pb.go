@@ -5,8 +5,8 @@
 // source: api/clawkerd/v1/clawkerd.proto
 
 // Session wire contract between the control plane (client) and clawkerd
-// (server, PID 1 of every agent container). Field numbers are fixed: see
-// ARCHITECTURE.md.
+// (server, PID 1 of every agent container). Field numbers are fixed by the
+// clawker architecture spec; docs/spec-notes.md lists the additions.
 
 package clawkerdv1
 

@@ -13,6 +13,8 @@
 //	raw       a malformed protobuf body sent as Register
 //	token     the token endpoint (RFC 6749 client_credentials + RFC 7523)
 //	session   clawkerd's Session: Hello, then a ShellCommand touching -marker
+//	serve     an impostor clawkerd on :7700 with the cert in -dir, logging
+//	          every Command it receives to -marker (serve.go)
 //
 // Material in -dir, each optional: cert.pem + key.pem (client cert),
 // token (bearer), assertion (client assertion JWT).
@@ -71,7 +73,7 @@ type opts struct {
 func main() {
 	var o opts
 	flag.StringVar(&o.name, "name", "", "attack name (echoed in the outcome)")
-	flag.StringVar(&o.mode, "mode", "", "register | raw | token | session")
+	flag.StringVar(&o.mode, "mode", "", "register | raw | token | session | tcp")
 	flag.StringVar(&o.target, "target", "", "host:port (register, raw, session) or token URL (token)")
 	flag.StringVar(&o.dir, "dir", ".", "material directory")
 	flag.StringVar(&o.tokenURL, "token-url", "", "register: fetch a bearer here first when -dir has no token")
@@ -92,6 +94,12 @@ func main() {
 		out = fetchToken(ctx, o, o.target, out)
 	case "session":
 		out = session(ctx, o, out)
+	case "serve":
+		out = serve(o, out)
+	case "flood", "get", "idle", "replay":
+		out = dos(ctx, o, out)
+	case "tcp":
+		out = tcpConnect(ctx, o, out)
 	default:
 		out.Stage, out.Detail = "usage", "unknown mode "+o.mode
 	}

@@ -44,6 +44,19 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "tokenprobe: no CA in ca.pem")
 		return 2
 	}
+	// clawkerd deletes its bootstrap assertion once used, so a test hands
+	// the one to replay by path.
+	var assertion []byte
+	if p := os.Getenv("TOKENPROBE_ASSERTION"); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tokenprobe:", err)
+			return 2
+		}
+		assertion = b
+	} else {
+		assertion = read(consts.BootstrapAssert)
+	}
 	target := os.Getenv(consts.EnvCPTokenURL)
 	if target == "" {
 		target = fmt.Sprintf("https://%s:%d%s", consts.ControlPlaneContainer, consts.PortToken, consts.TokenPath)
@@ -56,7 +69,7 @@ func run() int {
 		"client_id":             {"clawkerd"},
 		"scope":                 {consts.ScopeRegister},
 		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-		"client_assertion":      {strings.TrimSpace(string(read(consts.BootstrapAssert)))},
+		"client_assertion":      {strings.TrimSpace(string(assertion))},
 	}
 	res, err := client.PostForm(target, form)
 	if err != nil {

@@ -1,0 +1,215 @@
+package daemon
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	mobyclient "github.com/moby/moby/client"
+
+	"github.com/clawker/clawker/controlplane/dockerevents"
+	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/agentnet"
+	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/logger"
+)
+
+// agentNetDocker is what the agent-network janitor needs from Docker.
+type agentNetDocker interface {
+	agentnet.Docker
+	ContainerList(ctx context.Context, options mobyclient.ContainerListOptions) (mobyclient.ContainerListResult, error)
+	ContainerInspect(ctx context.Context, containerID string, options mobyclient.ContainerInspectOptions) (mobyclient.ContainerInspectResult, error)
+}
+
+// agentNetGrace spares a network younger than this whose agent container
+// does not exist yet: clawker run creates the network just before the
+// container.
+const agentNetGrace = 30 * time.Second
+
+// agentNetOrphanGrace is how old a network with no container must be
+// before it is removed when this CP saw no destroy of its agent (orphaned
+// while the CP was down). A destroy proves the run that made the network
+// is over; without one, a run whose container create is slow under load
+// (the long crash soak saw over 30 s) may still be in flight.
+const agentNetOrphanGrace = 10 * time.Minute
+
+// agentNets keeps the per-agent networks in step with the agents: at CP
+// start and after each agent destroy it removes networks whose agent
+// container is gone (a plain docker rm leaves them, and Docker's address
+// space is finite), and re-attaches the CP at its pinned address to the
+// networks of agents that still exist (a CP recreated while a clawker run
+// was in flight). Runs coalesce like the clawkerd volume janitor's.
+type agentNets struct {
+	docker agentNetDocker
+	log    *logger.Logger
+	ctx    context.Context
+	now    func() time.Time
+	kick   chan struct{}
+
+	mu        sync.Mutex
+	destroyed map[string]time.Time // agent network name -> last destroy seen of its agent
+}
+
+func newAgentNets(ctx context.Context, docker agentNetDocker, log *logger.Logger) *agentNets {
+	return &agentNets{docker: docker, log: log, ctx: ctx, now: time.Now, kick: make(chan struct{}, 1),
+		destroyed: map[string]time.Time{}}
+}
+
+func (a *agentNets) handle(ev overseer.Event) {
+	if d, ok := ev.(dockerevents.DockerEvent); ok {
+		if n, ok := agentnet.NameFromLabels(d.Labels); ok {
+			a.mu.Lock()
+			a.destroyed[n] = a.now()
+			a.mu.Unlock()
+		}
+	}
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// orphaned reports whether a network with no agent container may go: its
+// agent was destroyed after the network was made, or it is long orphaned.
+func (a *agentNets) orphaned(n string, created, asOf time.Time) bool {
+	age := asOf.Sub(created)
+	if age < agentNetGrace {
+		return false
+	}
+	a.mu.Lock()
+	at, seen := a.destroyed[n]
+	a.mu.Unlock()
+	return (seen && at.After(created)) || age >= agentNetOrphanGrace
+}
+
+// forget drops destroy records of networks that no longer exist, so the
+// map stays as small as the set of agent networks.
+func (a *agentNets) forget(exists map[string]bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for n := range a.destroyed {
+		if !exists[n] {
+			delete(a.destroyed, n)
+		}
+	}
+}
+
+func (a *agentNets) run() {
+	a.reconcile()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.kick:
+			a.reconcile()
+		}
+	}
+}
+
+// reconcile does one pass; every failure is logged and the next pass
+// retries.
+func (a *agentNets) reconcile() {
+	ctx, cancel := context.WithTimeout(a.ctx, volumePruneTimeout)
+	defer cancel()
+	// Ages are judged as of before the listings: a pass slowed by Docker
+	// (a network delete took tens of seconds in the churn soak) must not
+	// call a network old whose container was created after the container
+	// list was taken (that removed a fresh agent's network under clawker
+	// run between its container create and start).
+	asOf := a.now()
+	f := make(mobyclient.Filters).Add("label", consts.LabelPurpose+"="+agentnet.Purpose, consts.LabelManaged+"=true")
+	nets, err := a.docker.NetworkList(ctx, mobyclient.NetworkListOptions{Filters: f})
+	if err != nil {
+		a.log.Warn().Str("event", "agent_network_prune_failed").Err(err).Msg("agent networks not reconciled")
+		return
+	}
+	exists := map[string]bool{}
+	for _, n := range nets.Items {
+		exists[n.Name] = true
+	}
+	a.forget(exists)
+	if len(nets.Items) == 0 {
+		return
+	}
+	ctrs, err := a.docker.ContainerList(ctx, mobyclient.ContainerListOptions{
+		All:     true,
+		Filters: make(mobyclient.Filters).Add("label", consts.LabelPurpose+"="+consts.PurposeAgent),
+	})
+	if err != nil {
+		a.log.Warn().Str("event", "agent_network_prune_failed").Err(err).Msg("agent networks not reconciled")
+		return
+	}
+	live := map[string]bool{}
+	for _, c := range ctrs.Items {
+		if n, ok := agentnet.NameFromLabels(c.Labels); ok {
+			live[n] = true
+		}
+	}
+	var cpNets map[string]bool
+	var removed []string
+	for _, n := range nets.Items {
+		if !live[n.Name] {
+			if !a.orphaned(n.Name, n.Created, asOf) || a.agentExists(ctx, n.Name) {
+				continue
+			}
+			if err := agentnet.Remove(ctx, a.docker, n.ID); err != nil {
+				a.log.Warn().Str("event", "agent_network_prune_failed").Str("network", n.Name).Err(err).Msg("orphaned agent network not removed")
+				continue
+			}
+			removed = append(removed, n.Name)
+			continue
+		}
+		if cpNets == nil {
+			if cpNets, err = a.cpNetworks(ctx); err != nil {
+				a.log.Warn().Str("event", "agent_network_prune_failed").Err(err).Msg("CP endpoints unknown: agent networks not reattached")
+				break
+			}
+		}
+		net, ok := agentnet.Parse(n.Network)
+		if !ok || cpNets[n.Name] {
+			continue
+		}
+		if err := agentnet.ConnectCP(ctx, a.docker, net); err != nil {
+			a.log.Warn().Str("event", "agent_network_cp_connect_failed").Str("network", n.Name).Err(err).Msg("CP not attached to an agent network")
+			continue
+		}
+		a.log.Info().Str("event", "agent_network_cp_connected").Str("network", n.Name).Msg("CP attached to an agent network")
+	}
+	if len(removed) > 0 {
+		a.log.Info().Str("event", "agent_networks_pruned").Int("count", len(removed)).Strs("networks", removed).Msg("orphaned agent networks removed")
+	}
+}
+
+// agentExists re-checks, just before a removal, whether a container of the
+// network's agent exists by now (clawker run may have created it since the
+// pass's listing); an error counts as existing, so the network is spared.
+func (a *agentNets) agentExists(ctx context.Context, netName string) bool {
+	ctrs, err := a.docker.ContainerList(ctx, mobyclient.ContainerListOptions{
+		All:     true,
+		Filters: make(mobyclient.Filters).Add("label", consts.LabelPurpose+"="+consts.PurposeAgent),
+	})
+	if err != nil {
+		return true
+	}
+	for _, c := range ctrs.Items {
+		if n, ok := agentnet.NameFromLabels(c.Labels); ok && n == netName {
+			return true
+		}
+	}
+	return false
+}
+
+// cpNetworks lists the networks the CP container has an endpoint on.
+func (a *agentNets) cpNetworks(ctx context.Context) (map[string]bool, error) {
+	res, err := a.docker.ContainerInspect(ctx, consts.ControlPlaneContainer, mobyclient.ContainerInspectOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	if res.Container.NetworkSettings != nil {
+		for name := range res.Container.NetworkSettings.Networks {
+			out[name] = true
+		}
+	}
+	return out, nil
+}
