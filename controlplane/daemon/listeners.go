@@ -33,6 +33,10 @@ import (
 // endpoint and AgentService (agent surface), AdminService, and /healthz
 // with /metrics. Each failure degrades its own subsystem on /healthz.
 
+// tokenSigningKeyFile, in the data dir, keeps the access-token signing key
+// across CP restarts (see token.LoadOrCreateSigningKey).
+const tokenSigningKeyFile = "token-signing.key"
+
 // Token endpoint HTTP timeouts. An exchange is one small POST answered
 // from memory and one sqlite write, so these are generous upper bounds
 // that only ever cut off stalled or idle clients.
@@ -67,8 +71,18 @@ func (d *Daemon) serveAgentSurface(k *keys, peers *peerid.Index, registry agent.
 		d.health.set(subAgentAPI, "disabled: no token issuer")
 		return nil, nil
 	}
+	signKey, replaced, err := token.LoadOrCreateSigningKey(filepath.Join(d.cfg.DataDir, tokenSigningKeyFile))
+	if err != nil {
+		jti.Close()
+		fail(subToken, "cp_token_unavailable", err)
+		d.health.set(subAgentAPI, "disabled: no token issuer")
+		return nil, nil
+	}
+	if replaced {
+		log.Warn().Str("event", "token_signing_key_replaced").Msg("token signing key was unreadable; a new one was written (tokens issued before are void)")
+	}
 	issuer, err := token.NewIssuer(token.Config{AssertionKeyFile: k.assertPath, JTI: jti, PeerLookup: peers,
-		Log: log.With("subsystem", "token")})
+		SigningKey: signKey, Log: log.With("subsystem", "token")})
 	if err != nil {
 		jti.Close()
 		fail(subToken, "cp_token_unavailable", err)

@@ -48,8 +48,8 @@ type Config struct {
 	AssertionKey     crypto.PublicKey
 	AssertionKeyFile string
 	// SigningKey signs access tokens. nil generates a fresh P-256 key, so
-	// tokens verify only within this process — fine for minutes-long
-	// tokens an agent fetches right before Register.
+	// tokens verify only within this process; the CP passes a persisted
+	// key (LoadOrCreateSigningKey) so they survive a restart.
 	SigningKey *ecdsa.PrivateKey
 	// JTI remembers redeemed assertions; required (SQLiteJTIStore in the CP).
 	JTI JTIStore
