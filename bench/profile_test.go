@@ -13,6 +13,10 @@ import (
 // TestPprofTopReadsAProfile takes a real heap profile and checks the
 // summary the report prints: a header row and at least one function row.
 func TestPprofTopReadsAProfile(t *testing.T) {
+	// Every allocation sampled, and a GC before the write: a heap profile
+	// shows what was live at the last GC, so without one it can be empty.
+	defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+	runtime.MemProfileRate = 1
 	keep := make([][]byte, 0, 64)
 	for i := 0; i < 64; i++ {
 		keep = append(keep, make([]byte, 64<<10))
@@ -22,6 +26,7 @@ func TestPprofTopReadsAProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	runtime.GC()
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 		t.Fatal(err)
 	}
