@@ -83,7 +83,9 @@ func (r *refusingDialer) count() int {
 func TestDialProbesUntilListenerThenUsesProbeConn(t *testing.T) {
 	const refusals = 5
 	rd := &refusingDialer{refuse: refusals}
-	env := newDTEnv(t, nil, func(d *Dialer) { d.dialTCP = rd.dial })
+	// A window no load can use up: under load the 60ms default can end
+	// before the accepting probe, and gRPC then rightly dials itself.
+	env := newDTEnv(t, nil, func(d *Dialer) { d.dialTCP, d.probeWindow = rd.dial, time.Minute })
 	f := &fakeClawkerd{initialized: true, cmdRunning: true}
 	id, _ := env.agent(t, f)
 	addRow(t, env.reg, id, f.leaf)
