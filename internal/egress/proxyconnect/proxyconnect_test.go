@@ -2,7 +2,6 @@ package proxyconnect
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,12 +11,12 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/clawker/clawker/internal/egress/gateway"
 	"github.com/clawker/clawker/internal/egress/policy"
+	"github.com/clawker/clawker/internal/logger"
 )
 
 type trustAll struct{}
@@ -83,29 +82,11 @@ func envOf(kv map[string]string) func(string) string {
 	return func(k string) string { return kv[k] }
 }
 
-// syncBuf is stdout/stderr shared with Run's goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func run(t *testing.T, env map[string]string, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out, errb syncBuf
+	var out, errb logger.SyncBuffer // written by Run's goroutines
 	code := Run(ctx, args, strings.NewReader(stdin), &out, &errb, envOf(env))
 	return code, out.String(), errb.String()
 }
