@@ -57,6 +57,8 @@ func TestEgressPlainSSH(t *testing.T) {
 	for _, target := range []string{"git@evil.test hi", "git@other.test hi", "-p 2222 git@git.test hi"} {
 		if r := ssh(target); r.code == 0 || !strings.Contains(r.stdout, "refused the tunnel: 403 Forbidden") || strings.Contains(r.stdout, "fakenet ssh") {
 			t.Errorf("ssh %s: want the gateway's refusal, got %s", target, r)
+		} else {
+			t.Logf("ssh %s: exit %d: %s", target, r.code, strings.SplitN(r.stdout, "\n", 2)[0])
 		}
 	}
 
