@@ -3,10 +3,13 @@ package egress
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/moby/moby/api/types/container"
 	mobyclient "github.com/moby/moby/client"
 )
+
+const listTimeout = 15 * time.Second
 
 // ContainerLister is the Docker call that finds the blocks of containers
 // destroyed while the CP was down. The CP's Docker client satisfies it.
@@ -44,7 +47,10 @@ func (s *Service) pruneGone(ctx context.Context) {
 	if s.cfg.Containers == nil || len(s.blocked) == 0 {
 		return
 	}
-	res, err := s.cfg.Containers.ContainerList(ctx, mobyclient.ContainerListOptions{All: true})
+	// Bounded: a stuck engine must not hold the gateway's start.
+	lctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	res, err := s.cfg.Containers.ContainerList(lctx, mobyclient.ContainerListOptions{All: true})
 	if err != nil {
 		s.log.Warn().Str("event", "egress_block_prune_failed").Err(err).Msg("blocks of destroyed containers kept")
 		return
