@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -60,6 +61,25 @@ func TestEgressPlainSSH(t *testing.T) {
 		} else {
 			t.Logf("ssh %s: exit %d: %s", target, r.code, strings.SplitN(r.stdout, "\n", 2)[0])
 		}
+	}
+
+	// The tunnels are audited like any egress: agent, host, port, rule.
+	var allowed, denied bool
+	for _, line := range strings.Split(strings.TrimSpace(e.must("egress", "log", "--project", project, "--since", "10m", "-o", "json").stdout), "\n") {
+		var ev struct {
+			Name   string            `json:"name"`
+			Agent  string            `json:"agent"`
+			Fields map[string]string `json:"fields"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("egress log line %q: %v", line, err)
+		}
+		f := ev.Fields
+		allowed = allowed || ev.Name == "egress_allowed" && ev.Agent == "dev" && f["Host"] == "git.test" && f["Port"] == "22" && f["Rule"] == "git-ssh"
+		denied = denied || ev.Name == "egress_denied" && ev.Agent == "dev" && f["Host"] == "evil.test" && f["Port"] == "22" && f["Rule"] == "no-evil"
+	}
+	if !allowed || !denied {
+		t.Errorf("egress log: allowed git.test:22 %v, denied evil.test:22 %v", allowed, denied)
 	}
 
 	// The user's config wins: ProxyCommand none means a direct dial, and
