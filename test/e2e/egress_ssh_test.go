@@ -38,6 +38,8 @@ func TestEgressPlainSSH(t *testing.T) {
 	const project = "egssh"
 	id := strings.TrimSpace(e.must("run", "-d", "--project", project, "--agent", "dev", "--project-dir", writeYAML(t, sshPolicy),
 		gitImage, "sleep", "3600").stdout)
+	// clawker exec needs the Session past init, not only a trusted agent.
+	waitInit(t, e, id)
 	eventually(t, 90*time.Second, "dev trusted", func() error {
 		if r, ok := findAgent(e.agents(), id); !ok || !r.Trusted {
 			return fmt.Errorf("%+v", r)
