@@ -37,12 +37,15 @@ type Config struct {
 	// StateDB is the sqlite file of blocks and timed grants, restored at
 	// start; "" keeps them in memory (a restart lifts them).
 	StateDB string
-	CACert  string // interception CA files; missing: interception fails closed
-	CAKey   string
-	Peers   PeerLookup
-	Bus     Publisher
-	Metrics prometheus.Registerer // optional
-	Log     *logger.Logger
+	// Containers, when set, prunes at start the blocks of containers
+	// destroyed while the CP was down (Forget covers later destroys).
+	Containers ContainerLister
+	CACert     string // interception CA files; missing: interception fails closed
+	CAKey      string
+	Peers      PeerLookup
+	Bus        Publisher
+	Metrics    prometheus.Registerer // optional
+	Log        *logger.Logger
 }
 
 // Service is the running gateway.
@@ -91,6 +94,7 @@ func Start(ctx context.Context, cfg Config) (_ *Service, err error) {
 	if err := s.restore(ctx); err != nil {
 		return nil, err
 	}
+	s.pruneGone(ctx)
 	ca := s.loadCA()
 	upstream, resolver, err := upstreams(cfg.UpstreamDNS)
 	if err != nil {

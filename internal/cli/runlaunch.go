@@ -84,7 +84,11 @@ func (a *app) launchAgent(ctx context.Context, c runDocker, p runPlan) error {
 	if err != nil {
 		return err
 	}
-	data, err := bootstrapBundle(ctx, now, creds, p.clawkerd, p.eff.Hooks.V, p.secrets, caFiles...)
+	sshFiles, err := sshConfigFiles(ctx, c, id)
+	if err != nil {
+		return err
+	}
+	data, err := bootstrapBundle(ctx, now, creds, p.clawkerd, p.eff.Hooks.V, p.secrets, append(caFiles, sshFiles...)...)
 	if err != nil {
 		return err
 	}

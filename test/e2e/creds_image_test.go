@@ -89,6 +89,10 @@ func importGitImage(t *testing.T) {
 		}
 		files[dst] = string(data)
 	}
+	// An ssh_config as older openssh packages ship it, without the
+	// Include of ssh_config.d: clawker run must add it for its drop-in.
+	files["/etc/ssh/ssh_config"] = "Host *\n    SendEnv LANG LC_*\n    HashKnownHosts yes\n"
+	dirs["/etc/ssh"] = true
 	for d := range dirs {
 		if d == "/bin" || d == "/etc" {
 			continue // from busybox

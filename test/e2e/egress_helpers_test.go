@@ -20,7 +20,7 @@ import (
 
 // The fake internet of the egress tests: one container on an ordinary
 // bridge of its own (not an agent network, not clawker-net) serving HTTPS,
-// HTTP, an ssh-style TCP banner and a DNS zone of test names.
+// HTTP, an ssh server on 22 and a DNS zone of test names.
 const (
 	fakeNetName = "clawker-e2e-fakenet"
 	fakeDir     = "/fakenet"

@@ -81,7 +81,8 @@ func TestEgressPolicy(t *testing.T) {
 		return out
 	}
 
-	// Allowed: HTTPS by name (SNI checked, not intercepted), ssh-style TCP.
+	// Allowed: HTTPS by name (SNI checked, not intercepted), ssh on 22
+	// (CONNECT by hand here; TestEgressPlainSSH runs a real ssh client).
 	ok("https allowed.test", "get", "https://allowed.test/")
 	ok("ssh git.test:22 via CONNECT", "connect", "-proxy", proxy, "-target", "git.test:22")
 	// Method and path rule (plain HTTP: the gateway sees each request).

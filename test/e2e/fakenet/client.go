@@ -66,7 +66,6 @@ func connect(fs *flag.FlagSet, args []string) error {
 	proxy := fs.String("proxy", "", "host:port")
 	target := fs.String("target", "", "host:port")
 	sni := fs.String("sni", "", "after CONNECT, open TLS with this SNI instead of reading a banner")
-	pipe := fs.Bool("pipe", false, "after CONNECT, relay stdin and stdout (an ssh ProxyCommand)")
 	_ = fs.Parse(args)
 	c, err := net.DialTimeout("tcp", *proxy, 5*time.Second)
 	if err != nil {
@@ -82,12 +81,6 @@ func connect(fs *flag.FlagSet, args []string) error {
 	}
 	if res.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %d", res.StatusCode)
-	}
-	if *pipe {
-		_ = c.SetDeadline(time.Time{})
-		go func() { _, _ = io.Copy(c, os.Stdin); _ = c.(*net.TCPConn).CloseWrite() }()
-		_, err := io.Copy(os.Stdout, br) // br first: it may hold the server's first bytes
-		return err
 	}
 	if *sni != "" {
 		// Only the gateway's SNI check is under test, not the origin's cert.

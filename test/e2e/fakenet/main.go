@@ -3,7 +3,8 @@
 //	fakenet serve -zone a.test,b.test -ip 10.1.2.3 -ca /fakenet/ca.pem
 //
 // serves HTTPS on 443 and HTTP on 80 (both answer "fakenet <scheme>
-// <method> <path>"), an ssh-style TCP banner on 22, and an
+// <method> <path>"), an ssh server on 22 (any user, no auth; each exec
+// answers one line), and an
 // authoritative DNS zone on 53 mapping every zone name to -ip; a
 // WebSocket upgrade on either is answered with 101 and an echo. The
 // client modes run inside agents and print one line; exit 0 = success.

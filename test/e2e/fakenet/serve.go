@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -59,7 +58,7 @@ func serve(fs *flag.FlagSet, args []string) error {
 		srv := &http.Server{Addr: ":443", Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}}
 		errs <- srv.ListenAndServeTLS("", "")
 	}()
-	go func() { errs <- banner(":22") }()
+	go func() { errs <- sshd(":22") }()
 	go func() {
 		dns.HandleFunc(".", func(w dns.ResponseWriter, r *dns.Msg) {
 			m := new(dns.Msg).SetReply(r)
@@ -88,25 +87,6 @@ type zeros struct{}
 func (zeros) Read(b []byte) (int, error) {
 	clear(b)
 	return len(b), nil
-}
-
-// banner is the ssh-style TCP service: a server-first greeting, then echo.
-func banner(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return err
-		}
-		go func() {
-			defer c.Close()
-			fmt.Fprint(c, "SSH-2.0-fakenet\r\n")
-			_, _ = io.Copy(c, bufio.NewReader(c))
-		}()
-	}
 }
 
 func selfSigned(names []string) (tls.Certificate, []byte, error) {

@@ -1,0 +1,50 @@
+package cli
+
+import (
+	"context"
+	"regexp"
+
+	"github.com/clawker/clawker/internal/consts"
+)
+
+// The agent's ssh client config. Agents have no route out, so plain ssh
+// (and git over ssh) needs a ProxyCommand through the egress gateway; a
+// system drop-in gives every image that without user setup, and ssh takes
+// the first value it reads, so ~/.ssh/config (and -o) still override it.
+const (
+	sshConfigPath = "/etc/ssh/ssh_config"
+	sshDropInDir  = "/etc/ssh/ssh_config.d"
+	// 99-: other drop-ins of the image, read earlier, win too.
+	sshDropInPath = sshDropInDir + "/99-clawker-egress.conf"
+	sshInclude    = "Include " + sshDropInDir + "/*.conf\n"
+)
+
+var sshDropIn = []byte(`# Written by clawker run. This agent reaches the outside only through the
+# egress gateway, so ssh (and git over ssh) tunnels through it with CONNECT.
+# Your ~/.ssh/config or ssh -o ProxyCommand=... takes precedence.
+Host *
+    ProxyCommand ` + consts.ClawkerdPath + ` proxy-connect %h %p
+`)
+
+// includesDropIns reports whether an ssh_config reads ssh_config.d (the
+// Debian, Ubuntu, Fedora and Alpine packages' does).
+var includesDropIns = regexp.MustCompile(`(?im)^[ \t]*Include[ \t]+("?)/etc/ssh/ssh_config\.d/`)
+
+// sshConfigFiles are the ssh client files for the agent's bundle: the
+// drop-in, and the image's ssh_config with an Include of the drop-in dir
+// prepended when it lacks one (at the top, where it applies to every
+// host). An image without ssh_config gets none: the package that
+// installs ssh later brings one that includes the dir, and a file of ours
+// there would collide with it.
+func sshConfigFiles(ctx context.Context, c containerFileReader, id string) ([]bundleFile, error) {
+	files := []bundleFile{{path: sshDropInPath, mode: 0o644, data: sshDropIn}}
+	cfg, err := readContainerFile(ctx, c, id, sshConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil || includesDropIns.Match(cfg) {
+		return files, nil
+	}
+	head := "# Added by clawker run: read " + sshDropInDir + " (the egress gateway's ProxyCommand).\n" + sshInclude
+	return append(files, bundleFile{path: sshConfigPath, mode: 0o644, data: append([]byte(head), cfg...)}), nil
+}

@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	cerrdefs "github.com/containerd/errdefs"
+	mobyclient "github.com/moby/moby/client"
+
+	"github.com/clawker/clawker/internal/consts"
+)
+
+// imageFiles fakes CopyFromContainer over a created container's files.
+type imageFiles map[string]string
+
+func (f imageFiles) CopyFromContainer(_ context.Context, _ string, o mobyclient.CopyFromContainerOptions) (mobyclient.CopyFromContainerResult, error) {
+	data, ok := f[o.SourcePath]
+	if !ok {
+		return mobyclient.CopyFromContainerResult{}, cerrdefs.ErrNotFound
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: filepath.Base(o.SourcePath), Mode: 0o644, Size: int64(len(data))})
+	_, _ = io.WriteString(tw, data)
+	_ = tw.Close()
+	return mobyclient.CopyFromContainerResult{Content: io.NopCloser(&buf)}, nil
+}
+
+func TestSSHConfigFiles(t *testing.T) {
+	debian := "Include /etc/ssh/ssh_config.d/*.conf\n\nHost *\n    SendEnv LANG LC_*\n"
+	old := "Host *\n    SendEnv LANG LC_*\n"
+	cases := []struct {
+		name  string
+		image imageFiles
+		main  string // the ssh_config written, "" none
+	}{
+		{"includes drop-ins", imageFiles{sshConfigPath: debian}, ""},
+		{"quoted, indented include", imageFiles{sshConfigPath: "# x\n  include \"/etc/ssh/ssh_config.d/*.conf\"\n"}, ""},
+		{"no ssh installed", imageFiles{}, ""},
+		{"old ssh_config", imageFiles{sshConfigPath: old}, "Include /etc/ssh/ssh_config.d/*.conf\n" + old},
+		{"commented-out include", imageFiles{sshConfigPath: "#Include /etc/ssh/ssh_config.d/*.conf\n"}, "Include /etc/ssh/ssh_config.d/*.conf\n#Include"},
+	}
+	for _, c := range cases {
+		files, err := sshConfigFiles(context.Background(), c.image, "id")
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if len(files) == 0 || files[0].path != sshDropInPath || files[0].mode != 0o644 ||
+			!strings.Contains(string(files[0].data), "ProxyCommand "+consts.ClawkerdPath+" proxy-connect %h %p") {
+			t.Fatalf("%s: drop-in %+v", c.name, files)
+		}
+		switch {
+		case c.main == "" && len(files) != 1:
+			t.Errorf("%s: rewrote ssh_config: %q", c.name, files[1].data)
+		case c.main != "" && (len(files) != 2 || files[1].path != sshConfigPath || files[1].mode != 0o644):
+			t.Errorf("%s: want ssh_config rewritten, got %+v", c.name, files)
+		case c.main != "":
+			// The include comes first (applies to every host), the
+			// image's config follows unchanged.
+			body := string(files[1].data)
+			body = body[strings.Index(body, "\n")+1:]
+			if !strings.HasPrefix(body, c.main) || !strings.HasSuffix(body, c.image[sshConfigPath]) {
+				t.Errorf("%s: ssh_config %q", c.name, files[1].data)
+			}
+		}
+	}
+}
+
+// A Docker error other than not-found fails the run rather than starting
+// an agent whose ssh cannot get out.
+func TestSSHConfigFilesError(t *testing.T) {
+	if _, err := sshConfigFiles(context.Background(), failingReader{}, "id"); err == nil {
+		t.Fatal("want error")
+	}
+}
+
+type failingReader struct{}
+
+func (failingReader) CopyFromContainer(context.Context, string, mobyclient.CopyFromContainerOptions) (mobyclient.CopyFromContainerResult, error) {
+	return mobyclient.CopyFromContainerResult{}, io.ErrUnexpectedEOF
+}
+
+// The real ssh client reads the drop-in as intended: its ProxyCommand for
+// any host, and a user's config read first overrides it.
+func TestSSHDropInParsesWithOpenSSH(t *testing.T) {
+	ssh, err := exec.LookPath("ssh")
+	if err != nil {
+		t.Skip("no ssh client on this host")
+	}
+	dir := t.TempDir()
+	dropIn := filepath.Join(dir, "99-clawker-egress.conf")
+	if err := os.WriteFile(dropIn, sshDropIn, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	user := filepath.Join(dir, "user.conf")
+	if err := os.WriteFile(user, []byte("Host mine.example\n    ProxyCommand none\nMatch all\nInclude "+dropIn+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eval := func(host string) string {
+		out, err := exec.Command(ssh, "-G", "-F", user, host).Output()
+		if err != nil {
+			t.Fatalf("ssh -G %s: %v", host, err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if v, ok := strings.CutPrefix(l, "proxycommand "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	if got := eval("github.com"); got != consts.ClawkerdPath+" proxy-connect %h %p" {
+		t.Errorf("github.com: proxycommand %q", got)
+	}
+	if got := eval("mine.example"); got != "" && got != "none" {
+		t.Errorf("user override ignored: proxycommand %q", got)
+	}
+}
