@@ -47,19 +47,27 @@ func (b batched) Clone() credentials.TransportCredentials {
 
 // batchConn is the raw connection under TLS. While a flushConn.Write is in
 // progress it collects the records TLS writes; otherwise (handshake,
-// alerts, writes TLS makes while reading) it writes through.
+// alerts, writes TLS makes while reading) it writes through. The buffer
+// is borrowed from batchBufs for one flush only: a connection that once
+// flushed 256 KiB (exec output or stdin) must not keep that for its life,
+// as an idle Session would.
 type batchConn struct {
 	net.Conn
 	mu   sync.Mutex
 	hold bool
-	buf  []byte
+	buf  *[]byte
 }
+
+var batchBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func (c *batchConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.hold {
-		c.buf = append(c.buf, p...)
+		if c.buf == nil {
+			c.buf = batchBufs.Get().(*[]byte)
+		}
+		*c.buf = append(*c.buf, p...)
 		return len(p), nil
 	}
 	return c.Conn.Write(p)
@@ -76,11 +84,13 @@ func (c *batchConn) flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.hold = false
-	if len(c.buf) == 0 {
+	if c.buf == nil {
 		return nil
 	}
-	_, err := c.Conn.Write(c.buf)
-	c.buf = c.buf[:0]
+	_, err := c.Conn.Write(*c.buf)
+	*c.buf = (*c.buf)[:0]
+	batchBufs.Put(c.buf)
+	c.buf = nil
 	return err
 }
 
