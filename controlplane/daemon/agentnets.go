@@ -42,8 +42,12 @@ const agentNetOrphanGrace = 10 * time.Minute
 const agentNetJoinWorkers = 8
 
 // agentNetRetry is how soon a pass that left the CP off a live agent's
-// network (a join failed or the pass timed out) runs again.
-const agentNetRetry = 5 * time.Second
+// network (a join failed or the pass timed out) runs again; the wait
+// doubles up to agentNetRetryMax while passes keep failing.
+const (
+	agentNetRetry    = 5 * time.Second
+	agentNetRetryMax = time.Minute
+)
 
 // agentNets keeps the per-agent networks in step with the agents: at CP
 // start and after each agent destroy it removes networks whose agent
@@ -114,14 +118,18 @@ func (a *agentNets) forget(exists map[string]bool) {
 
 func (a *agentNets) run() {
 	settled := a.reconcile()
-	retry := time.NewTimer(a.retry)
+	wait := a.retry
+	retry := time.NewTimer(wait)
 	defer retry.Stop()
 	for {
 		retry.Stop()
 		var again <-chan time.Time
-		if !settled {
-			retry.Reset(a.retry)
+		if settled {
+			wait = a.retry
+		} else {
+			retry.Reset(wait)
 			again = retry.C
+			wait = min(2*wait, max(a.retry, agentNetRetryMax))
 		}
 		select {
 		case <-a.ctx.Done():
