@@ -37,8 +37,8 @@ const agentNetGrace = 30 * time.Second
 const agentNetOrphanGrace = 10 * time.Minute
 
 // agentNetJoinWorkers bounds the CP's concurrent joins of agent networks.
-// dockerd serialises part of each join, but overlapping them still cut a
-// CP restart's joins 2-3x on Docker 20.10 (bench/FINDINGS.md).
+// dockerd serialises most of each join; overlapping them still gains
+// about 1.5x on Docker 20.10, flat past 4 (bench/FINDINGS.md).
 const agentNetJoinWorkers = 8
 
 // agentNetRetry is how soon a pass that left the CP off a live agent's
