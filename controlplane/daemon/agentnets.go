@@ -3,8 +3,11 @@ package daemon
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	mobyclient "github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/controlplane/dockerevents"
@@ -33,6 +36,19 @@ const agentNetGrace = 30 * time.Second
 // (the long crash soak saw over 30 s) may still be in flight.
 const agentNetOrphanGrace = 10 * time.Minute
 
+// agentNetJoinWorkers bounds the CP's concurrent joins of agent networks.
+// dockerd serialises most of each join; overlapping them still gains
+// about 1.5x on Docker 20.10, flat past 4 (bench/FINDINGS.md).
+const agentNetJoinWorkers = 8
+
+// agentNetRetry is how soon a pass that left the CP off a live agent's
+// network (a join failed or the pass timed out) runs again; the wait
+// doubles up to agentNetRetryMax while passes keep failing.
+const (
+	agentNetRetry    = 5 * time.Second
+	agentNetRetryMax = time.Minute
+)
+
 // agentNets keeps the per-agent networks in step with the agents: at CP
 // start and after each agent destroy it removes networks whose agent
 // container is gone (a plain docker rm leaves them, and Docker's address
@@ -45,6 +61,12 @@ type agentNets struct {
 	ctx    context.Context
 	now    func() time.Time
 	kick   chan struct{}
+	retry  time.Duration
+	// joined is told each running agent container whose network the CP
+	// just joined, so its Session is dialed now: an attempt made before
+	// the join left from the wrong source address and waits out its
+	// handshake timeout. nil: no one is told.
+	joined func(containerID string)
 
 	mu        sync.Mutex
 	destroyed map[string]time.Time // agent network name -> last destroy seen of its agent
@@ -52,7 +74,7 @@ type agentNets struct {
 
 func newAgentNets(ctx context.Context, docker agentNetDocker, log *logger.Logger) *agentNets {
 	return &agentNets{docker: docker, log: log, ctx: ctx, now: time.Now, kick: make(chan struct{}, 1),
-		destroyed: map[string]time.Time{}}
+		retry: agentNetRetry, destroyed: map[string]time.Time{}}
 }
 
 func (a *agentNets) handle(ev overseer.Event) {
@@ -95,20 +117,34 @@ func (a *agentNets) forget(exists map[string]bool) {
 }
 
 func (a *agentNets) run() {
-	a.reconcile()
+	settled := a.reconcile()
+	wait := a.retry
+	retry := time.NewTimer(wait)
+	defer retry.Stop()
 	for {
+		retry.Stop()
+		var again <-chan time.Time
+		if settled {
+			wait = a.retry
+		} else {
+			retry.Reset(wait)
+			again = retry.C
+			wait = min(2*wait, max(a.retry, agentNetRetryMax))
+		}
 		select {
 		case <-a.ctx.Done():
 			return
 		case <-a.kick:
-			a.reconcile()
+		case <-again:
 		}
+		settled = a.reconcile()
 	}
 }
 
 // reconcile does one pass; every failure is logged and the next pass
-// retries.
-func (a *agentNets) reconcile() {
+// retries. settled is false when the pass may have left the CP off a live
+// agent's network, so run schedules another without waiting for a kick.
+func (a *agentNets) reconcile() (settled bool) {
 	ctx, cancel := context.WithTimeout(a.ctx, volumePruneTimeout)
 	defer cancel()
 	// Ages are judged as of before the listings: a pass slowed by Docker
@@ -121,7 +157,7 @@ func (a *agentNets) reconcile() {
 	nets, err := a.docker.NetworkList(ctx, mobyclient.NetworkListOptions{Filters: f})
 	if err != nil {
 		a.log.Warn().Str("event", "agent_network_prune_failed").Err(err).Msg("agent networks not reconciled")
-		return
+		return false
 	}
 	exists := map[string]bool{}
 	for _, n := range nets.Items {
@@ -129,7 +165,7 @@ func (a *agentNets) reconcile() {
 	}
 	a.forget(exists)
 	if len(nets.Items) == 0 {
-		return
+		return true
 	}
 	ctrs, err := a.docker.ContainerList(ctx, mobyclient.ContainerListOptions{
 		All:     true,
@@ -137,43 +173,100 @@ func (a *agentNets) reconcile() {
 	})
 	if err != nil {
 		a.log.Warn().Str("event", "agent_network_prune_failed").Err(err).Msg("agent networks not reconciled")
-		return
+		return false
 	}
-	live := map[string]bool{}
+	live := map[string][]string{} // agent network -> its agent's running containers (empty: none running)
 	for _, c := range ctrs.Items {
 		if n, ok := agentnet.NameFromLabels(c.Labels); ok {
-			live[n] = true
+			ids := live[n]
+			if c.State == container.StateRunning {
+				ids = append(ids, c.ID)
+			}
+			live[n] = ids
 		}
 	}
-	var cpNets map[string]bool
-	var removed []string
+	var joins []agentnet.Net
+	var orphans []network.Summary
 	for _, n := range nets.Items {
-		if !live[n.Name] {
-			if !a.orphaned(n.Name, n.Created, asOf) || a.agentExists(ctx, n.Name) {
-				continue
-			}
-			if err := agentnet.Remove(ctx, a.docker, n.ID); err != nil {
-				a.log.Warn().Str("event", "agent_network_prune_failed").Str("network", n.Name).Err(err).Msg("orphaned agent network not removed")
-				continue
-			}
-			removed = append(removed, n.Name)
+		if _, ok := live[n.Name]; !ok {
+			orphans = append(orphans, n)
+		} else if net, ok := agentnet.Parse(n.Network); ok {
+			joins = append(joins, net)
+		}
+	}
+	settled = true
+	if len(joins) > 0 {
+		settled = a.joinAll(ctx, joins, live)
+	}
+	a.prune(ctx, orphans, asOf)
+	return settled
+}
+
+// joinAll attaches the CP to each of nets it is not on yet, at most
+// agentNetJoinWorkers at a time: a recreated CP joins every agent network
+// and its agents wait for theirs. ok is false if a join failed.
+func (a *agentNets) joinAll(ctx context.Context, nets []agentnet.Net, live map[string][]string) (ok bool) {
+	cpNets, err := a.cpNetworks(ctx)
+	if err != nil {
+		a.log.Warn().Str("event", "agent_network_prune_failed").Err(err).Msg("CP endpoints unknown: agent networks not reattached")
+		return false
+	}
+	var failed atomic.Bool
+	sem := make(chan struct{}, agentNetJoinWorkers)
+	var wg sync.WaitGroup
+	for _, n := range nets {
+		if cpNets[n.Name] {
 			continue
 		}
-		if cpNets == nil {
-			if cpNets, err = a.cpNetworks(ctx); err != nil {
-				a.log.Warn().Str("event", "agent_network_prune_failed").Err(err).Msg("CP endpoints unknown: agent networks not reattached")
-				break
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if !a.join(ctx, n, live[n.Name]) {
+				failed.Store(true)
 			}
+		}()
+	}
+	wg.Wait()
+	return !failed.Load()
+}
+
+// join attaches the CP to n and tells joined about the agent's running
+// containers; a panic is logged (the daemon's guard does not cover this
+// goroutine) and counts as a failure.
+func (a *agentNets) join(ctx context.Context, n agentnet.Net, running []string) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.log.Error().Str("event", "agent_network_join_panic").Str("network", n.Name).Interface("panic", r).Msg("recovered")
+			ok = false
 		}
-		net, ok := agentnet.Parse(n.Network)
-		if !ok || cpNets[n.Name] {
+	}()
+	if err := agentnet.ConnectCP(ctx, a.docker, n); err != nil {
+		a.log.Warn().Str("event", "agent_network_cp_connect_failed").Str("network", n.Name).Err(err).Msg("CP not attached to an agent network")
+		return false
+	}
+	a.log.Info().Str("event", "agent_network_cp_connected").Str("network", n.Name).Msg("CP attached to an agent network")
+	if a.joined != nil {
+		for _, id := range running {
+			a.joined(id)
+		}
+	}
+	return true
+}
+
+// prune removes the networks whose agent container is gone, sparing those
+// orphaned only by a clawker run still in flight.
+func (a *agentNets) prune(ctx context.Context, orphans []network.Summary, asOf time.Time) {
+	var removed []string
+	for _, n := range orphans {
+		if !a.orphaned(n.Name, n.Created, asOf) || a.agentExists(ctx, n.Name) {
 			continue
 		}
-		if err := agentnet.ConnectCP(ctx, a.docker, net); err != nil {
-			a.log.Warn().Str("event", "agent_network_cp_connect_failed").Str("network", n.Name).Err(err).Msg("CP not attached to an agent network")
+		if err := agentnet.Remove(ctx, a.docker, n.ID); err != nil {
+			a.log.Warn().Str("event", "agent_network_prune_failed").Str("network", n.Name).Err(err).Msg("orphaned agent network not removed")
 			continue
 		}
-		a.log.Info().Str("event", "agent_network_cp_connected").Str("network", n.Name).Msg("CP attached to an agent network")
+		removed = append(removed, n.Name)
 	}
 	if len(removed) > 0 {
 		a.log.Info().Str("event", "agent_networks_pruned").Int("count", len(removed)).Strs("networks", removed).Msg("orphaned agent networks removed")

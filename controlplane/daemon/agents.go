@@ -55,6 +55,19 @@ func (d *Daemon) startAgents(ctx context.Context, k *keys, docker mobyclient.API
 	d.health.set(subDialer, statusOK)
 }
 
+// dialJoined redials an agent as soon as the CP has joined its network
+// (agentNets.joined); ctx bounds the Session, as for every dial.
+func (d *Daemon) dialJoined(ctx context.Context) func(containerID string) {
+	return func(containerID string) {
+		d.mu.Lock()
+		dialer := d.dialer
+		d.mu.Unlock()
+		if dialer != nil {
+			dialer.NetworkChanged(ctx, containerID, "control plane joined the agent network")
+		}
+	}
+}
+
 // execer adapts the dialer to the admin API; it answers an error while
 // the dialer is not running.
 func (d *Daemon) execer() admin.Execer {

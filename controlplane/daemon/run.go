@@ -262,6 +262,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		closers = append(closers, bus.Subscribe("clawkerd-volumes", isAgentDestroy, vols.handle))
 		go d.guard("clawkerd_volumes", vols.run)
 		nets := newAgentNets(runCtx, docker, log.With("subsystem", "agentnets"))
+		nets.joined = d.dialJoined(runCtx)
 		closers = append(closers, bus.Subscribe("agent-networks", isAgentDestroy, nets.handle))
 		go d.guard("agent_networks", nets.run)
 	}

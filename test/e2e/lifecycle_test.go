@@ -9,6 +9,9 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	mobyclient "github.com/moby/moby/client"
+
+	"github.com/clawker/clawker/internal/agentnet"
+	"github.com/clawker/clawker/internal/consts"
 )
 
 // Hook scripts that leave a trace in the container's writable layer, so
@@ -170,6 +173,13 @@ func TestLifecycleCPRestart(t *testing.T) {
 	e.must("cp", "down")
 	e.must("cp", "up", "--wait", "90s")
 	waitAll("all agents reconnected and initialised after CP restart")
+	// The new CP container joined every agent's own network, at the
+	// address the agent trusts (the CP joins them itself, in parallel).
+	for _, id := range ids {
+		if err := cpOnAgentNet(id); err != nil {
+			t.Error(err)
+		}
+	}
 
 	evs := e.replay()
 	if r := named(evs, "agent_registered"); len(r) > 0 {
@@ -252,4 +262,35 @@ func TestLifecycleFailingPostInit(t *testing.T) {
 	if cmdRuns(t, id, "cmd-ran") > 0 {
 		t.Errorf("user CMD ran although post-init failed")
 	}
+}
+
+// cpOnAgentNet checks that the CP container has an endpoint at its pinned
+// address on the agent network of container id.
+func cpOnAgentNet(id string) error {
+	ctx := context.Background()
+	c, err := suite.docker.ContainerInspect(ctx, id, mobyclient.ContainerInspectOptions{})
+	if err != nil {
+		return err
+	}
+	name, ok := agentnet.NameFromLabels(c.Container.Config.Labels)
+	if !ok {
+		return fmt.Errorf("%s: no agent network in its labels", id[:12])
+	}
+	nr, err := suite.docker.NetworkInspect(ctx, name, mobyclient.NetworkInspectOptions{})
+	if err != nil {
+		return err
+	}
+	n, ok := agentnet.Parse(nr.Network.Network)
+	if !ok {
+		return fmt.Errorf("%s: not an agent network", name)
+	}
+	cp, err := suite.docker.ContainerInspect(ctx, consts.ControlPlaneContainer, mobyclient.ContainerInspectOptions{})
+	if err != nil {
+		return err
+	}
+	ep := cp.Container.NetworkSettings.Networks[name]
+	if ep == nil || ep.IPAddress != n.CPAddr() {
+		return fmt.Errorf("CP not on %s at %s: %+v", name, n.CPAddr(), ep)
+	}
+	return nil
 }
