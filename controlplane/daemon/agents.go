@@ -56,14 +56,18 @@ func (d *Daemon) startAgents(ctx context.Context, k *keys, docker mobyclient.API
 }
 
 // dialJoined redials an agent as soon as the CP has joined its network
-// (agentNets.joined); ctx bounds the Session, as for every dial.
+// (agentNets.joined); ctx bounds the Session, as for every dial. The
+// redial (an inspect, then waiting out the old dial) runs off the join
+// worker, so it does not hold one of the pass's join slots.
 func (d *Daemon) dialJoined(ctx context.Context) func(containerID string) {
 	return func(containerID string) {
 		d.mu.Lock()
 		dialer := d.dialer
 		d.mu.Unlock()
 		if dialer != nil {
-			dialer.NetworkChanged(ctx, containerID, "control plane joined the agent network")
+			go d.guard("agent_network_redial", func() {
+				dialer.NetworkChanged(ctx, containerID, "control plane joined the agent network")
+			})
 		}
 	}
 }

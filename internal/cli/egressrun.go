@@ -98,6 +98,10 @@ type containerFileReader interface {
 	CopyFromContainer(ctx context.Context, container string, options mobyclient.CopyFromContainerOptions) (mobyclient.CopyFromContainerResult, error)
 }
 
+// maxImageFile bounds a file clawker run reads out of the agent image (a
+// CA bundle, ssh_config) to extend it.
+const maxImageFile = 16 << 20
+
 // readContainerFile returns a regular file of a (created) container; nil
 // when it is missing or not a regular file (a symlink is skipped: its
 // target is in caBundles or not a bundle).
@@ -115,7 +119,11 @@ func readContainerFile(ctx context.Context, c containerFileReader, id, path stri
 	if err != nil || hdr.Typeflag != tar.TypeReg {
 		return nil, nil
 	}
-	data, err := io.ReadAll(io.LimitReader(tr, 16<<20))
+	if hdr.Size > maxImageFile {
+		// Rewritten from a truncated read, the file would lose its tail.
+		return nil, fmt.Errorf("read %s of the agent image: %d bytes, more than the %d clawker reads", path, hdr.Size, maxImageFile)
+	}
+	data, err := io.ReadAll(io.LimitReader(tr, maxImageFile))
 	if err != nil && !errors.Is(err, fs.ErrClosed) {
 		return nil, fmt.Errorf("read %s of the agent image: %w", path, err)
 	}

@@ -21,9 +21,11 @@ const (
 
 var sshDropIn = []byte(`# Written by clawker run. This agent reaches the outside only through the
 # egress gateway, so ssh (and git over ssh) tunnels through it with CONNECT.
-# Your ~/.ssh/config or ssh -o ProxyCommand=... takes precedence.
+# Your ~/.ssh/config or ssh -o ProxyCommand=... takes precedence. %h is
+# quoted: ssh runs this through sh, and a hostname from a repo's
+# .gitmodules must not become a command (CVE-2023-51385).
 Host *
-    ProxyCommand ` + consts.ClawkerdPath + ` proxy-connect %h %p
+    ProxyCommand ` + consts.ClawkerdPath + ` proxy-connect '%h' %p
 `)
 
 // includesDropIns reports whether an ssh_config reads ssh_config.d (the

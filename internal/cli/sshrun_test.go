@@ -53,7 +53,7 @@ func TestSSHConfigFiles(t *testing.T) {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 		if len(files) == 0 || files[0].path != sshDropInPath || files[0].mode != 0o644 ||
-			!strings.Contains(string(files[0].data), "ProxyCommand "+consts.ClawkerdPath+" proxy-connect %h %p") {
+			!strings.Contains(string(files[0].data), "ProxyCommand "+consts.ClawkerdPath+" proxy-connect '%h' %p") {
 			t.Fatalf("%s: drop-in %+v", c.name, files)
 		}
 		switch {
@@ -115,7 +115,7 @@ func TestSSHDropInParsesWithOpenSSH(t *testing.T) {
 		}
 		return ""
 	}
-	if got := eval("github.com"); got != consts.ClawkerdPath+" proxy-connect %h %p" {
+	if got := eval("github.com"); got != consts.ClawkerdPath+" proxy-connect '%h' %p" {
 		t.Errorf("github.com: proxycommand %q", got)
 	}
 	if got := eval("mine.example"); got != "" && got != "none" {
