@@ -133,8 +133,12 @@ type dialEntry struct {
 	done    chan struct{}
 	sess    *session
 	observe bool // the Session failed the cert pin: Exec refuses
-	address string
-	since   time.Time
+	// established: a Session is up on address (from SessionConnected,
+	// before Register and the init plan set sess); a path change that
+	// leaves address intact must not cut it.
+	established bool
+	address     string
+	since       time.Time
 }
 
 // New constructs a Dialer, loading the CP client cert now so a bad path

@@ -52,18 +52,21 @@ func keepaliveDialer(dial func(context.Context, string) (net.Conn, error)) func(
 // or backoff. A change that leaves the Session's address intact (another
 // network) costs one inspect and nothing else.
 func (d *Dialer) NetworkChanged(ctx context.Context, containerID, why string) {
-	d.mu.Lock()
-	e := d.dialing[containerID]
-	var live bool
-	var addr string
-	if e != nil {
-		live, addr = e.sess != nil, e.address
+	snapshot := func() (e *dialEntry, live bool, addr string) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if e = d.dialing[containerID]; e != nil {
+			live, addr = e.sess != nil || e.established, e.address
+		}
+		return e, live, addr
 	}
-	d.mu.Unlock()
 	log := d.log.With("container_id", containerID)
 	rctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	t, err := d.resolve(rctx, containerID) // t's names are set even without an address
 	cancel()
+	// Taken after the inspect: a dial that connected meanwhile (its
+	// Session still registering or initializing) is on the new path.
+	e, live, addr := snapshot()
 	switch {
 	case errors.Is(err, ErrContainerNotRunning) || errors.Is(err, ErrContainerGone):
 		// A stop or start detaches or attaches networks too; the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -148,5 +149,32 @@ func TestSessionSocketKeepalive(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatalf("no open session socket among %d dialed", len(conns))
+	}
+}
+
+// A path change seen while a Session is up but still registering (before
+// the init plan makes it ready) keeps it: the CP joining an agent's
+// network at restart used to cut such a Session and dial it again.
+func TestNetworkChangedKeepsSessionStillInitializing(t *testing.T) {
+	env := newDTEnv(t, nil)
+	f := &fakeClawkerd{registerOK: true}
+	id, _ := env.agent(t, f)
+	inRegister, release := make(chan struct{}), make(chan struct{})
+	f.onRegister = func() {
+		close(inRegister)
+		<-release
+		addRow(t, env.reg, id, f.leaf)
+	}
+	ctx := context.Background()
+	env.dialer.DialAgent(ctx, id)
+	<-inRegister
+	env.dialer.NetworkChanged(ctx, id, "network connect agent-net")
+	close(release)
+	env.rec.wait(t, id, EventInitCompleted)
+	if got := env.rec.names(id); !reflect.DeepEqual(got, fullPlan) {
+		t.Fatalf("events:\n got %v\nwant %v", got, fullPlan)
+	}
+	if n := f.sessions.Load(); n != 1 {
+		t.Fatalf("%d Sessions opened, want 1", n)
 	}
 }

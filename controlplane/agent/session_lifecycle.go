@@ -23,7 +23,13 @@ import (
 // command demultiplexer until ctx is cancelled or the peer goes away.
 func (d *Dialer) serve(ctx context.Context, containerID string, e *dialEntry, res *attemptResult, attempts int, log *logger.Logger) {
 	t := res.target
+	d.mu.Lock()
+	e.established = true
+	d.mu.Unlock()
 	defer func() {
+		d.mu.Lock()
+		e.established = false
+		d.mu.Unlock()
 		res.cancel()
 		d.closeSessionConn(containerID, res, attempts, log)
 	}()

@@ -41,6 +41,9 @@ const agentNetOrphanGrace = 10 * time.Minute
 // about 1.5x on Docker 20.10, flat past 4 (bench/FINDINGS.md).
 const agentNetJoinWorkers = 8
 
+// agentNetJoinTimeout bounds one join (one Docker network connect).
+const agentNetJoinTimeout = 30 * time.Second
+
 // agentNetRetry is how soon a pass that left the CP off a live agent's
 // network (a join failed or the pass timed out) runs again; the wait
 // doubles up to agentNetRetryMax while passes keep failing.
@@ -62,6 +65,9 @@ type agentNets struct {
 	now    func() time.Time
 	kick   chan struct{}
 	retry  time.Duration
+	// passTimeout bounds one pass's listings and prunes, joinTimeout
+	// each join (volumePruneTimeout and agentNetJoinTimeout; tests shorten).
+	passTimeout, joinTimeout time.Duration
 	// joined is told each running agent container whose network the CP
 	// just joined, so its Session is dialed now: an attempt made before
 	// the join left from the wrong source address and waits out its
@@ -74,7 +80,7 @@ type agentNets struct {
 
 func newAgentNets(ctx context.Context, docker agentNetDocker, log *logger.Logger) *agentNets {
 	return &agentNets{docker: docker, log: log, ctx: ctx, now: time.Now, kick: make(chan struct{}, 1),
-		retry: agentNetRetry, destroyed: map[string]time.Time{}}
+		retry: agentNetRetry, passTimeout: volumePruneTimeout, joinTimeout: agentNetJoinTimeout, destroyed: map[string]time.Time{}}
 }
 
 func (a *agentNets) handle(ev overseer.Event) {
@@ -145,7 +151,7 @@ func (a *agentNets) run() {
 // retries. settled is false when the pass may have left the CP off a live
 // agent's network, so run schedules another without waiting for a kick.
 func (a *agentNets) reconcile() (settled bool) {
-	ctx, cancel := context.WithTimeout(a.ctx, volumePruneTimeout)
+	ctx, cancel := context.WithTimeout(a.ctx, a.passTimeout)
 	defer cancel()
 	// Ages are judged as of before the listings: a pass slowed by Docker
 	// (a network delete took tens of seconds in the churn soak) must not
@@ -214,15 +220,27 @@ func (a *agentNets) joinAll(ctx context.Context, nets []agentnet.Net, live map[s
 	var failed atomic.Bool
 	sem := make(chan struct{}, agentNetJoinWorkers)
 	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, n := range nets {
 		if cpNets[n.Name] {
 			continue
 		}
-		sem <- struct{}{}
+		if a.ctx.Err() != nil { // shutdown: start no more joins
+			return false
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-a.ctx.Done():
+			return false
+		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if !a.join(ctx, n, live[n.Name]) {
+			// Each join its own budget: the pass's would let the last of
+			// 200 queued joins fail for time spent waiting on the others.
+			jctx, cancel := context.WithTimeout(a.ctx, a.joinTimeout)
+			defer cancel()
+			if !a.join(jctx, n, live[n.Name]) {
 				failed.Store(true)
 			}
 		}()

@@ -25,6 +25,7 @@ type gatedNetDocker struct {
 	gate     chan struct{} // closed: joins proceed
 	inflight int
 	peak     int
+	calls    int
 	reached  chan struct{} // closed when peak first reaches want
 	want     int
 	fail     map[string]int
@@ -32,6 +33,7 @@ type gatedNetDocker struct {
 
 func (g *gatedNetDocker) NetworkConnect(ctx context.Context, id string, o mobyclient.NetworkConnectOptions) (mobyclient.NetworkConnectResult, error) {
 	g.mu.Lock()
+	g.calls++
 	g.inflight++
 	if g.inflight > g.peak {
 		g.peak = g.inflight
@@ -172,5 +174,57 @@ func TestAgentNetsRetriesFailedJoin(t *testing.T) {
 	defer g.mu.Unlock()
 	if g.fail[f.nets[1].ID] != 0 {
 		t.Fatalf("%d failures left: retried too few times", g.fail[f.nets[1].ID])
+	}
+}
+
+// TestAgentNetsJoinHasItsOwnBudget: a join queued behind slow ones gets
+// its own time, not what is left of the pass's: with the pass's budget
+// spent while every join waits on Docker, all of them still succeed.
+func TestAgentNetsJoinHasItsOwnBudget(t *testing.T) {
+	const n = 2 * agentNetJoinWorkers
+	g := newGated(liveAgents(n), agentNetJoinWorkers)
+	a := newAgentNets(context.Background(), g, logger.New(&logger.SyncBuffer{}, "debug", "test"))
+	a.passTimeout = time.Nanosecond // spent before the first join starts
+	done := make(chan bool)
+	go func() { done <- a.reconcile() }()
+	select {
+	case <-g.reached:
+	case settled := <-done:
+		t.Fatalf("the pass ended (settled %v) before its joins could overlap: they ran on its spent budget", settled)
+	}
+	close(g.gate)
+	if settled := <-done; !settled {
+		t.Fatal("joins failed for the pass's spent budget")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.connected) != n {
+		t.Fatalf("joined %d networks, want %d", len(g.connected), n)
+	}
+}
+
+// TestAgentNetsJoinStopsOnShutdown: a CP shutting down starts no more
+// joins, and the pass ends (unsettled) once the joins in flight end.
+func TestAgentNetsJoinStopsOnShutdown(t *testing.T) {
+	const n = 3 * agentNetJoinWorkers
+	g := newGated(liveAgents(n), agentNetJoinWorkers)
+	ctx, cancel := context.WithCancel(context.Background())
+	a := newAgentNets(ctx, g, logger.New(&logger.SyncBuffer{}, "debug", "test"))
+	done := make(chan bool)
+	go func() { done <- a.reconcile() }()
+	<-g.reached
+	cancel() // the gated joins end with ctx.Err()
+	select {
+	case settled := <-done:
+		if settled {
+			t.Fatal("a pass cut by shutdown reported settled")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pass did not end on shutdown")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.connected) != 0 || g.calls >= n {
+		t.Fatalf("after shutdown: %d joined, %d of %d joins started", len(g.connected), g.calls, n)
 	}
 }

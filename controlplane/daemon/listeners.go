@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -82,7 +83,7 @@ func (d *Daemon) serveAgentSurface(k *keys, peers *peerid.Index, registry agent.
 		log.Warn().Str("event", "token_signing_key_replaced").Msg("token signing key was unreadable; a new one was written (tokens issued before are void)")
 	}
 	issuer, err := token.NewIssuer(token.Config{AssertionKeyFile: k.assertPath, JTI: jti, PeerLookup: peers,
-		SigningKey: signKey, Log: log.With("subsystem", "token")})
+		Registrations: registryRows{registry}, SigningKey: signKey, Log: log.With("subsystem", "token")})
 	if err != nil {
 		jti.Close()
 		fail(subToken, "cp_token_unavailable", err)
@@ -242,4 +243,17 @@ func (d *Daemon) bind(name, addr string) (net.Listener, error) {
 	ln = d.limitListener(name, ln)
 	d.log.Info().Str("event", "cp_listening").Str("listener", name).Str("addr", ln.Addr().String()).Msg("listening")
 	return ln, nil
+}
+
+// registryRows tells the token issuer whether a container has a registry
+// row: an unknown agent is not registered; any other answer, an error
+// included, is, so the issuer never repeats an exchange on doubt.
+type registryRows struct{ r agent.Registry }
+
+func (r registryRows) Registered(_ context.Context, containerID string) (bool, error) {
+	_, err := r.r.LookupByContainerID(containerID)
+	if errors.Is(err, agent.ErrUnknownAgent) {
+		return false, nil
+	}
+	return true, err
 }

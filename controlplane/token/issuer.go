@@ -56,6 +56,10 @@ type Config struct {
 	// PeerLookup resolves the requesting peer IP to its container; the
 	// assertion must name that container. Required.
 	PeerLookup PeerResolver
+	// Registrations lets the cert that redeemed an assertion repeat the
+	// exchange until its agent is registered (see mayRepeat). nil: an
+	// assertion is strictly single use.
+	Registrations Registrations
 	// Scopes the endpoint may grant. Default: {consts.ScopeRegister}.
 	Scopes []string
 	// TokenLifetime defaults to DefaultTokenLifetime.
@@ -72,16 +76,17 @@ type PeerResolver interface {
 
 // Issuer serves the token endpoint and holds the access-token signing key.
 type Issuer struct {
-	assertionKey *ecdsa.PublicKey
-	signer       jose.Signer
-	verifier     *Verifier
-	jti          JTIStore
-	lookup       PeerResolver
-	scopes       []string
-	lifetime     time.Duration
-	clock        func() time.Time
-	log          *logger.Logger
-	refusals     *peerRefusals
+	assertionKey  *ecdsa.PublicKey
+	signer        jose.Signer
+	verifier      *Verifier
+	jti           JTIStore
+	lookup        PeerResolver
+	registrations Registrations
+	scopes        []string
+	lifetime      time.Duration
+	clock         func() time.Time
+	log           *logger.Logger
+	refusals      *peerRefusals
 	// prechecked counts replays refused by the read-only jti check,
 	// before any signature check or Docker call.
 	prechecked atomic.Uint64
@@ -135,7 +140,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 		life = DefaultTokenLifetime
 	}
 	return &Issuer{
-		assertionKey: ak, signer: signer, verifier: v, jti: cfg.JTI, lookup: cfg.PeerLookup,
+		assertionKey: ak, signer: signer, verifier: v, jti: cfg.JTI, lookup: cfg.PeerLookup, registrations: cfg.Registrations,
 		scopes: slices.Clone(scopes), lifetime: life, clock: clock, log: logger.OrNop(cfg.Log),
 		refusals: newPeerRefusals(),
 	}, nil
@@ -209,7 +214,7 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	// A replay costs one read-only store lookup: no ES256 verify, no
 	// Docker call. The authoritative Consume below still decides.
-	if jti, seen := i.alreadyRedeemed(r.Context(), form.Get("client_assertion")); seen {
+	if jti, seen := i.alreadyRedeemed(r.Context(), form.Get("client_assertion"), cert); seen {
 		i.prechecked.Add(1)
 		i.reject(w, r, "token_assertion_replayed", fmt.Errorf("jti %s already redeemed (read-only check)", jti), http.StatusUnauthorized, "invalid_client")
 		return
@@ -221,15 +226,20 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	// Burn the jti last: an assertion stolen and presented from the wrong
 	// container must not consume the legitimate container's single use.
-	fresh, err := i.jti.Consume(r.Context(), claims.ID, claims.Expiry.Time().Add(clockSkew))
+	holder := auth.ThumbprintHex(auth.Thumbprint(cert))
+	fresh, prior, err := i.jti.Consume(r.Context(), claims.ID, holder, claims.Expiry.Time().Add(clockSkew))
 	if err != nil {
 		i.log.Error().Err(err).Str("event", "token_jti_store_failed").Msg("token: jti store unavailable")
 		writeOAuthError(w, http.StatusInternalServerError, "server_error", "")
 		return
 	}
 	if !fresh {
-		i.reject(w, r, "token_assertion_replayed", fmt.Errorf("jti %s already redeemed", claims.ID), http.StatusUnauthorized, "invalid_client")
-		return
+		if !i.mayRepeat(r.Context(), prior, cert, claims.Subject) {
+			i.reject(w, r, "token_assertion_replayed", fmt.Errorf("jti %s already redeemed", claims.ID), http.StatusUnauthorized, "invalid_client")
+			return
+		}
+		i.log.Warn().Str("event", "token_exchange_repeated").Str("container_id", claims.Subject).
+			Msg("assertion exchanged again by the cert that redeemed it; its agent is not registered yet (an answer lost to a CP crash)")
 	}
 	tok, exp, err := i.mint(claims.Subject, scope, cert)
 	if err != nil {

@@ -13,10 +13,12 @@ import (
 	"github.com/clawker/clawker/internal/sqlitedb"
 )
 
-// JTIStore remembers redeemed assertion IDs. Consume returns fresh=false
-// when jti was already redeemed and has not yet expired.
+// JTIStore remembers redeemed assertion IDs and who redeemed them.
+// Consume records jti as redeemed by holder (the redeeming cert's
+// thumbprint); fresh is false when jti was already redeemed and has not
+// yet expired, and prior is then its recorded holder ("" if unknown).
 type JTIStore interface {
-	Consume(ctx context.Context, jti string, expiresAt time.Time) (fresh bool, err error)
+	Consume(ctx context.Context, jti, holder string, expiresAt time.Time) (fresh bool, prior string, err error)
 }
 
 //go:embed migrations/*.sql
@@ -70,21 +72,25 @@ func (s *SQLiteJTIStore) Close() error { return s.db.Close() }
 // redeemed within their lifetime plus one interval. The insert is
 // committed before Consume returns fresh=true, so a redeemed jti survives
 // a CP restart.
-func (s *SQLiteJTIStore) Consume(ctx context.Context, jti string, expiresAt time.Time) (bool, error) {
+func (s *SQLiteJTIStore) Consume(ctx context.Context, jti, holder string, expiresAt time.Time) (bool, string, error) {
 	if jti == "" {
-		return false, errors.New("jti store: empty jti")
+		return false, "", errors.New("jti store: empty jti")
 	}
 	if err := s.maybePrune(ctx); err != nil {
-		return false, err
+		return false, "", err
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO token_jti (jti, expires_at) VALUES (?, ?)`, jti, expiresAt.Unix())
+	_, err := s.db.ExecContext(ctx, `INSERT INTO token_jti (jti, expires_at, holder) VALUES (?, ?, ?)`, jti, expiresAt.Unix(), holder)
+	if err == nil {
+		return true, "", nil
+	}
+	if !sqlitedb.IsUniqueViolation(err) {
+		return false, "", fmt.Errorf("jti insert: %w", err)
+	}
+	prior, _, err := s.Redeemer(ctx, jti)
 	if err != nil {
-		if sqlitedb.IsUniqueViolation(err) {
-			return false, nil
-		}
-		return false, fmt.Errorf("jti insert: %w", err)
+		return false, "", err
 	}
-	return true, nil
+	return false, prior, nil
 }
 
 // maybePrune deletes expired rows at most once per jtiPruneInterval. A
@@ -112,12 +118,17 @@ func (s *SQLiteJTIStore) maybePrune(ctx context.Context) error {
 // MemoryJTIStore is an in-process JTIStore for tests.
 type MemoryJTIStore struct {
 	mu    sync.Mutex
-	seen  map[string]time.Time
+	seen  map[string]memoryJTI
 	Clock func() time.Time
 }
 
+type memoryJTI struct {
+	holder  string
+	expires time.Time
+}
+
 // Consume implements JTIStore.
-func (s *MemoryJTIStore) Consume(_ context.Context, jti string, expiresAt time.Time) (bool, error) {
+func (s *MemoryJTIStore) Consume(_ context.Context, jti, holder string, expiresAt time.Time) (bool, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
@@ -125,16 +136,16 @@ func (s *MemoryJTIStore) Consume(_ context.Context, jti string, expiresAt time.T
 		now = s.Clock()
 	}
 	if s.seen == nil {
-		s.seen = make(map[string]time.Time)
+		s.seen = make(map[string]memoryJTI)
 	}
-	for k, exp := range s.seen {
-		if exp.Before(now) {
+	for k, r := range s.seen {
+		if r.expires.Before(now) {
 			delete(s.seen, k)
 		}
 	}
-	if _, ok := s.seen[jti]; ok {
-		return false, nil
+	if r, ok := s.seen[jti]; ok {
+		return false, r.holder, nil
 	}
-	s.seen[jti] = expiresAt
-	return true, nil
+	s.seen[jti] = memoryJTI{holder: holder, expires: expiresAt}
+	return true, "", nil
 }

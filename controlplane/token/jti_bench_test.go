@@ -20,7 +20,7 @@ func BenchmarkJTIConsume(b *testing.B) {
 	exp := time.Now().Add(time.Minute)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		fresh, err := s.Consume(ctx, fmt.Sprintf("jti-%d", i), exp)
+		fresh, _, err := s.Consume(ctx, fmt.Sprintf("jti-%d", i), "holder", exp)
 		if err != nil || !fresh {
 			b.Fatalf("consume %d: fresh=%v err=%v", i, fresh, err)
 		}

@@ -47,7 +47,7 @@ func TestJTIStorePrunesOncePerInterval(t *testing.T) {
 	}
 	consume := func(s *SQLiteJTIStore, jti string, exp time.Time) bool {
 		t.Helper()
-		fresh, err := s.Consume(ctx, jti, exp)
+		fresh, _, err := s.Consume(ctx, jti, "holder", exp)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,10 @@ package token
 
 import (
 	"context"
+	"crypto/x509"
+	"database/sql"
+	"errors"
+	"fmt"
 
 	"github.com/go-jose/go-jose/v4/jwt"
 
@@ -9,18 +13,20 @@ import (
 )
 
 // JTIChecker is the read-only half of a JTIStore: whether jti was already
-// redeemed. Stores that implement it let the token endpoint refuse a
-// replay before it pays for a signature check or a Docker call.
+// redeemed, and by which cert. Stores that implement it let the token
+// endpoint refuse a replay before it pays for a signature check or a
+// Docker call.
 type JTIChecker interface {
-	Seen(ctx context.Context, jti string) (bool, error)
+	Redeemer(ctx context.Context, jti string) (holder string, seen bool, err error)
 }
 
 // alreadyRedeemed parses raw without verifying it, only to read its jti,
-// and reports whether the store already holds that jti. An unverified jti
-// can only make the CP refuse earlier (a forger who copies a redeemed jti
-// is refused either way); it never admits anything, and a store error
-// falls through to the full check.
-func (i *Issuer) alreadyRedeemed(ctx context.Context, raw string) (string, bool) {
+// and reports whether the store already holds that jti and the request
+// may not repeat the exchange (see mayRepeat). An unverified jti can only
+// make the CP refuse earlier (a forger who copies a redeemed jti is
+// refused either way); it never admits anything, and a store error falls
+// through to the full check.
+func (i *Issuer) alreadyRedeemed(ctx context.Context, raw string, cert *x509.Certificate) (string, bool) {
 	chk, ok := i.jti.(JTIChecker)
 	if !ok || raw == "" {
 		return "", false
@@ -33,11 +39,11 @@ func (i *Issuer) alreadyRedeemed(ctx context.Context, raw string) (string, bool)
 	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil || c.ID == "" {
 		return "", false
 	}
-	seen, err := chk.Seen(ctx, c.ID)
+	holder, seen, err := chk.Redeemer(ctx, c.ID)
 	if err != nil {
 		return "", false
 	}
-	return c.ID, seen
+	return c.ID, seen && !i.mayRepeat(ctx, holder, cert, c.Subject)
 }
 
 // IssuerStats are the token endpoint's DoS counters, for /metrics.
@@ -54,17 +60,24 @@ func (i *Issuer) Stats() IssuerStats {
 	return IssuerStats{ReplaysPrechecked: i.prechecked.Load(), RateLimited: i.refusals.RateLimited()}
 }
 
-// Seen implements JTIChecker: a redeemed jti that has not yet expired.
-func (s *SQLiteJTIStore) Seen(ctx context.Context, jti string) (bool, error) {
-	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(1) FROM token_jti WHERE jti = ? AND expires_at >= ?`, jti, s.clock().Unix()).Scan(&n)
-	return n > 0, err
+// Redeemer implements JTIChecker: a redeemed jti that has not yet
+// expired, and its holder.
+func (s *SQLiteJTIStore) Redeemer(ctx context.Context, jti string) (string, bool, error) {
+	var holder string
+	err := s.db.QueryRowContext(ctx, `SELECT holder FROM token_jti WHERE jti = ? AND expires_at >= ?`, jti, s.clock().Unix()).Scan(&holder)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("jti lookup: %w", err)
+	}
+	return holder, true, nil
 }
 
-// Seen implements JTIChecker.
-func (s *MemoryJTIStore) Seen(_ context.Context, jti string) (bool, error) {
+// Redeemer implements JTIChecker.
+func (s *MemoryJTIStore) Redeemer(_ context.Context, jti string) (string, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.seen[jti]
-	return ok, nil
+	r, ok := s.seen[jti]
+	return r.holder, ok, nil
 }

@@ -38,7 +38,8 @@ func TestCrashSafety(t *testing.T) {
 	// the CP saw of its network, dials and Register if it recurs.
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("CP log (networks, dials, Register):\n%s", e.cpLogMatching(120,
+			e.logUnregistered(ctx)
+			t.Logf("CP log (networks, dials, Register), last lines:\n%s", e.cpLogMatching(40,
 				"agent_network", "register", "dial", "session_", "untrusted", "token_"))
 		}
 	})

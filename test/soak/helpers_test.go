@@ -321,3 +321,34 @@ func (e *env) cpLogFor(id string) string {
 	}
 	return b.String()
 }
+
+// logUnregistered says, for each running agent without a registry row,
+// what the CP and its clawkerd logged about it: the CP's last lines of
+// it and the agent's own last lines (its Register, its assertion).
+func (e *env) logUnregistered(ctx context.Context) {
+	live, err := liveAgents(ctx)
+	if err != nil {
+		e.t.Logf("list agents: %v", err)
+		return
+	}
+	rows, err := e.agentsErr()
+	if err != nil {
+		e.t.Logf("clawker agents: %v", err)
+		return
+	}
+	tail := func(s string, n int) string {
+		lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+		return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	}
+	for _, r := range rows {
+		if r.Registered || !live[r.ContainerID] {
+			continue
+		}
+		agentLog, err := testenv.ContainerLogs(ctx, suite.docker, r.ContainerID)
+		if err != nil {
+			agentLog = err.Error()
+		}
+		e.t.Logf("unregistered %s (%s/%s)\nCP log of it:\n%s\nits own log:\n%s", r.ContainerID[:12], r.Project, r.Agent,
+			tail(e.cpLogFor(r.ContainerID), 40), tail(agentLog, 40))
+	}
+}

@@ -162,8 +162,9 @@ func handshake(c net.Conn, proxy *url.URL, target string) ([]byte, error) {
 		return nil, fmt.Errorf("egress proxy %s: reading its reply: %w", proxy.Host, err)
 	}
 	if res.StatusCode != http.StatusOK {
+		// No Body.Close: it would drain the rest of a long body; the
+		// caller closes the conn instead.
 		body, _ := io.ReadAll(io.LimitReader(res.Body, maxReplyBody))
-		_ = res.Body.Close()
 		return nil, &RefusedError{Status: res.Status, Body: strings.Join(strings.Fields(string(body)), " ")}
 	}
 	_ = c.SetDeadline(time.Time{})
