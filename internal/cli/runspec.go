@@ -123,7 +123,8 @@ func mintBootstrap(ca *auth.CA, signer *ecdsa.PrivateKey, p auth.ProjectSlug, a 
 	return bootstrapCreds{cert: auth.CertPEM(leaf.Cert), key: keyPEM, ca: auth.CertPEM(ca.Cert), assertion: assertion}, nil
 }
 
-// bundleFile is one more file for the bootstrap bundle (the egress CA).
+// bundleFile is one more file for the bootstrap bundle, in a directory of
+// the image (the egress CA, the ssh client config).
 type bundleFile struct {
 	path string // absolute path in the agent
 	mode int64
@@ -159,7 +160,7 @@ func bootstrapBundle(ctx context.Context, now time.Time, creds bootstrapCreds, c
 		return nil, err
 	}
 	for _, f := range extra {
-		if err := tb.file(strings.TrimPrefix(f.path, "/"), f.mode, f.data); err != nil {
+		if err := tb.imageFile(strings.TrimPrefix(f.path, "/"), f.mode, f.data); err != nil {
 			return nil, err
 		}
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"regexp"
+	"slices"
 
 	"github.com/clawker/clawker/internal/consts"
 )
@@ -16,7 +17,6 @@ const (
 	sshDropInDir  = "/etc/ssh/ssh_config.d"
 	// 99-: other drop-ins of the image, read earlier, win too.
 	sshDropInPath = sshDropInDir + "/99-clawker-egress.conf"
-	sshInclude    = "Include " + sshDropInDir + "/*.conf\n"
 )
 
 var sshDropIn = []byte(`# Written by clawker run. This agent reaches the outside only through the
@@ -33,11 +33,12 @@ Host *
 var includesDropIns = regexp.MustCompile(`(?im)^[ \t]*Include[ \t]+("?)/etc/ssh/ssh_config\.d/`)
 
 // sshConfigFiles are the ssh client files for the agent's bundle: the
-// drop-in, and the image's ssh_config with an Include of the drop-in dir
-// prepended when it lacks one (at the top, where it applies to every
-// host). An image without ssh_config gets none: the package that
-// installs ssh later brings one that includes the dir, and a file of ours
-// there would collide with it.
+// drop-in, and the image's ssh_config with the drop-in's block prepended
+// when it does not read the dir (at the top, where it applies to every
+// host; not an Include, which OpenSSH before 7.3 rejects). An image
+// without ssh_config gets none: the package that installs ssh later
+// brings one that includes the dir, and a file of ours there would
+// collide with it.
 func sshConfigFiles(ctx context.Context, c containerFileReader, id string) ([]bundleFile, error) {
 	files := []bundleFile{{path: sshDropInPath, mode: 0o644, data: sshDropIn}}
 	cfg, err := readContainerFile(ctx, c, id, sshConfigPath)
@@ -47,6 +48,8 @@ func sshConfigFiles(ctx context.Context, c containerFileReader, id string) ([]bu
 	if cfg == nil || includesDropIns.Match(cfg) {
 		return files, nil
 	}
-	head := "# Added by clawker run: read " + sshDropInDir + " (the egress gateway's ProxyCommand).\n" + sshInclude
-	return append(files, bundleFile{path: sshConfigPath, mode: 0o644, data: append([]byte(head), cfg...)}), nil
+	// The image's lines follow our Host *, which matches every host, so
+	// its global options still apply everywhere.
+	data := append(append(slices.Clip(sshDropIn), "\n# The image's ssh_config follows.\n"...), cfg...)
+	return append(files, bundleFile{path: sshConfigPath, mode: 0o644, data: data}), nil
 }

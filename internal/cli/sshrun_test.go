@@ -44,8 +44,8 @@ func TestSSHConfigFiles(t *testing.T) {
 		{"includes drop-ins", imageFiles{sshConfigPath: debian}, ""},
 		{"quoted, indented include", imageFiles{sshConfigPath: "# x\n  include \"/etc/ssh/ssh_config.d/*.conf\"\n"}, ""},
 		{"no ssh installed", imageFiles{}, ""},
-		{"old ssh_config", imageFiles{sshConfigPath: old}, "Include /etc/ssh/ssh_config.d/*.conf\n" + old},
-		{"commented-out include", imageFiles{sshConfigPath: "#Include /etc/ssh/ssh_config.d/*.conf\n"}, "Include /etc/ssh/ssh_config.d/*.conf\n#Include"},
+		{"old ssh_config", imageFiles{sshConfigPath: old}, old},
+		{"commented-out include", imageFiles{sshConfigPath: "#Include /etc/ssh/ssh_config.d/*.conf\n"}, "#Include"},
 	}
 	for _, c := range cases {
 		files, err := sshConfigFiles(context.Background(), c.image, "id")
@@ -62,11 +62,11 @@ func TestSSHConfigFiles(t *testing.T) {
 		case c.main != "" && (len(files) != 2 || files[1].path != sshConfigPath || files[1].mode != 0o644):
 			t.Errorf("%s: want ssh_config rewritten, got %+v", c.name, files)
 		case c.main != "":
-			// The include comes first (applies to every host), the
-			// image's config follows unchanged.
+			// The drop-in's block comes first (applies to every host),
+			// the image's config follows unchanged.
 			body := string(files[1].data)
-			body = body[strings.Index(body, "\n")+1:]
-			if !strings.HasPrefix(body, c.main) || !strings.HasSuffix(body, c.image[sshConfigPath]) {
+			if !strings.HasPrefix(body, string(sshDropIn)) || !strings.HasSuffix(body, c.image[sshConfigPath]) ||
+				!strings.Contains(body, "\n"+c.main) {
 				t.Errorf("%s: ssh_config %q", c.name, files[1].data)
 			}
 		}
@@ -120,5 +120,40 @@ func TestSSHDropInParsesWithOpenSSH(t *testing.T) {
 	}
 	if got := eval("mine.example"); got != "" && got != "none" {
 		t.Errorf("user override ignored: proxycommand %q", got)
+	}
+}
+
+// An ssh_config rewritten for an image that does not read ssh_config.d
+// gives every host the ProxyCommand, with no Include (OpenSSH before 7.3
+// rejects it), and the image's own options still apply to every host.
+func TestSSHRewrittenConfigParsesWithOpenSSH(t *testing.T) {
+	ssh, err := exec.LookPath("ssh")
+	if err != nil {
+		t.Skip("no ssh client on this host")
+	}
+	files, err := sshConfigFiles(context.Background(), imageFiles{sshConfigPath: "SendEnv LANG\nHost *.internal\n    Port 2222\n"}, "id")
+	if err != nil || len(files) != 2 {
+		t.Fatalf("files %+v, err %v", files, err)
+	}
+	if strings.Contains(strings.ToLower(string(files[1].data)), "include") {
+		t.Fatalf("rewritten ssh_config uses Include:\n%s", files[1].data)
+	}
+	cfg := filepath.Join(t.TempDir(), "ssh_config")
+	if err := os.WriteFile(cfg, files[1].data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string][]string{
+		"github.com":  {"proxycommand " + consts.ClawkerdPath + " proxy-connect '%h' %p", "sendenv LANG", "port 22"},
+		"db.internal": {"proxycommand " + consts.ClawkerdPath + " proxy-connect '%h' %p", "sendenv LANG", "port 2222"},
+	} {
+		out, err := exec.Command(ssh, "-G", "-F", cfg, host).Output()
+		if err != nil {
+			t.Fatalf("ssh -G %s: %v", host, err)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(out), "\n"+w+"\n") {
+				t.Errorf("%s: no %q in ssh -G output", host, w)
+			}
+		}
 	}
 }

@@ -48,6 +48,14 @@ func (b *tarBuilder) file(name string, mode int64, data []byte) error {
 			return err
 		}
 	}
+	return b.imageFile(name, mode, data)
+}
+
+// imageFile adds a regular file into a directory of the image (/etc/ssh,
+// the CA bundle's) without entries for its parents: the engine creates
+// missing ones and follows an image's symlinked ones (Fedora's
+// /etc/ssl/certs), where a directory entry fails the whole copy.
+func (b *tarBuilder) imageFile(name string, mode int64, data []byte) error {
 	if err := b.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data)), ModTime: b.now}); err != nil {
 		return err
 	}

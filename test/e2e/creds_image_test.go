@@ -48,36 +48,7 @@ func importGitImage(t *testing.T) {
 	ctx := context.Background()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	// busybox first: the suite's own image content, exported.
-	base, err := suite.docker.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{
-		Config: &container.Config{Image: agentImage, Labels: map[string]string{consts.LabelTest: "e2e"}}})
-	if err != nil {
-		t.Fatalf("create base: %v", err)
-	}
-	defer func() {
-		_, _ = suite.docker.ContainerRemove(ctx, base.ID, mobyclient.ContainerRemoveOptions{Force: true})
-	}()
-	exp, err := suite.docker.ContainerExport(ctx, base.ID, mobyclient.ContainerExportOptions{})
-	if err != nil {
-		t.Fatalf("export base: %v", err)
-	}
-	tr := tar.NewReader(exp)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("read base: %v", err)
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_ = exp.Close()
+	writeBaseImage(t, tw)
 	dirs := map[string]bool{}
 	for dst, src := range files {
 		for d := dst[:strings.LastIndex(dst, "/")]; d != ""; d = d[:strings.LastIndex(d, "/")] {
@@ -90,7 +61,7 @@ func importGitImage(t *testing.T) {
 		files[dst] = string(data)
 	}
 	// An ssh_config as older openssh packages ship it, without the
-	// Include of ssh_config.d: clawker run must add it for its drop-in.
+	// Include of ssh_config.d: clawker run must put the drop-in's block in it.
 	files["/etc/ssh/ssh_config"] = "Host *\n    SendEnv LANG LC_*\n    HashKnownHosts yes\n"
 	dirs["/etc/ssh"] = true
 	for d := range dirs {
@@ -122,4 +93,40 @@ func importGitImage(t *testing.T) {
 	}
 	_, _ = io.Copy(io.Discard, res)
 	_ = res.Close()
+}
+
+// writeBaseImage writes the suite's busybox image's files into tw (an
+// exported container of it), for images built on it.
+func writeBaseImage(t *testing.T, tw *tar.Writer) {
+	t.Helper()
+	ctx := context.Background()
+	base, err := suite.docker.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{
+		Config: &container.Config{Image: agentImage, Labels: map[string]string{consts.LabelTest: "e2e"}}})
+	if err != nil {
+		t.Fatalf("create base: %v", err)
+	}
+	defer func() {
+		_, _ = suite.docker.ContainerRemove(ctx, base.ID, mobyclient.ContainerRemoveOptions{Force: true})
+	}()
+	exp, err := suite.docker.ContainerExport(ctx, base.ID, mobyclient.ContainerExportOptions{})
+	if err != nil {
+		t.Fatalf("export base: %v", err)
+	}
+	defer exp.Close()
+	tr := tar.NewReader(exp)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatalf("read base: %v", err)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -21,8 +21,8 @@ const sshPolicy = `egress:
 // TestEgressPlainSSH (issue 18: TCP to an allowed host:port through
 // CONNECT): in an agent, plain `ssh host` with no ProxyCommand or
 // setup of the user's reaches an allowed host on 22 through the egress
-// gateway, by the ssh_config drop-in clawker run installs (the image's
-// ssh_config lacks the Include, so run adds it). A denied host, or the
+// gateway, by the ProxyCommand clawker run installs (the image's
+// ssh_config lacks the Include, so run puts it in ssh_config). A denied host, or the
 // allowed host on another port, fails with the gateway's refusal shown;
 // a user's own config overrides the drop-in.
 func TestEgressPlainSSH(t *testing.T) {
