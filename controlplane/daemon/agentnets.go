@@ -41,8 +41,13 @@ const agentNetOrphanGrace = 10 * time.Minute
 // about 1.5x on Docker 20.10, flat past 4 (bench/FINDINGS.md).
 const agentNetJoinWorkers = 8
 
-// agentNetJoinTimeout bounds one join (one Docker network connect).
-const agentNetJoinTimeout = 30 * time.Second
+// agentNetJoinTimeout bounds one join (one Docker network connect);
+// agentNetJoinQueueMax bounds how long one pass keeps starting joins, so
+// a hung dockerd cannot hold the pass (and its retries) for N/8 timeouts.
+const (
+	agentNetJoinTimeout  = 30 * time.Second
+	agentNetJoinQueueMax = 5 * time.Minute
+)
 
 // agentNetRetry is how soon a pass that left the CP off a live agent's
 // network (a join failed or the pass timed out) runs again; the wait
@@ -204,7 +209,10 @@ func (a *agentNets) reconcile() (settled bool) {
 	if len(joins) > 0 {
 		settled = a.joinAll(ctx, joins, live)
 	}
-	a.prune(ctx, orphans, asOf)
+	// Its own budget: the joins may have outlasted the pass's.
+	pctx, pcancel := context.WithTimeout(a.ctx, a.passTimeout)
+	defer pcancel()
+	a.prune(pctx, orphans, asOf)
 	return settled
 }
 
@@ -218,6 +226,7 @@ func (a *agentNets) joinAll(ctx context.Context, nets []agentnet.Net, live map[s
 		return false
 	}
 	var failed atomic.Bool
+	queueUntil := a.now().Add(agentNetJoinQueueMax)
 	sem := make(chan struct{}, agentNetJoinWorkers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -225,12 +234,15 @@ func (a *agentNets) joinAll(ctx context.Context, nets []agentnet.Net, live map[s
 		if cpNets[n.Name] {
 			continue
 		}
-		if a.ctx.Err() != nil { // shutdown: start no more joins
-			return false
-		}
 		select {
 		case sem <- struct{}{}:
 		case <-a.ctx.Done():
+			return false
+		}
+		// Shutdown, or a pass queuing joins past agentNetJoinQueueMax (a
+		// hung dockerd): start no more; the next pass retries.
+		if a.ctx.Err() != nil || a.now().After(queueUntil) {
+			<-sem
 			return false
 		}
 		wg.Add(1)

@@ -228,3 +228,33 @@ func TestAgentNetsJoinStopsOnShutdown(t *testing.T) {
 		t.Fatalf("after shutdown: %d joined, %d of %d joins started", len(g.connected), g.calls, n)
 	}
 }
+
+// TestAgentNetsJoinQueueBounded: a pass stops starting joins once it has
+// queued them for agentNetJoinQueueMax (a hung dockerd), and reports
+// unsettled so the next pass retries the rest.
+func TestAgentNetsJoinQueueBounded(t *testing.T) {
+	const n = 3 * agentNetJoinWorkers
+	g := newGated(liveAgents(n), 1)
+	a := newAgentNets(context.Background(), g, logger.New(&logger.SyncBuffer{}, "debug", "test"))
+	base := time.Now()
+	a.now = func() time.Time {
+		select {
+		case <-g.reached: // a join is in flight: the queue time is spent
+			return base.Add(agentNetJoinQueueMax + time.Second)
+		default:
+			return base
+		}
+	}
+	done := make(chan bool)
+	go func() { done <- a.reconcile() }()
+	<-g.reached
+	close(g.gate)
+	if settled := <-done; settled {
+		t.Fatal("a pass that left joins unstarted reported settled")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.calls > agentNetJoinWorkers {
+		t.Fatalf("%d of %d joins started after the queue time ran out", g.calls, n)
+	}
+}

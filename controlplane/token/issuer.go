@@ -238,8 +238,13 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 			i.reject(w, r, "token_assertion_replayed", fmt.Errorf("jti %s already redeemed", claims.ID), http.StatusUnauthorized, "invalid_client")
 			return
 		}
-		i.log.Warn().Str("event", "token_exchange_repeated").Str("container_id", claims.Subject).
-			Msg("assertion exchanged again by the cert that redeemed it; its agent is not registered yet (an answer lost to a CP crash)")
+		// Charged like a refusal: an honest agent repeats once after a
+		// lost answer, so this bounds a peer that keeps repeating.
+		i.refusals.charge(addrIP(r.RemoteAddr))
+		if ok, n := i.refusals.logAllowed("token_exchange_repeated", addrIP(r.RemoteAddr)); ok {
+			i.log.Warn().Str("event", "token_exchange_repeated").Str("container_id", claims.Subject).Uint64("suppressed", n).
+				Msg("assertion exchanged again by the cert that redeemed it; its agent is not registered yet (an answer lost to a CP crash)")
+		}
 	}
 	tok, exp, err := i.mint(claims.Subject, scope, cert)
 	if err != nil {

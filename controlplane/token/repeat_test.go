@@ -111,3 +111,44 @@ func TestSpentAssertionPrecheckedWithoutLookup(t *testing.T) {
 		t.Fatalf("repeat before Register: %d, %d lookups", w.Code, lookup.n.Load())
 	}
 }
+
+// plainJTIStore is a JTIStore without the read-only check, so Consume's
+// holder answer alone decides a repeat.
+type plainJTIStore struct{ MemoryJTIStore }
+
+func (s *plainJTIStore) Redeemer() {} // hides MemoryJTIStore's JTIChecker method
+
+// TestRepeatDecidedByConsumeAndBounded: without a precheck, Consume's
+// recorded holder decides (another cert is refused, the redeeming one
+// repeats), and repeats are charged to the peer's refusal budget, so a
+// peer that keeps repeating is cut off.
+func TestRepeatDecidedByConsumeAndBounded(t *testing.T) {
+	f := newTokenFixture(t, nil)
+	regs := &fakeRegistrations{rows: map[string]bool{}}
+	store := &plainJTIStore{}
+	var err error
+	f.iss, err = NewIssuer(Config{AssertionKey: &f.cliKey.PublicKey, JTI: store, PeerLookup: staticLookup{rc: resolvedFor(t, 1)},
+		Registrations: regs, Clock: f.clock, Log: logger.New(f.logs, "debug", "test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := any(store).(JTIChecker); ok {
+		t.Fatal("the store must not offer the precheck")
+	}
+	a := f.assertion(t, 1)
+	if w := f.post(postOpts{leaf: f.leaf, form: f.form(a)}); w.Code != http.StatusOK {
+		t.Fatalf("first use: %d %s", w.Code, w.Body)
+	}
+	if w := f.post(postOpts{leaf: f.agentLeaf(t, 1), form: f.form(a)}); w.Code != http.StatusUnauthorized {
+		t.Fatalf("repeat by another cert: %d", w.Code)
+	}
+	ok := 0
+	for range 3 * refusalBurst {
+		if w := f.post(postOpts{leaf: f.leaf, form: f.form(a)}); w.Code == http.StatusOK {
+			ok++
+		}
+	}
+	if ok == 0 || ok >= 3*refusalBurst || f.iss.Stats().RateLimited == 0 {
+		t.Fatalf("%d of %d repeats issued, %d rate limited: want some, then the budget spent", ok, 3*refusalBurst, f.iss.Stats().RateLimited)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/clawker/clawker/internal/consts"
 )
@@ -28,9 +29,25 @@ Host *
     ProxyCommand ` + consts.ClawkerdPath + ` proxy-connect '%h' %p
 `)
 
-// includesDropIns reports whether an ssh_config reads ssh_config.d (the
-// Debian, Ubuntu, Fedora and Alpine packages' does).
-var includesDropIns = regexp.MustCompile(`(?im)^[ \t]*Include[ \t]+("?)/etc/ssh/ssh_config\.d/`)
+var (
+	includeDropIns = regexp.MustCompile(`(?i)^[ \t]*Include[ \t]+("?)/etc/ssh/ssh_config\.d/`)
+	hostOrMatch    = regexp.MustCompile(`(?i)^[ \t]*(Host|Match)[ \t=]`)
+)
+
+// includesDropIns reports whether an ssh_config reads ssh_config.d for
+// every host (the Debian, Ubuntu, Fedora and Alpine packages' does): an
+// Include after a Host or Match line applies only to that block's hosts.
+func includesDropIns(cfg []byte) bool {
+	for _, line := range strings.Split(string(cfg), "\n") {
+		switch {
+		case includeDropIns.MatchString(line):
+			return true
+		case hostOrMatch.MatchString(line):
+			return false
+		}
+	}
+	return false
+}
 
 // sshConfigFiles are the ssh client files for the agent's bundle: the
 // drop-in, and the image's ssh_config with the drop-in's block prepended
@@ -45,7 +62,7 @@ func sshConfigFiles(ctx context.Context, c containerFileReader, id string) ([]bu
 	if err != nil {
 		return nil, err
 	}
-	if cfg == nil || includesDropIns.Match(cfg) {
+	if cfg == nil || includesDropIns(cfg) {
 		return files, nil
 	}
 	// The image's lines follow our Host *, which matches every host, so

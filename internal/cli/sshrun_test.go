@@ -46,6 +46,8 @@ func TestSSHConfigFiles(t *testing.T) {
 		{"no ssh installed", imageFiles{}, ""},
 		{"old ssh_config", imageFiles{sshConfigPath: old}, old},
 		{"commented-out include", imageFiles{sshConfigPath: "#Include /etc/ssh/ssh_config.d/*.conf\n"}, "#Include"},
+		// An Include inside a Host block reads the dir for those hosts only.
+		{"include under a Host", imageFiles{sshConfigPath: "Host *.corp\n    Include /etc/ssh/ssh_config.d/*.conf\n"}, "Host *.corp"},
 	}
 	for _, c := range cases {
 		files, err := sshConfigFiles(context.Background(), c.image, "id")
