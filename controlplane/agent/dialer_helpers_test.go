@@ -76,6 +76,9 @@ type dtTargets struct {
 	m  map[string]DialTarget
 	e  map[string]error
 	n  map[string]int
+	// hold, when set, makes every resolve of a container after its first
+	// wait until it is closed (a slow Docker inspect).
+	hold chan struct{}
 }
 
 func newDTTargets() *dtTargets {
@@ -102,8 +105,13 @@ func (d *dtTargets) calls(id string) int {
 
 func (d *dtTargets) resolve(_ context.Context, id string) (DialTarget, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.n[id]++
+	if hold := d.hold; hold != nil && d.n[id] > 1 {
+		d.mu.Unlock()
+		<-hold
+		d.mu.Lock()
+	}
+	defer d.mu.Unlock()
 	if err := d.e[id]; err != nil {
 		return DialTarget{}, err
 	}

@@ -178,3 +178,33 @@ func TestNetworkChangedKeepsSessionStillInitializing(t *testing.T) {
 		t.Fatalf("%d Sessions opened, want 1", n)
 	}
 }
+
+// A path change whose inspect is slow judges the Session as it is when
+// the inspect returns: a dial that connected meanwhile is kept, not cut
+// for having been still connecting when the change arrived.
+func TestNetworkChangedJudgesAfterItsInspect(t *testing.T) {
+	env := newDTEnv(t, nil)
+	f := &fakeClawkerd{registerOK: true}
+	id, _ := env.agent(t, f)
+	f.onRegister = func() { addRow(t, env.reg, id, f.leaf) }
+	hold := make(chan struct{})
+	env.targets.mu.Lock()
+	env.targets.hold = hold
+	env.targets.mu.Unlock()
+	ctx := context.Background()
+	env.dialer.DialAgent(ctx, id)
+	dtWait(t, "the dial resolved its target", func() bool { return env.targets.calls(id) >= 1 })
+	changed := make(chan struct{})
+	go func() { defer close(changed); env.dialer.NetworkChanged(ctx, id, "network connect agent-net") }()
+	dtWait(t, "the change is inspecting", func() bool { return env.targets.calls(id) >= 2 })
+	env.rec.wait(t, id, EventSessionConnected)
+	close(hold)
+	<-changed
+	env.rec.wait(t, id, EventInitCompleted)
+	if got := env.rec.names(id); !reflect.DeepEqual(got, fullPlan) {
+		t.Fatalf("events:\n got %v\nwant %v", got, fullPlan)
+	}
+	if n := f.sessions.Load(); n != 1 {
+		t.Fatalf("%d Sessions opened, want 1", n)
+	}
+}
