@@ -227,9 +227,8 @@ func (a *agentNets) joinAll(ctx context.Context, nets []agentnet.Net, live map[s
 	}
 	var failed atomic.Bool
 	queueUntil := a.now().Add(agentNetJoinQueueMax)
-	sem := make(chan struct{}, agentNetJoinWorkers)
+	sem := make(chan struct{}, agentNetJoinWorkers) // sem is the pass's own: a slot taken at a stop needs no release
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	for _, n := range nets {
 		if cpNets[n.Name] {
 			continue
@@ -237,13 +236,12 @@ func (a *agentNets) joinAll(ctx context.Context, nets []agentnet.Net, live map[s
 		select {
 		case sem <- struct{}{}:
 		case <-a.ctx.Done():
-			return false
 		}
 		// Shutdown, or a pass queuing joins past agentNetJoinQueueMax (a
 		// hung dockerd): start no more; the next pass retries.
 		if a.ctx.Err() != nil || a.now().After(queueUntil) {
-			<-sem
-			return false
+			failed.Store(true)
+			break
 		}
 		wg.Add(1)
 		go func() {

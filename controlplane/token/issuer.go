@@ -214,7 +214,8 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	// A replay costs one read-only store lookup: no ES256 verify, no
 	// Docker call. The authoritative Consume below still decides.
-	if jti, seen := i.alreadyRedeemed(r.Context(), form.Get("client_assertion"), cert); seen {
+	holder := holderOf(cert)
+	if jti, seen := i.alreadyRedeemed(r.Context(), form.Get("client_assertion"), holder); seen {
 		i.prechecked.Add(1)
 		i.reject(w, r, "token_assertion_replayed", fmt.Errorf("jti %s already redeemed (read-only check)", jti), http.StatusUnauthorized, "invalid_client")
 		return
@@ -226,7 +227,6 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	// Burn the jti last: an assertion stolen and presented from the wrong
 	// container must not consume the legitimate container's single use.
-	holder := auth.ThumbprintHex(auth.Thumbprint(cert))
 	fresh, prior, err := i.jti.Consume(r.Context(), claims.ID, holder, claims.Expiry.Time().Add(clockSkew))
 	if err != nil {
 		i.log.Error().Err(err).Str("event", "token_jti_store_failed").Msg("token: jti store unavailable")
@@ -234,7 +234,7 @@ func (i *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !fresh {
-		if !i.mayRepeat(r.Context(), prior, cert, claims.Subject) {
+		if !i.mayRepeat(r.Context(), prior, holder, claims.Subject) {
 			i.reject(w, r, "token_assertion_replayed", fmt.Errorf("jti %s already redeemed", claims.ID), http.StatusUnauthorized, "invalid_client")
 			return
 		}

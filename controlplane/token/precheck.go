@@ -2,7 +2,6 @@ package token
 
 import (
 	"context"
-	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -21,12 +20,12 @@ type JTIChecker interface {
 }
 
 // alreadyRedeemed parses raw without verifying it, only to read its jti,
-// and reports whether the store already holds that jti and the request
-// may not repeat the exchange (see mayRepeat). An unverified jti can only
-// make the CP refuse earlier (a forger who copies a redeemed jti is
-// refused either way); it never admits anything, and a store error falls
-// through to the full check.
-func (i *Issuer) alreadyRedeemed(ctx context.Context, raw string, cert *x509.Certificate) (string, bool) {
+// and reports whether the store already holds that jti and the request's
+// cert (presented, as holderOf) may not repeat the exchange (mayRepeat).
+// An unverified jti can only make the CP refuse earlier (a forger who
+// copies a redeemed jti is refused either way); it never admits anything,
+// and a store error falls through to the full check.
+func (i *Issuer) alreadyRedeemed(ctx context.Context, raw, presented string) (string, bool) {
 	chk, ok := i.jti.(JTIChecker)
 	if !ok || raw == "" {
 		return "", false
@@ -43,7 +42,7 @@ func (i *Issuer) alreadyRedeemed(ctx context.Context, raw string, cert *x509.Cer
 	if err != nil {
 		return "", false
 	}
-	return c.ID, seen && !i.mayRepeat(ctx, holder, cert, c.Subject)
+	return c.ID, seen && !i.mayRepeat(ctx, holder, presented, c.Subject)
 }
 
 // IssuerStats are the token endpoint's DoS counters, for /metrics.

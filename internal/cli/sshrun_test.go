@@ -15,6 +15,7 @@ import (
 	mobyclient "github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/testenv"
 )
 
 // imageFiles fakes CopyFromContainer over a created container's files.
@@ -92,10 +93,6 @@ func (failingReader) CopyFromContainer(context.Context, string, mobyclient.CopyF
 // The real ssh client reads the drop-in as intended: its ProxyCommand for
 // any host, and a user's config read first overrides it.
 func TestSSHDropInParsesWithOpenSSH(t *testing.T) {
-	ssh, err := exec.LookPath("ssh")
-	if err != nil {
-		t.Skip("no ssh client on this host")
-	}
 	dir := t.TempDir()
 	dropIn := filepath.Join(dir, "99-clawker-egress.conf")
 	if err := os.WriteFile(dropIn, sshDropIn, 0o644); err != nil {
@@ -106,11 +103,7 @@ func TestSSHDropInParsesWithOpenSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 	eval := func(host string) string {
-		out, err := exec.Command(ssh, "-G", "-F", user, host).Output()
-		if err != nil {
-			t.Fatalf("ssh -G %s: %v", host, err)
-		}
-		for _, l := range strings.Split(string(out), "\n") {
+		for _, l := range strings.Split(sshEffectiveConfig(t, user, host), "\n") {
 			if v, ok := strings.CutPrefix(l, "proxycommand "); ok {
 				return v
 			}
@@ -129,10 +122,6 @@ func TestSSHDropInParsesWithOpenSSH(t *testing.T) {
 // gives every host the ProxyCommand, with no Include (OpenSSH before 7.3
 // rejects it), and the image's own options still apply to every host.
 func TestSSHRewrittenConfigParsesWithOpenSSH(t *testing.T) {
-	ssh, err := exec.LookPath("ssh")
-	if err != nil {
-		t.Skip("no ssh client on this host")
-	}
 	files, err := sshConfigFiles(context.Background(), imageFiles{sshConfigPath: "SendEnv LANG\nHost *.internal\n    Port 2222\n"}, "id")
 	if err != nil || len(files) != 2 {
 		t.Fatalf("files %+v, err %v", files, err)
@@ -148,14 +137,26 @@ func TestSSHRewrittenConfigParsesWithOpenSSH(t *testing.T) {
 		"github.com":  {"proxycommand " + consts.ClawkerdPath + " proxy-connect '%h' %p", "sendenv LANG", "port 22"},
 		"db.internal": {"proxycommand " + consts.ClawkerdPath + " proxy-connect '%h' %p", "sendenv LANG", "port 2222"},
 	} {
-		out, err := exec.Command(ssh, "-G", "-F", cfg, host).Output()
-		if err != nil {
-			t.Fatalf("ssh -G %s: %v", host, err)
-		}
+		out := sshEffectiveConfig(t, cfg, host)
 		for _, w := range want {
-			if !strings.Contains(string(out), "\n"+w+"\n") {
+			if !strings.Contains(out, "\n"+w+"\n") {
 				t.Errorf("%s: no %q in ssh -G output", host, w)
 			}
 		}
 	}
+}
+
+// sshEffectiveConfig is what the real ssh client makes of cfg for host
+// (ssh -G). scripts/install-deps.sh installs the client, so CI has it.
+func sshEffectiveConfig(t *testing.T, cfg, host string) string {
+	t.Helper()
+	ssh, err := exec.LookPath("ssh")
+	if err != nil {
+		testenv.Unavailable(t, "no ssh client on this host (scripts/install-deps.sh installs openssh-client)")
+	}
+	out, err := exec.Command(ssh, "-G", "-F", cfg, host).Output()
+	if err != nil {
+		t.Fatalf("ssh -G %s: %v", host, err)
+	}
+	return string(out)
 }
