@@ -2,7 +2,8 @@
 // It is multi-call: `clawkerd credential <op>` is git's credential helper
 // inside the agent (see clawkerd.CredentialHelper), and `clawkerd
 // proxy-connect HOST PORT` is ssh's ProxyCommand through the egress
-// gateway (see package proxyconnect). Neither mode touches the PID 1 path.
+// gateway (see package proxyconnect), and `clawkerd install DIR` is an
+// agent pod's init container. None touches the PID 1 path.
 package main
 
 import (
@@ -18,6 +19,8 @@ func main() {
 		switch os.Args[1] {
 		case "credential":
 			os.Exit(clawkerd.CredentialHelper(os.Args[2:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+		case "install":
+			os.Exit(clawkerd.Install(os.Args[2:], os.Stderr))
 		case "proxy-connect":
 			os.Exit(proxyconnect.Run(context.Background(), os.Args[2:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
 		}

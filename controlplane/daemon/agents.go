@@ -10,15 +10,14 @@ import (
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/creds"
 	"github.com/clawker/clawker/controlplane/overseer"
-	"github.com/clawker/clawker/controlplane/peerid"
 )
 
 // startAgents builds the init Executor and the Session Dialer and runs
-// agent.Start (boot reap, dial on start, evict on destroy, and the
+// agent.Start on the runtime rt (boot reap, dial on start, evict on destroy, and the
 // containment policy's re-application from the worldview on every
 // reconcile pass when pol is set). The peer index follows the bus by its
 // own subscription (see Run), so it is kept current even when this fails.
-func (d *Daemon) startAgents(ctx context.Context, k *keys, docker mobyclient.APIClient, peers *peerid.Index,
+func (d *Daemon) startAgents(ctx context.Context, k *keys, rt agentRuntime,
 	bus *overseer.Overseer, registry agent.Registry, pol *untrustedPolicy, closers *[]func()) {
 	log := d.log
 	exec, err := agent.NewExecutor(log.With("subsystem", "init"), bus)
@@ -28,10 +27,13 @@ func (d *Daemon) startAgents(ctx context.Context, k *keys, docker mobyclient.API
 		log.Error().Str("event", "agent_init_executor_unavailable").Err(err).Msg("init executor not built")
 		exec = nil
 	}
-	broker := creds.New(dockerLabels{docker}, creds.Sources{SSHAgentSock: d.cfg.SSHAgentSock, GitCredSock: d.cfg.GitCredSock},
+	broker := creds.New(rt.labels, creds.Sources{SSHAgentSock: d.cfg.SSHAgentSock, GitCredSock: d.cfg.GitCredSock},
 		log.With("subsystem", "creds"))
-	dialer, err := agent.New(log.With("subsystem", "dialer"), docker, bus, registry, k.certPath, k.keyPath, k.caPool, exec,
-		agent.WithCredentials(broker))
+	opts := []agent.DialerOption{agent.WithCredentials(broker)}
+	if rt.resolve != nil {
+		opts = append(opts, agent.WithResolver(rt.resolve))
+	}
+	dialer, err := agent.New(log.With("subsystem", "dialer"), rt.inspect, bus, registry, k.certPath, k.keyPath, k.caPool, exec, opts...)
 	if err != nil {
 		log.Error().Str("event", "agent_dialer_unavailable").Err(err).Msg("dialer not started: agents will not be initialised")
 		d.health.set(subDialer, "failed: "+err.Error())
@@ -41,8 +43,8 @@ func (d *Daemon) startAgents(ctx context.Context, k *keys, docker mobyclient.API
 	if pol != nil { // a nil *untrustedPolicy must not become a non-nil interface
 		worldview = append(worldview, pol)
 	}
-	stop, err := agent.Start(ctx, agent.StartDeps{Registry: registry, DockerLister: peers, PeerLookup: peers,
-		Inventory: peers, Running: peers, Dialer: dialer, Bus: bus, Log: log.With("subsystem", "agents"), Worldview: worldview})
+	stop, err := agent.Start(ctx, agent.StartDeps{Registry: registry, DockerLister: rt.peers, PeerLookup: rt.peers,
+		Inventory: rt.peers, Running: rt.peers, Dialer: dialer, Bus: bus, Log: log.With("subsystem", "agents"), Worldview: worldview})
 	if err != nil {
 		log.Error().Str("event", "agent_start_failed").Err(err).Msg("agent subsystem not started: agents will not be dialed")
 		d.health.set(subDialer, "failed: "+err.Error())
@@ -53,6 +55,23 @@ func (d *Daemon) startAgents(ctx context.Context, k *keys, docker mobyclient.API
 	d.mu.Unlock()
 	*closers = append(*closers, stop)
 	d.health.set(subDialer, statusOK)
+}
+
+// agentRuntime is what the agent subsystem asks of the runtime agents
+// run on (Docker or Kubernetes).
+type agentRuntime struct {
+	inspect agent.DockerInspector // Docker: the dialer inspects; nil with resolve
+	resolve agent.Resolver        // where a dial goes, when not by inspect
+	peers   agentPeers
+	labels  creds.LabelSource
+}
+
+// agentPeers answers the peer and inventory questions of agent.Start.
+type agentPeers interface {
+	agent.ContainerByPeerIP
+	agent.ContainerLister
+	agent.AgentInventory
+	agent.RunningAgentLister
 }
 
 // dialJoined redials an agent as soon as the CP has joined its network

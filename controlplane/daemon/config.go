@@ -47,6 +47,13 @@ type Config struct {
 	SSHAgentSock string `json:"ssh_agent_sock"`
 	GitCredSock  string `json:"git_credential_sock"`
 
+	// Runtime is where agents run: docker (default) or kubernetes. On
+	// kubernetes the CP watches Namespace's agent pods through Kubeconfig
+	// ("" = the in-cluster service account).
+	Runtime    string `json:"runtime"`
+	Namespace  string `json:"namespace"`
+	Kubeconfig string `json:"kubeconfig"`
+
 	LogLevel        string        `json:"log_level"`
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
 }
@@ -73,9 +80,18 @@ func defaults() Config {
 		EgressProxyAddr: fmt.Sprintf(":%d", consts.PortEgressProxy),
 		LogLevel:        "info",
 		UntrustedPolicy: PolicyLog,
+		Runtime:         RuntimeDocker,
+		Namespace:       defaultNamespace,
 		ShutdownTimeout: 10 * time.Second,
 	}
 }
+
+// Runtimes (Config.Runtime).
+const (
+	RuntimeDocker     = "docker"
+	RuntimeKubernetes = "kubernetes"
+	defaultNamespace  = "clawker"
+)
 
 // ErrHelp is returned by LoadConfig for -h/--help (usage already printed).
 var ErrHelp = flag.ErrHelp
@@ -96,6 +112,9 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Con
 	fs.StringVar(&flagged.HealthAddr, "health-addr", "", "/healthz and /metrics listen address (env CLAWKER_CP_HEALTH_ADDR)")
 	fs.StringVar(&flagged.LogLevel, "log-level", "", "debug|info|warn|error (env CLAWKER_CP_LOG_LEVEL)")
 	fs.StringVar(&flagged.UntrustedPolicy, "untrusted-policy", "", "on AgentUntrusted: off|log|pause|detach|kill (env CLAWKER_CP_UNTRUSTED_POLICY; default log)")
+	fs.StringVar(&flagged.Runtime, "runtime", "", "where agents run: docker|kubernetes (env CLAWKER_CP_RUNTIME; default docker)")
+	fs.StringVar(&flagged.Namespace, "namespace", "", "kubernetes: the agents' namespace (env CLAWKER_CP_NAMESPACE; default "+defaultNamespace+")")
+	fs.StringVar(&flagged.Kubeconfig, "kubeconfig", "", "kubernetes: kubeconfig path; empty = in-cluster (env CLAWKER_CP_KUBECONFIG)")
 	fs.DurationVar(&flagged.ShutdownTimeout, "shutdown-timeout", 0, "graceful shutdown bound (env CLAWKER_CP_SHUTDOWN_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -131,6 +150,9 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Con
 	envCfg.EgressUpstreamDNS = getenv("CLAWKER_CP_EGRESS_UPSTREAM_DNS")
 	envCfg.EgressUpstreamCA = getenv("CLAWKER_CP_EGRESS_UPSTREAM_CA")
 	envCfg.UntrustedPolicy = getenv("CLAWKER_CP_UNTRUSTED_POLICY")
+	envCfg.Runtime = getenv("CLAWKER_CP_RUNTIME")
+	envCfg.Namespace = getenv("CLAWKER_CP_NAMESPACE")
+	envCfg.Kubeconfig = getenv("CLAWKER_CP_KUBECONFIG")
 	if v := getenv("CLAWKER_CP_SHUTDOWN_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -163,6 +185,9 @@ func overlay(dst *Config, src Config) {
 	set(&dst.EgressUpstreamDNS, src.EgressUpstreamDNS)
 	set(&dst.EgressUpstreamCA, src.EgressUpstreamCA)
 	set(&dst.UntrustedPolicy, src.UntrustedPolicy)
+	set(&dst.Runtime, src.Runtime)
+	set(&dst.Namespace, src.Namespace)
+	set(&dst.Kubeconfig, src.Kubeconfig)
 	if src.ShutdownTimeout > 0 {
 		dst.ShutdownTimeout = src.ShutdownTimeout
 	}
@@ -178,6 +203,20 @@ func (c Config) validate() error {
 	}
 	if !validPolicy(c.UntrustedPolicy) {
 		errs = append(errs, fmt.Errorf("untrusted policy %q: want off, log, pause, detach or kill", c.UntrustedPolicy))
+	}
+	switch c.Runtime {
+	case RuntimeDocker:
+	case RuntimeKubernetes:
+		// Containment on pods (isolation, scale to zero) is not built yet:
+		// refuse a policy the CP could not carry out rather than log-only.
+		if c.UntrustedPolicy != PolicyOff && c.UntrustedPolicy != PolicyLog {
+			errs = append(errs, fmt.Errorf("untrusted policy %q: the kubernetes runtime supports off and log only", c.UntrustedPolicy))
+		}
+		if c.Namespace == "" {
+			errs = append(errs, errors.New("namespace is empty (set --namespace)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("runtime %q: want docker or kubernetes", c.Runtime))
 	}
 	for name, a := range map[string]string{"admin": c.AdminAddr, "agent": c.AgentAddr, "token": c.TokenAddr, "health": c.HealthAddr} {
 		if !strings.Contains(a, ":") {

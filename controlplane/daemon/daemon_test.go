@@ -65,10 +65,10 @@ var errNoDocker = errors.New("no engine in unit tests")
 
 // start runs a daemon and returns it once /healthz is bound; Run's result
 // arrives on the returned channel after cancel.
-func start(t *testing.T, cfg Config, log *syncBuf) (*Daemon, context.CancelFunc, *runResult) {
+func start(t *testing.T, cfg Config, log *syncBuf, opts ...Option) (*Daemon, context.CancelFunc, *runResult) {
 	t.Helper()
-	d := New(cfg, "test", logger.New(log, "debug", "clawker-cp"),
-		WithDocker(func() (mobyclient.APIClient, error) { return nil, errNoDocker }))
+	opts = append([]Option{WithDocker(func() (mobyclient.APIClient, error) { return nil, errNoDocker })}, opts...)
+	d := New(cfg, "test", logger.New(log, "debug", "clawker-cp"), opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := &runResult{done: make(chan struct{})}
 	go func() { done.err = d.Run(ctx); close(done.done) }()

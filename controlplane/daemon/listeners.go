@@ -24,7 +24,6 @@ import (
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/egress"
 	"github.com/clawker/clawker/controlplane/overseer"
-	"github.com/clawker/clawker/controlplane/peerid"
 	"github.com/clawker/clawker/controlplane/token"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/rpcbuf"
@@ -54,7 +53,7 @@ const (
 // closers receives the jti store's close: Run runs closers only after
 // every server has been shut down, so no token request can still be using
 // the store.
-func (d *Daemon) serveAgentSurface(k *keys, peers *peerid.Index, registry agent.Registry, closers *[]func()) (*http.Server, *grpc.Server) {
+func (d *Daemon) serveAgentSurface(k *keys, peers agent.ContainerByPeerIP, registry agent.Registry, closers *[]func()) (*http.Server, *grpc.Server) {
 	log := d.log
 	fail := func(sub, ev string, err error) {
 		log.Error().Str("event", ev).Err(err).Msg(sub + " not started")

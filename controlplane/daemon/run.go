@@ -14,11 +14,11 @@ import (
 
 	mobyclient "github.com/moby/moby/client"
 	"google.golang.org/grpc"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/dockerevents"
 	"github.com/clawker/clawker/controlplane/overseer"
-	"github.com/clawker/clawker/controlplane/peerid"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/logger"
@@ -45,6 +45,8 @@ type Daemon struct {
 
 	// newDocker builds the Docker client (a seam for tests).
 	newDocker func() (mobyclient.APIClient, error)
+	// newKube builds the Kubernetes client (nil: from Config).
+	newKube func() (corev1client.CoreV1Interface, error)
 	// listen opens listeners (a seam for tests: ":0" ports).
 	listen func(network, addr string) (net.Listener, error)
 
@@ -174,98 +176,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.health.set(subKeys, statusOK)
 	}
 
-	// 3. Docker client and peer lookup.
-	var docker mobyclient.APIClient
-	var peers *peerid.Index
-	if docker, err = d.newDocker(); err != nil {
-		log.Error().Str("event", "cp_docker_unavailable").Err(err).Msg("no Docker client: agents cannot be watched, dialed or verified")
-		d.health.set(subDocker, "failed: "+err.Error())
-		docker = nil
-	} else {
-		closers = append(closers, func() { docker.Close() })
-		d.health.set(subDocker, statusOK)
-		peers = peerid.NewIndex(d.peerLookupClient(docker), log.With("subsystem", "peerlookup"))
-		// The index follows the bus itself, whichever subsystems come up.
-		closers = append(closers, peers.Follow(runCtx, bus))
-	}
-
 	var grpcServers []*grpc.Server
 	var httpServers []*http.Server
 	defer func() {
 		d.stopAll(grpcServers, httpServers, d.cfg.ShutdownTimeout)
 	}()
 
-	// 4. token endpoint and 5. agent listener.
-	if k != nil && peers != nil {
-		if srv, gs := d.serveAgentSurface(k, peers, registry, &closers); srv != nil {
-			httpServers = append(httpServers, srv)
-			grpcServers = append(grpcServers, gs)
-		}
+	// 3–7. the runtime agents run on, and what hangs off it.
+	var rt runtimeOut
+	if d.cfg.Runtime == RuntimeKubernetes {
+		rt = d.startKube(runCtx, k, bus, registry, &closers)
 	} else {
-		reason := "disabled: needs keys and Docker"
-		d.health.set(subToken, reason)
-		d.health.set(subAgentAPI, reason)
-		log.Warn().Str("event", "cp_agent_surface_disabled").Msg("token endpoint and AgentService not started")
+		rt = d.startDocker(runCtx, k, bus, registry, &feeder, &closers)
 	}
-
-	// 6. Docker events watcher.
-	if docker != nil {
-		var evOpts []dockerevents.Option
-		evOpts = append(evOpts, dockerevents.AgentLabel(), dockerevents.WithNetworkEvents())
-		if peers != nil {
-			// Events missed while the stream was down may have moved IPs:
-			// rebuild the peer index after every reconnect.
-			evOpts = append(evOpts, dockerevents.WithReconnectHook(func(ctx context.Context) {
-				if err := peers.Refresh(ctx); err != nil {
-					log.Warn().Str("event", "peer_lookup_refresh_failed").Err(err).
-						Msg("peer index refresh after events reconnect failed; lookups resync on miss")
-				}
-			}))
-		}
-		feeder, err = dockerevents.New(docker, bus, log.With("subsystem", "dockerevents"), evOpts...)
-		if err != nil {
-			log.Error().Str("event", "cp_docker_events_unavailable").Err(err).Msg("docker events feeder not started")
-			d.health.set(subEvents, "failed: "+err.Error())
-		} else {
-			f := feeder
-			d.health.probe(subEvents, func() string {
-				h := f.Health()
-				if h.Connected {
-					return statusOK
-				}
-				if h.LastError != "" {
-					return "disconnected: " + h.LastError
-				}
-				return "connecting"
-			})
-			go d.guard("dockerevents", func() {
-				if err := f.Run(runCtx); err != nil && runCtx.Err() == nil {
-					log.Error().Str("event", "cp_docker_events_stopped").Err(err).Msg("docker events feeder stopped")
-				}
-			})
-		}
-	} else {
-		d.health.set(subEvents, "disabled: no Docker client")
-	}
-
-	// 7. dialer + init executor + agent.Start.
-	pol := d.startPolicy(runCtx, docker, bus, &closers)
-	if k != nil && docker != nil {
-		d.startAgents(runCtx, k, docker, peers, bus, registry, pol, &closers)
-	} else {
-		d.health.set(subDialer, "disabled: needs keys and Docker")
-	}
-
-	// Unused clawkerd volumes: pruned at start and after each agent destroy.
-	if docker != nil {
-		vols := newClawkerdVolumes(runCtx, docker, log.With("subsystem", "volumes"))
-		closers = append(closers, bus.Subscribe("clawkerd-volumes", isAgentDestroy, vols.handle))
-		go d.guard("clawkerd_volumes", vols.run)
-		nets := newAgentNets(runCtx, docker, log.With("subsystem", "agentnets"))
-		nets.joined = d.dialJoined(runCtx)
-		closers = append(closers, bus.Subscribe("agent-networks", isAgentDestroy, nets.handle))
-		go d.guard("agent_networks", nets.run)
-	}
+	grpcServers, httpServers = rt.grpc, rt.http
+	docker, peers := rt.docker, rt.peers
 
 	// 8. egress gateway and admin listener.
 	eg := d.startEgress(runCtx, peers, docker, bus, m, &closers)

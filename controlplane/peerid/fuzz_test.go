@@ -28,7 +28,7 @@ func FuzzParseAgentLabels(f *testing.F) {
 		if len(present) > 1 && present[1] == '1' {
 			labels[consts.LabelProject] = project
 		}
-		p, a, err := parseAgentLabels(labels)
+		p, a, err := ParseAgentLabels(labels)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidAgentLabel) {
 				t.Fatalf("error %v does not wrap ErrInvalidAgentLabel", err)

@@ -35,11 +35,11 @@ func endpointIP(nets map[string]*network.EndpointSettings, name string) netip.Ad
 	return ep.IPAddress.Unmap()
 }
 
-// parseAgentLabels derives the typed identity from a container's labels. A
+// ParseAgentLabels derives the typed identity from an agent workload's labels. A
 // missing or malformed agent label, or a malformed project label, is
 // ErrInvalidAgentLabel; a missing (or empty) project label is the global
 // agent case and yields the zero slug.
-func parseAgentLabels(labels map[string]string) (auth.ProjectSlug, auth.AgentName, error) {
+func ParseAgentLabels(labels map[string]string) (auth.ProjectSlug, auth.AgentName, error) {
 	raw, ok := labels[consts.LabelAgent]
 	if !ok {
 		return auth.ProjectSlug{}, auth.AgentName{}, fmt.Errorf("%w: %s missing", ErrInvalidAgentLabel, consts.LabelAgent)

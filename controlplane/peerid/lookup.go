@@ -103,7 +103,7 @@ func (m *Index) confirm(ctx context.Context, ip netip.Addr, cands []string, trie
 		if c.Config != nil {
 			labels = c.Config.Labels
 		}
-		project, name, err := parseAgentLabels(labels)
+		project, name, err := ParseAgentLabels(labels)
 		if err != nil {
 			return Container{}, fmt.Errorf("container %s: %w", c.ID, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"time"
 
@@ -146,13 +147,19 @@ func (ca *CA) MintAgent(project ProjectSlug, agent AgentName, containerID string
 	if !IsContainerID(containerID) {
 		return nil, fmt.Errorf("mint agent cert: %q is not a 64-hex container id", containerID)
 	}
+	return ca.mintAgentLeaf(project, agent, now, ContainerURN(containerID))
+}
+
+// mintAgentLeaf issues a clawkerd leaf with the agent SAN and extra URNs.
+func (ca *CA) mintAgentLeaf(project ProjectSlug, agent AgentName, now time.Time, extra ...*url.URL) (*Leaf, error) {
+	uris := []string{AgentURN(AgentFullName(project, agent)).String()}
+	for _, u := range extra {
+		uris = append(uris, u.String())
+	}
 	return ca.Mint(LeafSpec{
 		CommonName: consts.ContainerClawkerd,
 		EKUs:       []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs: []string{
-			AgentURN(AgentFullName(project, agent)).String(),
-			ContainerURN(containerID).String(),
-		},
+		URIs:       uris,
 	}, now)
 }
 

@@ -99,12 +99,9 @@ func agentContainerSpec(s agentSpec) mobyclient.ContainerCreateOptions {
 	}
 }
 
-// bootstrapCreds are the agent's identity files: its leaf cert and key
-// (bound to the container ID), the CA, and the single-use assertion.
-type bootstrapCreds struct {
-	cert, key, ca []byte
-	assertion     string
-}
+// bootstrapCreds are the agent's identity files, its leaf bound to the
+// container ID.
+type bootstrapCreds = auth.Bootstrap
 
 // mintBootstrap mints the credentials for container id.
 func mintBootstrap(ca *auth.CA, signer *ecdsa.PrivateKey, p auth.ProjectSlug, a auth.AgentName, id string, now time.Time) (bootstrapCreds, error) {
@@ -112,15 +109,7 @@ func mintBootstrap(ca *auth.CA, signer *ecdsa.PrivateKey, p auth.ProjectSlug, a 
 	if err != nil {
 		return bootstrapCreds{}, fmt.Errorf("mint agent certificate: %w", err)
 	}
-	assertion, err := auth.MintAssertion(signer, id, now)
-	if err != nil {
-		return bootstrapCreds{}, fmt.Errorf("mint registration assertion: %w", err)
-	}
-	keyPEM, err := auth.KeyPEM(leaf.Key)
-	if err != nil {
-		return bootstrapCreds{}, err
-	}
-	return bootstrapCreds{cert: auth.CertPEM(leaf.Cert), key: keyPEM, ca: auth.CertPEM(ca.Cert), assertion: assertion}, nil
+	return ca.MintBootstrap(signer, leaf, id, now)
 }
 
 // bundleFile is one more file for the bootstrap bundle, in a directory of
@@ -144,10 +133,10 @@ func bootstrapBundle(ctx context.Context, now time.Time, creds bootstrapCreds, c
 		name string
 		data []byte
 	}{
-		{consts.BootstrapCert, creds.cert},
-		{consts.BootstrapKey, creds.key},
-		{consts.BootstrapCA, creds.ca},
-		{consts.BootstrapAssert, []byte(creds.assertion)},
+		{consts.BootstrapCert, creds.Cert},
+		{consts.BootstrapKey, creds.Key},
+		{consts.BootstrapCA, creds.CA},
+		{consts.BootstrapAssert, []byte(creds.Assertion)},
 	} {
 		if err := tb.file(boot+"/"+f.name, 0o400, f.data); err != nil {
 			return nil, err

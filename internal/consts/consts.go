@@ -33,6 +33,11 @@ const (
 	// URN prefixes of the agent leaf cert's URI SANs.
 	AgentURNPrefix     = "urn:clawker:agent:"
 	ContainerURNPrefix = "urn:clawker:container:"
+	// PodAgentContainer is the container of an agent pod that runs
+	// clawkerd (and the image's command under it).
+	PodAgentContainer = "agent"
+	// PodURNPrefix names the Kubernetes pod UID an agent pod's leaf binds.
+	PodURNPrefix = "urn:clawker:pod:"
 
 	PortSession = 7700 // clawkerd Session
 	PortAgent   = 7444 // CP AgentService (gRPC)
