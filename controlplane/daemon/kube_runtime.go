@@ -3,7 +3,10 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
@@ -29,7 +32,7 @@ func WithKube(fn func() (corev1client.CoreV1Interface, error)) Option {
 
 // kubeClient builds the client from Config.Kubeconfig, or from the pod's
 // service account when it is empty.
-func (d *Daemon) kubeClient() (corev1client.CoreV1Interface, error) {
+func (d *Daemon) kubeClient(requests *prometheus.CounterVec) (corev1client.CoreV1Interface, error) {
 	var (
 		cfg *rest.Config
 		err error
@@ -46,6 +49,9 @@ func (d *Daemon) kubeClient() (corev1client.CoreV1Interface, error) {
 	// Every Register is one API call: client-go's default 5 QPS would queue
 	// an agent storm behind itself, and no call may hang a Register.
 	cfg.QPS, cfg.Burst, cfg.Timeout = 100, 200, 15*time.Second
+	if requests != nil {
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return kubeRequests{next: rt, c: requests} })
+	}
 	return corev1client.NewForConfig(cfg)
 }
 
@@ -54,7 +60,7 @@ func (d *Daemon) kubeClient() (corev1client.CoreV1Interface, error) {
 // dialer. The Docker-only subsystems (agent networks and volumes, egress,
 // containment) stay off and say so on /healthz.
 func (d *Daemon) startKube(runCtx context.Context, k *keys, bus *overseer.Overseer, registry agent.Registry,
-	closers *[]func()) runtimeOut {
+	m *metrics, closers *[]func()) runtimeOut {
 	log := d.log
 	var out runtimeOut
 	d.health.set(subDocker, statusDisabled)
@@ -65,7 +71,11 @@ func (d *Daemon) startKube(runCtx context.Context, k *keys, bus *overseer.Overse
 	}
 	newKube := d.newKube
 	if newKube == nil {
-		newKube = d.kubeClient
+		requests, err := newKubeRequests(m.reg)
+		if err != nil {
+			log.Warn().Str("event", "cp_kube_metrics_unavailable").Err(err).Msg("Kubernetes API request counter not registered")
+		}
+		newKube = func() (corev1client.CoreV1Interface, error) { return d.kubeClient(requests) }
 	}
 	client, err := newKube()
 	if err != nil {

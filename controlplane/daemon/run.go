@@ -185,7 +185,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// 3–7. the runtime agents run on, and what hangs off it.
 	var rt runtimeOut
 	if d.cfg.Runtime == RuntimeKubernetes {
-		rt = d.startKube(runCtx, k, bus, registry, &closers)
+		rt = d.startKube(runCtx, k, bus, registry, m, &closers)
 	} else {
 		rt = d.startDocker(runCtx, k, bus, registry, &feeder, &closers)
 	}

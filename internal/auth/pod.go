@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/clawker/clawker/internal/consts"
@@ -31,9 +30,7 @@ func PodWorkloadID(podUID string) string {
 }
 
 // PodURN returns the pod URI SAN for a pod UID.
-func PodURN(podUID string) *url.URL {
-	return &url.URL{Scheme: "urn", Opaque: strings.TrimPrefix(consts.PodURNPrefix, "urn:") + podUID}
-}
+func PodURN(podUID string) *url.URL { return urn(consts.PodURNPrefix, podUID) }
 
 // PodUIDFromCert returns the cert's one urn:clawker:pod: SAN, checked
 // against the container SAN it must derive: a leaf cannot name one pod

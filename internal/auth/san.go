@@ -27,13 +27,14 @@ var (
 )
 
 // AgentURN returns the agent URI SAN for an AgentFullName.
-func AgentURN(fullName string) *url.URL {
-	return &url.URL{Scheme: "urn", Opaque: strings.TrimPrefix(consts.AgentURNPrefix, "urn:") + fullName}
-}
+func AgentURN(fullName string) *url.URL { return urn(consts.AgentURNPrefix, fullName) }
 
 // ContainerURN returns the container URI SAN for a 64-hex container ID.
-func ContainerURN(containerID string) *url.URL {
-	return &url.URL{Scheme: "urn", Opaque: strings.TrimPrefix(consts.ContainerURNPrefix, "urn:") + containerID}
+func ContainerURN(containerID string) *url.URL { return urn(consts.ContainerURNPrefix, containerID) }
+
+// urn is the URI SAN prefix+value ("urn:" + opaque part).
+func urn(prefix, value string) *url.URL {
+	return &url.URL{Scheme: "urn", Opaque: strings.TrimPrefix(prefix, "urn:") + value}
 }
 
 // AgentFullNameFromCert returns the AgentFullName claimed by the cert's one

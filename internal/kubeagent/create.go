@@ -36,9 +36,13 @@ func Create(ctx context.Context, c Clients, ca *auth.CA, signer *ecdsa.PrivateKe
 	if err != nil {
 		return nil, err
 	}
-	peer, ports, err := cpPeer(s)
+	ip, ports, err := cpPorts(s)
 	if err != nil {
 		return nil, err
+	}
+	peer := IPPeer(ip)
+	if s.CPPeer != nil {
+		peer = *s.CPPeer
 	}
 	if err := EnsureIsolation(ctx, c.Networking, IsolationPolicy(s.Namespace, peer, ports...)); err != nil {
 		return nil, err
@@ -61,27 +65,26 @@ func Create(ctx context.Context, c Clients, ca *auth.CA, signer *ecdsa.PrivateKe
 	return pod, nil
 }
 
-// cpPeer is where the policy lets agents go: the CP's address and its
+// cpPorts is where the policy lets agents go: the CP's address and its
 // agent and token ports, from the addresses the pod is given.
-func cpPeer(s Spec) (netip.Prefix, []int, error) {
+func cpPorts(s Spec) (netip.Addr, []int, error) {
 	agent, err := netip.ParseAddrPort(s.CPAgentAddr)
 	if err != nil {
-		return netip.Prefix{}, nil, fmt.Errorf("control plane agent address %q: want IP:port: %w", s.CPAgentAddr, err)
+		return netip.Addr{}, nil, fmt.Errorf("control plane agent address %q: want IP:port: %w", s.CPAgentAddr, err)
 	}
 	u, err := url.Parse(s.CPTokenURL)
 	if err != nil {
-		return netip.Prefix{}, nil, fmt.Errorf("token URL %q: %w", s.CPTokenURL, err)
+		return netip.Addr{}, nil, fmt.Errorf("token URL %q: %w", s.CPTokenURL, err)
 	}
 	tokenIP, err := netip.ParseAddr(u.Hostname())
 	if err != nil || tokenIP != agent.Addr() {
-		return netip.Prefix{}, nil, fmt.Errorf("token URL %q: want the agent address's IP", s.CPTokenURL)
+		return netip.Addr{}, nil, fmt.Errorf("token URL %q: want the agent address's IP", s.CPTokenURL)
 	}
 	tokenPort, err := strconv.Atoi(u.Port())
 	if err != nil {
-		return netip.Prefix{}, nil, fmt.Errorf("token URL %q: no port", s.CPTokenURL)
+		return netip.Addr{}, nil, fmt.Errorf("token URL %q: no port", s.CPTokenURL)
 	}
-	ip := agent.Addr().Unmap()
-	return netip.PrefixFrom(ip, ip.BitLen()), []int{int(agent.Port()), tokenPort}, nil
+	return agent.Addr(), []int{int(agent.Port()), tokenPort}, nil
 }
 
 func storeBootstrap(ctx context.Context, api corev1client.CoreV1Interface, ca *auth.CA, signer *ecdsa.PrivateKey, s Spec, pod *corev1.Pod, now time.Time) error {

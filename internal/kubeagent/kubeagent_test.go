@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -174,7 +175,7 @@ func TestCreateDeletesThePodWhenTheSecretFails(t *testing.T) {
 }
 
 func TestIsolationPolicyAdmitsOnlyTheCP(t *testing.T) {
-	p := IsolationPolicy("agents", netip.MustParsePrefix("10.244.0.1/32"), 7444, 7445)
+	p := IsolationPolicy("agents", IPPeer(netip.MustParseAddr("10.244.0.1")), 7444, 7445)
 	s := p.Spec
 	if s.PodSelector.MatchLabels[consts.LabelPurpose] != consts.PurposeAgent || len(s.PolicyTypes) != 2 {
 		t.Fatalf("selector/types: %+v", s)
@@ -222,7 +223,7 @@ func TestCreateReplacesAFormerPodsSecret(t *testing.T) {
 
 func TestEnsureIsolationRestoresADriftedPolicy(t *testing.T) {
 	cs := fake.NewClientset()
-	want := IsolationPolicy("agents", netip.MustParsePrefix("10.0.0.1/32"), 7444, 7445)
+	want := IsolationPolicy("agents", IPPeer(netip.MustParseAddr("10.0.0.1")), 7444, 7445)
 	drifted := want.DeepCopy()
 	drifted.Spec.Egress = nil
 	if _, err := cs.NetworkingV1().NetworkPolicies("agents").Create(context.Background(), drifted, metav1.CreateOptions{}); err != nil {
@@ -248,5 +249,23 @@ func TestCreateNeedsTheCPAsAnIP(t *testing.T) {
 	}
 	if pods, _ := cs.CoreV1().Pods("agents").List(context.Background(), metav1.ListOptions{}); len(pods.Items) != 0 {
 		t.Fatal("a pod was made without its isolation policy")
+	}
+}
+
+// An in-cluster CP is admitted by its pods' selector, not an address: a
+// Service's traffic reaches the policy already sent to a pod.
+func TestCreateUsesTheGivenCPPeer(t *testing.T) {
+	s := spec(t)
+	sel := networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "cp"}}}
+	s.CPPeer = &sel
+	ca, _ := auth.NewCA(time.Now())
+	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cs := fakeAPI()
+	if _, err := Create(context.Background(), Clients{cs.CoreV1(), cs.NetworkingV1()}, ca, signer, s, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	pol, _ := cs.NetworkingV1().NetworkPolicies("agents").Get(context.Background(), PolicyName, metav1.GetOptions{})
+	if to := pol.Spec.Egress[0].To[0]; to.PodSelector == nil || to.PodSelector.MatchLabels["app"] != "cp" || to.IPBlock != nil {
+		t.Fatalf("egress peer %+v: want the CP's pods", to)
 	}
 }

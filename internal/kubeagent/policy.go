@@ -22,17 +22,18 @@ const PolicyName = "clawker-agent-isolation"
 // IsolationPolicy confines every agent pod of a namespace to the control
 // plane: the only traffic in is the CP dialing the Session port, and the
 // only traffic out is to the CP's agent ports. Agents never reach each
-// other, the cluster or the internet. cp is where the CP's traffic comes
-// from and goes to (its pod IP, or the node's address for a CP on the host).
+// other, the cluster or the internet. cp is the CP: its pods (a selector:
+// policies see a Service's traffic after it reached a pod), or an IP block
+// for a CP outside the cluster.
 // Most policy controllers, kube-router among them, always admit traffic
 // from the pod's own node; that is the CP on the host's way in.
-func IsolationPolicy(namespace string, cp netip.Prefix, cpPorts ...int) *networkingv1.NetworkPolicy {
+func IsolationPolicy(namespace string, cp networkingv1.NetworkPolicyPeer, cpPorts ...int) *networkingv1.NetworkPolicy {
 	tcp := corev1.ProtocolTCP
 	port := func(p int) networkingv1.NetworkPolicyPort {
 		v := intstr.FromInt32(int32(p))
 		return networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &v}
 	}
-	peer := []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: cp.String()}}}
+	peer := []networkingv1.NetworkPolicyPeer{cp}
 	var out []networkingv1.NetworkPolicyPort
 	for _, p := range cpPorts {
 		out = append(out, port(p))
@@ -70,4 +71,10 @@ func EnsureIsolation(ctx context.Context, api networkingv1client.NetworkPolicies
 		return fmt.Errorf("update network policy %s/%s: %w", want.Namespace, want.Name, err)
 	}
 	return nil
+}
+
+// IPPeer is a CP outside the cluster, at ip.
+func IPPeer(ip netip.Addr) networkingv1.NetworkPolicyPeer {
+	ip = ip.Unmap()
+	return networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: netip.PrefixFrom(ip, ip.BitLen()).String()}}
 }

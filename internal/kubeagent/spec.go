@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -33,10 +34,13 @@ type Spec struct {
 	Cmd  []string
 	User string   // CLAWKER_USER
 	Env  []string // KEY=VALUE for the user command
-	// CPAgentAddr (host:port) and CPTokenURL are where clawkerd reaches
+	// CPAgentAddr (IP:port) and CPTokenURL are where clawkerd reaches
 	// the CP from inside the pod.
 	CPAgentAddr, CPTokenURL string
-	Labels                  map[string]string // extra labels (tests mark their pods)
+	// CPPeer is the CP as the isolation policy admits it; nil means an
+	// IP block of CPAgentAddr's IP (a CP outside the cluster).
+	CPPeer *networkingv1.NetworkPolicyPeer
+	Labels map[string]string // extra labels (tests mark their pods)
 }
 
 // PodName is the agent's pod name: its AgentFullName, which Kubernetes

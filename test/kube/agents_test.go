@@ -18,19 +18,23 @@ import (
 	"github.com/clawker/clawker/internal/testenv"
 )
 
-// TestAgentsAsPods runs two agents as pods under a clawker-cp on the
-// kubernetes runtime, then checks the gate, isolation and a CP restart
-// against them, in that order.
+// TestAgentsAsPods runs two agents as pods under a clawker-cp host
+// process on the kubernetes runtime (see agentScenario).
 func TestAgentsAsPods(t *testing.T) {
 	c := setup(t)
 	ns := c.namespace(t)
-	p := startCP(t, c, ns)
+	agentScenario(t, c, ns, startCP(t, c, ns))
+}
+
+// agentScenario runs two agents under p, then checks the gate, isolation
+// and a CP restart against them, in that order.
+func agentScenario(t *testing.T, c *cluster, ns string, p controlPlane) {
 	ctx := context.Background()
-	ca, err := p.home.LoadCA()
+	ca, err := p.keys().LoadCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := p.home.LoadSigningKey()
+	signer, err := p.keys().LoadSigningKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +44,7 @@ func TestAgentsAsPods(t *testing.T) {
 			t.Fatal(err)
 		}
 		return kubeagent.Spec{Namespace: ns, Agent: a, Image: agentImage, ClawkerdImage: clawkerdImage,
-			Cmd: []string{"sleep", "3600"}, CPAgentAddr: p.agentAddr(), CPTokenURL: p.tokenURL(),
+			Cmd: []string{"sleep", "3600"}, CPAgentAddr: p.agentAddr(), CPTokenURL: p.tokenURL(), CPPeer: p.peer(),
 			Labels: map[string]string{consts.LabelTest: testLabel}}
 	}
 	ids := map[string]string{}
@@ -58,7 +62,7 @@ func TestAgentsAsPods(t *testing.T) {
 		return nil
 	}
 	testenv.Eventually(t, 3*time.Minute, "both agent pods registered and initialised", func() error {
-		agents, err := p.agents(ctx)
+		agents, err := p.api().agents(ctx)
 		if err != nil {
 			return err
 		}
@@ -69,7 +73,16 @@ func TestAgentsAsPods(t *testing.T) {
 		}
 		return nil
 	})
-	out, code, err := p.exec(ctx, ids["alpha"], "sh", "-c", "echo hello from $CLAWKER_AGENT; cat /proc/1/cmdline | tr '\\0' ' '")
+	// What the two Registers cost the API server: every pod GET and LIST
+	// but the informer's first list.
+	const reqs = "clawker_cp_kube_api_requests_total"
+	calls := p.api().metric(t, reqs, `{resource="pods",verb="get"}`) + p.api().metric(t, reqs, `{resource="pods",verb="list"}`) - 1
+	registers := p.api().metric(t, "clawker_cp_registrations_total", `{outcome="ok",reason=""}`)
+	t.Logf("Kubernetes API calls for %v Registers: %v (%.1f per Register)", registers, calls, calls/registers)
+	if registers != 2 || calls > 2*registers {
+		t.Fatalf("%v API calls for %v Registers: want one lookup (one call) each at the token endpoint and at Register", calls, registers)
+	}
+	out, code, err := p.api().exec(ctx, ids["alpha"], "sh", "-c", "echo hello from $CLAWKER_AGENT; cat /proc/1/cmdline | tr '\\0' ' '")
 	if err != nil || code != 0 || !strings.Contains(out, "hello from alpha") || !strings.Contains(out, consts.ClawkerdPath) {
 		t.Fatalf("exec in alpha: %q exit %d, %v; want the agent's env and clawkerd as PID 1", out, code, err)
 	}
@@ -102,7 +115,7 @@ func TestAgentsAsPods(t *testing.T) {
 		// not the pod at the address it dialed, so the Session stays
 		// observation-only: no Register is asked for, nothing is run.
 		testenv.Eventually(t, 2*time.Minute, "mallory judged untrusted", func() error {
-			agents, err := p.agents(ctx)
+			agents, err := p.api().agents(ctx)
 			if err != nil {
 				return err
 			}
@@ -112,14 +125,14 @@ func TestAgentsAsPods(t *testing.T) {
 			}
 			return nil
 		})
-		agents, err := p.agents(ctx)
+		agents, err := p.api().agents(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if a := agents[malloryID]; a.GetRegistered() {
 			t.Fatalf("mallory has a registry row: %v", a)
 		}
-		if out, _, err := p.exec(ctx, malloryID, "echo", "pwned"); err == nil || strings.Contains(out, "pwned") {
+		if out, _, err := p.api().exec(ctx, malloryID, "echo", "pwned"); err == nil || strings.Contains(out, "pwned") {
 			t.Fatalf("exec in mallory ran: %q %v", out, err)
 		}
 		if err := ready(agents[ids["alpha"]]); err != nil {
@@ -133,7 +146,7 @@ func TestAgentsAsPods(t *testing.T) {
 		betaIP := c.podIP(t, ns, "clawker.beta")
 		knock := func(addr string) string { return "nc -w 3 " + addr + " </dev/null; echo rc=$?" }
 		reaches := func(from, addr string) (bool, error) {
-			out, _, err := p.exec(ctx, ids[from], "sh", "-c", knock(addr))
+			out, _, err := p.api().exec(ctx, ids[from], "sh", "-c", knock(addr))
 			return strings.Contains(out, "rc=0"), err
 		}
 		// kubeagent.Create put the policy in place before the pods.
@@ -141,7 +154,7 @@ func TestAgentsAsPods(t *testing.T) {
 			t.Fatalf("alpha reaches beta's Session port under the policy (%v)", err)
 		}
 		// nc works in the agent, and the policy lets it out to the CP.
-		if ok, err := reaches("alpha", fmt.Sprintf("%s %d", c.gateway, p.agentPort)); err != nil || !ok {
+		if ok, err := reaches("alpha", strings.Replace(p.agentAddr(), ":", " ", 1)); err != nil || !ok {
 			t.Fatalf("alpha cannot reach the CP's agent port (%v)", err)
 		}
 		// The policy is what blocks: without it alpha reaches beta, and
@@ -172,17 +185,16 @@ func TestAgentsAsPods(t *testing.T) {
 		})
 		// The CP still reaches both, over the one port the policy admits.
 		for name, id := range ids {
-			if out, code, err := p.exec(ctx, id, "echo", "still-"+name); err != nil || code != 0 || !strings.Contains(out, "still-"+name) {
+			if out, code, err := p.api().exec(ctx, id, "echo", "still-"+name); err != nil || code != 0 || !strings.Contains(out, "still-"+name) {
 				t.Fatalf("exec in %s under the policy: %q %d %v", name, out, code, err)
 			}
 		}
 	})
 
 	t.Run("CP restart reconnects every agent without a second Register", func(t *testing.T) {
-		p.stop(t)
-		p.start(t)
+		p.restart(t)
 		testenv.Eventually(t, 2*time.Minute, "both agents reconnected", func() error {
-			agents, err := p.agents(ctx)
+			agents, err := p.api().agents(ctx)
 			if err != nil {
 				return err
 			}
@@ -193,13 +205,13 @@ func TestAgentsAsPods(t *testing.T) {
 			}
 			return nil
 		})
-		log := p.log()
+		log := p.log(t)
 		for _, ev := range []string{`"event":"agent_registered"`, `"event":"token_issued"`} {
 			if strings.Contains(log, ev) {
 				t.Fatalf("restarted CP logged %s: an agent registered again", ev)
 			}
 		}
-		if out, code, err := p.exec(ctx, ids["beta"], "echo", "after-restart"); err != nil || code != 0 || !strings.Contains(out, "after-restart") {
+		if out, code, err := p.api().exec(ctx, ids["beta"], "echo", "after-restart"); err != nil || code != 0 || !strings.Contains(out, "after-restart") {
 			t.Fatalf("exec after restart: %q %d %v", out, code, err)
 		}
 	})

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
 	"github.com/clawker/clawker/internal/auth"
@@ -22,22 +25,65 @@ import (
 	"github.com/clawker/clawker/internal/testenv"
 )
 
+// controlPlane is a CP the scenario runs agents under: a host process or
+// a Deployment in the cluster.
+type controlPlane interface {
+	agentAddr() string
+	tokenURL() string
+	// peer is the CP as the agents' NetworkPolicy admits it (nil: an IP
+	// block of the agent address).
+	peer() *networkingv1.NetworkPolicyPeer
+	keys() auth.Home
+	api() *cpClient
+	restart(t *testing.T)
+	log(t *testing.T) string // the current run's log
+}
+
+// cpClient reaches one CP's admin API and /metrics.
+type cpClient struct {
+	admin      adminv1.AdminServiceClient
+	healthAddr string
+}
+
+// dialAdmin connects to the admin API at addr with the home's CLI cert.
+func dialAdmin(t *testing.T, home auth.Home, addr, healthAddr string) *cpClient {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(home.Path(consts.CLICertFile), home.Path(consts.CLIKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := auth.ReadCertPool(home.Path(consts.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: consts.ControlPlaneCN})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &cpClient{admin: adminv1.NewAdminServiceClient(conn), healthAddr: healthAddr}
+}
+
 // cp is one clawker-cp host process on the kubernetes runtime. Pods reach
 // it at the gateway; its data dir outlives a restart.
 type cp struct {
-	c          *cluster
-	home       auth.Home
-	ns, data   string
-	agentPort  int
-	tokenPort  int
-	adminAddr  string
-	healthAddr string
-	cmd        *exec.Cmd
-	logPath    string
-	admin      adminv1.AdminServiceClient
-	conn       *grpc.ClientConn
-	runs       int
+	*cpClient
+	c         *cluster
+	home      auth.Home
+	ns, data  string
+	agentPort int
+	tokenPort int
+	adminAddr string
+	cmd       *exec.Cmd
+	logPath   string
+	runs      int
 }
+
+func (p *cp) peer() *networkingv1.NetworkPolicyPeer { return nil }
+func (p *cp) keys() auth.Home                       { return p.home }
+func (p *cp) api() *cpClient                        { return p.cpClient }
+func (p *cp) restart(t *testing.T)                  { p.stop(t); p.start(t) }
 
 func startCP(t *testing.T, c *cluster, ns string) *cp {
 	t.Helper()
@@ -47,7 +93,7 @@ func startCP(t *testing.T, c *cluster, ns string) *cp {
 	}
 	ports := freePorts(t, 4)
 	p := &cp{c: c, home: home, ns: ns, data: t.TempDir(), agentPort: ports[0], tokenPort: ports[1],
-		adminAddr: "127.0.0.1:" + itoa(ports[2]), healthAddr: "127.0.0.1:" + itoa(ports[3])}
+		adminAddr: "127.0.0.1:" + itoa(ports[2]), cpClient: &cpClient{healthAddr: "127.0.0.1:" + itoa(ports[3])}}
 	p.start(t)
 	t.Cleanup(func() {
 		p.stop(t)
@@ -58,21 +104,7 @@ func startCP(t *testing.T, c *cluster, ns string) *cp {
 			}
 		}
 	})
-	cert, err := tls.LoadX509KeyPair(home.Path(consts.CLICertFile), home.Path(consts.CLIKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := auth.ReadCertPool(home.Path(consts.CACertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.conn, err = grpc.NewClient(p.adminAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: consts.ControlPlaneCN})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.conn.Close() })
-	p.admin = adminv1.NewAdminServiceClient(p.conn)
+	p.cpClient = dialAdmin(t, home, p.adminAddr, p.healthAddr)
 	return p
 }
 
@@ -135,13 +167,13 @@ func (p *cp) stop(t *testing.T) {
 }
 
 // log is what the current run has logged.
-func (p *cp) log() string {
+func (p *cp) log(*testing.T) string {
 	b, _ := os.ReadFile(p.logPath)
 	return string(b)
 }
 
 // agents lists the CP's agents by workload ID.
-func (p *cp) agents(ctx context.Context) (map[string]*adminv1.Agent, error) {
+func (p *cpClient) agents(ctx context.Context) (map[string]*adminv1.Agent, error) {
 	res, err := p.admin.ListAgents(ctx, &adminv1.ListAgentsRequest{})
 	if err != nil {
 		return nil, err
@@ -155,7 +187,7 @@ func (p *cp) agents(ctx context.Context) (map[string]*adminv1.Agent, error) {
 
 // exec runs argv in the agent through the CP and returns its output and
 // exit code.
-func (p *cp) exec(ctx context.Context, id string, argv ...string) (string, int32, error) {
+func (p *cpClient) exec(ctx context.Context, id string, argv ...string) (string, int32, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	st, err := p.admin.Exec(ctx)
@@ -182,4 +214,30 @@ func (p *cp) exec(ctx context.Context, id string, argv ...string) (string, int32
 			return out.String(), pl.ExitCode, nil
 		}
 	}
+}
+
+// metric reads one sample of the CP's /metrics ("" labels: the first
+// series of that name); 0 when absent.
+func (p *cpClient) metric(t *testing.T, name, labels string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.healthAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		series, value, ok := strings.Cut(line, " ")
+		if ok && series == name+labels {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return v
+		}
+	}
+	return 0
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 const (
 	agentImage    = "clawker-kube-e2e/busybox:e2e"
 	clawkerdImage = "clawker-kube-e2e/clawkerd:e2e"
+	cpImage       = "clawker-kube-e2e/clawker-cp:e2e"
 	testLabel     = "kube"
 )
 
@@ -38,35 +40,67 @@ type cluster struct {
 	binDir  string
 }
 
+// suite is the one prepared cluster every test shares.
+var suite struct {
+	once        sync.Once
+	c           *cluster
+	unavailable string
+	err         error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if suite.c != nil {
+		os.RemoveAll(suite.c.binDir)
+	}
+	os.Exit(code)
+}
+
 // setup connects to the cluster scripts/kube-up.sh started (KUBECONFIG
-// and CLAWKER_KUBE_GATEWAY), builds the binaries and loads the images.
+// and CLAWKER_KUBE_GATEWAY), builds the binaries and loads the images,
+// once for the whole package.
 func setup(t *testing.T) *cluster {
 	t.Helper()
+	suite.once.Do(func() { suite.c, suite.unavailable, suite.err = prepare() })
+	if suite.unavailable != "" {
+		testenv.Unavailable(t, "%s", suite.unavailable)
+	}
+	if suite.err != nil {
+		t.Fatal(suite.err)
+	}
+	return suite.c
+}
+
+func prepare() (*cluster, string, error) {
 	kc, gw := os.Getenv("KUBECONFIG"), os.Getenv("CLAWKER_KUBE_GATEWAY")
 	if kc == "" || gw == "" {
-		testenv.Unavailable(t, "no cluster: run scripts/kube-up.sh and export KUBECONFIG and CLAWKER_KUBE_GATEWAY")
+		return nil, "no cluster: run scripts/kube-up.sh and export KUBECONFIG and CLAWKER_KUBE_GATEWAY", nil
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
 	if err != nil {
-		t.Fatalf("kubeconfig: %v", err)
+		return nil, "", fmt.Errorf("kubeconfig: %w", err)
 	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
-		testenv.Unavailable(t, "cluster unreachable: %v", err)
+		return nil, fmt.Sprintf("cluster unreachable: %v", err), nil
 	}
-	c := &cluster{kube: kube, gateway: gw, binDir: t.TempDir()}
+	dir, err := os.MkdirTemp("", "clawker-kube-bin-")
+	if err != nil {
+		return nil, "", err
+	}
+	c := &cluster{kube: kube, gateway: gw, binDir: dir}
 	if err := testenv.BuildBinaries(c.binDir); err != nil {
-		t.Fatalf("build: %v", err)
+		return c, "", fmt.Errorf("build: %w", err)
 	}
 	if err := c.loadImages(ctx); err != nil {
-		t.Fatalf("images: %v", err)
+		return c, "", fmt.Errorf("images: %w", err)
 	}
-	return c
+	return c, "", nil
 }
 
 // loadImages builds the two images in Docker (nothing is pulled), moves
@@ -81,39 +115,55 @@ func (c *cluster) loadImages(ctx context.Context) error {
 	if err := testenv.ImportBusybox(ctx, docker, agentImage, label); err != nil {
 		return fmt.Errorf("busybox: %w", err)
 	}
-	if err := importClawkerd(ctx, docker, filepath.Join(c.binDir, "clawkerd"), label); err != nil {
+	if err := importBinary(ctx, docker, clawkerdImage, filepath.Join(c.binDir, "clawkerd"), "clawkerd", label); err != nil {
 		return fmt.Errorf("clawkerd image: %w", err)
 	}
+	if err := importBinary(ctx, docker, cpImage, filepath.Join(c.binDir, "clawker-cp"), "clawker-cp", label); err != nil {
+		return fmt.Errorf("clawker-cp image: %w", err)
+	}
 	defer func() {
-		for _, ref := range []string{agentImage, clawkerdImage} {
+		for _, ref := range []string{agentImage, clawkerdImage, cpImage} {
 			_, _ = docker.ImageRemove(context.WithoutCancel(ctx), ref, mobyclient.ImageRemoveOptions{Force: true})
 		}
 	}()
-	cmd := exec.CommandContext(ctx, filepath.Join(testenv.ModuleRoot(), "scripts", "kube-load-image.sh"), agentImage, clawkerdImage)
+	cmd := exec.CommandContext(ctx, filepath.Join(testenv.ModuleRoot(), "scripts", "kube-load-image.sh"), agentImage, clawkerdImage, cpImage)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("kube-load-image: %v: %s", err, out)
 	}
 	return nil
 }
 
-// importClawkerd makes the clawker image: the static clawkerd alone.
-func importClawkerd(ctx context.Context, docker *mobyclient.Client, bin, label string) error {
+// importBinary makes an image of one static binary at /name (the
+// clawkerd image; the CP's, which also needs the /etc files Go reads).
+func importBinary(ctx context.Context, docker *mobyclient.Client, ref, bin, name, label string) error {
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		return err
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "clawkerd", Mode: 0o755, Size: int64(len(data))}); err != nil {
-		return err
+	files := []struct {
+		name string
+		mode int64
+		data []byte
+	}{
+		{name, 0o755, data},
+		{"etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/sbin/nologin\n")},
+		{"etc/group", 0o644, []byte("root:x:0:\n")},
+		{"etc/nsswitch.conf", 0o644, []byte("hosts: files dns\n")},
 	}
-	if _, err := tw.Write(data); err != nil {
-		return err
+	for _, f := range files {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode, Size: int64(len(f.data))}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	res, err := docker.ImageImport(ctx, mobyclient.ImageImportSource{Source: &buf, SourceName: "-"}, clawkerdImage,
+	res, err := docker.ImageImport(ctx, mobyclient.ImageImportSource{Source: &buf, SourceName: "-"}, ref,
 		mobyclient.ImageImportOptions{Changes: []string{"LABEL " + label}})
 	if err != nil {
 		return err

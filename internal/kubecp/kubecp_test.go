@@ -1,0 +1,87 @@
+package kubecp
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/clawker/clawker/internal/consts"
+)
+
+func spec() Spec {
+	keys := map[string][]byte{}
+	for _, f := range KeyFiles {
+		keys[f] = []byte("pem of " + f)
+	}
+	return Spec{Namespace: "agents", Image: "clawker-cp:e2e", Keys: keys, VolumeName: "pv-1"}
+}
+
+func TestBuildHoldsOnlyWhatTheCPNeeds(t *testing.T) {
+	o, err := Build(spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Keys.Data) != 4 {
+		t.Fatalf("key secret holds %d files, want the 4 CP files", len(o.Keys.Data))
+	}
+	for name := range o.Keys.Data {
+		if name == consts.CAKeyFile || name == consts.SigningKeyFile {
+			t.Fatalf("the CP's Secret holds %s: the CA and signing keys never leave the CLI home", name)
+		}
+	}
+	rules := o.Role.Rules
+	if len(rules) != 1 || !slices.Equal(rules[0].Resources, []string{"pods"}) || !slices.Equal(rules[0].Verbs, []string{"get", "list", "watch"}) {
+		t.Fatalf("role %+v: want read-only pods", rules)
+	}
+	d := o.Deployment.Spec
+	if *d.Replicas != 1 || d.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Fatal("one CP at a time: one replica, recreated (sqlite has one writer)")
+	}
+	args := strings.Join(d.Template.Spec.Containers[0].Command, " ")
+	if !strings.Contains(args, "--runtime=kubernetes") || !strings.Contains(args, "--namespace=agents") {
+		t.Fatalf("command %q", args)
+	}
+	if o.Data.Spec.VolumeName != "pv-1" || o.Data.Spec.StorageClassName == nil || *o.Data.Spec.StorageClassName != "" {
+		t.Fatalf("claim %+v: want bound to the named volume", o.Data.Spec)
+	}
+	s := spec()
+	delete(s.Keys, consts.CPKeyFile)
+	if _, err := Build(s); err == nil {
+		t.Fatal("built without the CP key")
+	}
+}
+
+func TestApplyCreatesThenUpdates(t *testing.T) {
+	cs := fake.NewClientset()
+	o, err := Build(spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := Apply(ctx, cs, o); err != nil {
+		t.Fatal(err)
+	}
+	s := spec()
+	s.Image = "clawker-cp:v2"
+	s.Keys[consts.CPCertFile] = []byte("rotated")
+	o2, _ := Build(s)
+	if err := Apply(ctx, cs, o2); err != nil {
+		t.Fatalf("second apply: %v", err)
+	}
+	dep, err := cs.AppsV1().Deployments("agents").Get(ctx, Name, metav1.GetOptions{})
+	if err != nil || dep.Spec.Template.Spec.Containers[0].Image != "clawker-cp:v2" {
+		t.Fatalf("deployment not updated: %v", err)
+	}
+	sec, err := cs.CoreV1().Secrets("agents").Get(ctx, Name+"-keys", metav1.GetOptions{})
+	if err != nil || string(sec.Data[consts.CPCertFile]) != "rotated" {
+		t.Fatalf("keys not replaced: %v", err)
+	}
+	if _, err := cs.CoreV1().Services("agents").Get(ctx, Name, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
