@@ -69,9 +69,29 @@ step "go test -race"
 # print (attack tallies, soak before/after, latencies) land in the CI log.
 pkgs=$(go list $TEST_PKGS)
 unit=$(grep -v '/test/' <<<"$pkgs" || true)
-engine=$(grep '/test/' <<<"$pkgs" || true)
+kube=$(grep '/test/kube$' <<<"$pkgs" || true)
+engine=$(grep '/test/' <<<"$pkgs" | grep -v '/test/kube$' || true)
 [ -z "$unit" ] || CGO_ENABLED=1 go test -race -count=1 -timeout "$TEST_TIMEOUT" $unit
 [ -z "$engine" ] || CGO_ENABLED=1 go test -race -count=1 -v -timeout "$ENGINE_TIMEOUT" $engine
+
+if [ -n "$kube" ]; then
+  # Agents as pods, on a real single-node cluster that kube-up.sh builds
+  # (cached in .cache/kube) and starts. It runs after the Docker suites so
+  # neither its build nor its kubelet shares the cores with their timings.
+  # CLAWKER_KUBE=0 leaves the cluster out: the suite then skips, or fails
+  # under CLAWKER_E2E=1.
+  step "agents as pods (scripts/kube-up.sh, test/kube)"
+  if [ "${CLAWKER_KUBE:-1}" != 0 ] && ./scripts/kube-up.sh; then
+    trap 'rm -rf "$tmp"; ./scripts/kube-down.sh' EXIT
+    # shellcheck disable=SC1091
+    . .cache/kube/run/env
+  fi
+  CGO_ENABLED=1 go test -race -count=1 -v -timeout "$ENGINE_TIMEOUT" $kube
+  if [ -f .cache/kube/run/env ]; then
+    ./scripts/kube-down.sh
+    trap 'rm -rf "$tmp"' EXIT
+  fi
+fi
 
 if [ "$FUZZTIME" != 0 ]; then
   step "fuzz ($FUZZTIME per target)"
