@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	mobyclient "github.com/moby/moby/client"
@@ -11,7 +12,6 @@ import (
 
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
 	"github.com/clawker/clawker/controlplane/overseer"
-	"github.com/clawker/clawker/internal/agentnet"
 )
 
 // ContainerControl is the slice of the Docker client Contain needs;
@@ -45,7 +45,7 @@ func (e AgentContained) MarshalZerologObject(z *zerolog.Event) {
 	z.Str("action", e.Action).Str("reason", e.Reason).Str("by", e.By)
 }
 
-// Contain detaches, pauses or kills an agent container. The action, the
+// Contain detaches, pauses or kills an agent (Deps.Contain). The action, the
 // reason and the caller are logged before acting and published after.
 func (s *Server) Contain(ctx context.Context, req *adminv1.ContainRequest) (*adminv1.ContainResponse, error) {
 	if req.GetAction() == adminv1.ContainAction_CONTAIN_ACTION_UNSPECIFIED {
@@ -61,22 +61,26 @@ func (s *Server) Contain(ctx context.Context, req *adminv1.ContainRequest) (*adm
 		Str("project", ag.GetProject()).Str("action", action).Str("reason", req.GetReason()).
 		Str("by", callerCN(ctx)).Msg("containment requested")
 	egress := req.GetAction() == adminv1.ContainAction_CONTAIN_ACTION_EGRESS_BLOCK || req.GetAction() == adminv1.ContainAction_CONTAIN_ACTION_EGRESS_UNBLOCK
-	if s.d.Docker == nil && !egress {
-		return nil, status.Error(codes.Unavailable, "containment unavailable: the control plane has no Docker client")
+	if s.d.Contain == nil && !egress {
+		return nil, status.Error(codes.Unavailable, "containment unavailable: the control plane has no runtime client")
 	}
+	target := Target{ContainerID: id, Agent: ag.GetAgent(), Project: ag.GetProject()}
 	switch req.GetAction() {
 	case adminv1.ContainAction_CONTAIN_ACTION_EGRESS_BLOCK, adminv1.ContainAction_CONTAIN_ACTION_EGRESS_UNBLOCK:
 		if err := s.containEgress(ctx, id, req.GetAction() == adminv1.ContainAction_CONTAIN_ACTION_EGRESS_BLOCK); err != nil {
 			return nil, err
 		}
 	case adminv1.ContainAction_CONTAIN_ACTION_NETWORK_DETACH:
-		_, err = s.d.Docker.NetworkDisconnect(ctx, agentnet.NameOf(ag.GetProject(), ag.GetAgent()), mobyclient.NetworkDisconnectOptions{Container: id, Force: true})
+		err = s.d.Contain.Detach(ctx, target)
 	case adminv1.ContainAction_CONTAIN_ACTION_PAUSE:
-		_, err = s.d.Docker.ContainerPause(ctx, id, mobyclient.ContainerPauseOptions{})
+		err = s.d.Contain.Pause(ctx, target)
 	case adminv1.ContainAction_CONTAIN_ACTION_KILL:
-		_, err = s.d.Docker.ContainerKill(ctx, id, mobyclient.ContainerKillOptions{Signal: "KILL"})
+		err = s.d.Contain.Kill(ctx, target)
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "unknown action %d", req.GetAction())
+	}
+	if errors.Is(err, ErrUnsupported) {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s %s: %v", action, ag.GetAgent(), err)
 	}
 	if err != nil {
 		s.log.Error().Str("event", "admin_contain_failed").Str("container_id", id).Str("action", action).Err(err).Msg("containment failed")

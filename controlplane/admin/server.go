@@ -36,13 +36,14 @@ type Bus interface {
 type HealthFunc func() (ready bool, subsystems map[string]string)
 
 // Deps are the Server's collaborators. Registry, Bus and Health are
-// required; Docker (Contain) and Exec are optional: without them those
-// RPCs answer Unavailable.
+// required; Contain (or Docker, which it wraps) and Exec are optional:
+// without them those RPCs answer Unavailable.
 type Deps struct {
 	Registry RegistryReader
 	Bus      Bus
 	Health   HealthFunc
 	Docker   ContainerControl
+	Contain  Containment // the runtime's containment; nil: DockerContainment of Docker
 	Exec     Execer
 	Egress   EgressControl // optional: egress RPCs answer Unavailable
 	Version  string
@@ -67,6 +68,9 @@ func New(d Deps) (*Server, error) {
 		return nil, errors.New("admin: nil bus")
 	case d.Health == nil:
 		return nil, errors.New("admin: nil health func")
+	}
+	if d.Contain == nil && d.Docker != nil {
+		d.Contain = DockerContainment{C: d.Docker}
 	}
 	if d.Clock == nil {
 		d.Clock = time.Now

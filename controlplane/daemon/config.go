@@ -207,10 +207,10 @@ func (c Config) validate() error {
 	switch c.Runtime {
 	case RuntimeDocker:
 	case RuntimeKubernetes:
-		// Containment on pods (isolation, scale to zero) is not built yet:
-		// refuse a policy the CP could not carry out rather than log-only.
-		if c.UntrustedPolicy != PolicyOff && c.UntrustedPolicy != PolicyLog {
-			errs = append(errs, fmt.Errorf("untrusted policy %q: the kubernetes runtime supports off and log only", c.UntrustedPolicy))
+		// A pod cannot be frozen: refuse a policy the CP could not carry
+		// out rather than fall back to logging.
+		if c.UntrustedPolicy == PolicyPause {
+			errs = append(errs, errors.New("untrusted policy \"pause\": a pod cannot be paused; use detach or kill on the kubernetes runtime"))
 		}
 		if c.Namespace == "" {
 			errs = append(errs, errors.New("namespace is empty (set --namespace)"))

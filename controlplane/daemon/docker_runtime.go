@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 	"net/http"
 
+	"github.com/clawker/clawker/controlplane/admin"
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/dockerevents"
 	"github.com/clawker/clawker/controlplane/overseer"
@@ -17,10 +18,11 @@ import (
 // opened, and the Docker client and peer index the Docker-only
 // subsystems (egress, containment) use; both nil on Kubernetes.
 type runtimeOut struct {
-	docker mobyclient.APIClient
-	peers  *peerid.Index
-	grpc   []*grpc.Server
-	http   []*http.Server
+	docker  mobyclient.APIClient
+	peers   *peerid.Index
+	contain admin.Containment // nil: containment unavailable
+	grpc    []*grpc.Server
+	http    []*http.Server
 }
 
 // startDocker runs the Docker runtime: the client and peer index, the
@@ -99,7 +101,11 @@ func (d *Daemon) startDocker(runCtx context.Context, k *keys, bus *overseer.Over
 	}
 
 	// 7. dialer + init executor + agent.Start.
-	pol := d.startPolicy(runCtx, docker, bus, closers)
+	var contain admin.Containment
+	if docker != nil {
+		contain = admin.DockerContainment{C: docker}
+	}
+	pol := d.startPolicy(runCtx, contain, bus, closers)
 	if k != nil && docker != nil {
 		d.startAgents(runCtx, k, agentRuntime{inspect: docker, peers: peers, labels: dockerLabels{docker}}, bus, registry, pol, closers)
 	} else {
@@ -117,6 +123,6 @@ func (d *Daemon) startDocker(runCtx context.Context, k *keys, bus *overseer.Over
 		go d.guard("agent_networks", nets.run)
 	}
 
-	out.docker, out.peers = docker, peers
+	out.docker, out.peers, out.contain = docker, peers, contain
 	return out
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/clawker/clawker/controlplane/admin"
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/kubepods"
 	"github.com/clawker/clawker/controlplane/overseer"
@@ -114,7 +115,30 @@ func (d *Daemon) startKube(runCtx context.Context, k *keys, bus *overseer.Overse
 		out.http = append(out.http, srv)
 		out.grpc = append(out.grpc, gs)
 	}
-	pol := d.startPolicy(runCtx, nil, bus, closers)
+	out.contain = detachEndsSession{Containment: pods.Containment(), d: d}
+	pol := d.startPolicy(runCtx, out.contain, bus, closers)
 	d.startAgents(runCtx, k, agentRuntime{resolve: pods.DialTarget, peers: pods, labels: pods}, bus, registry, pol, closers)
 	return out
+}
+
+// detachEndsSession ends the CP's own Session after a pod's detach: the
+// quarantine policy admits no new flow, but iptables-based controllers
+// (kube-router among them) let established flows run on. Redials then
+// meet the policy.
+type detachEndsSession struct {
+	admin.Containment
+	d *Daemon
+}
+
+func (c detachEndsSession) Detach(ctx context.Context, t admin.Target) error {
+	if err := c.Containment.Detach(ctx, t); err != nil {
+		return err
+	}
+	c.d.mu.Lock()
+	dialer := c.d.dialer
+	c.d.mu.Unlock()
+	if dialer != nil {
+		dialer.CancelDial(t.ContainerID)
+	}
+	return nil
 }

@@ -100,8 +100,8 @@ func TestLoadConfigRuntime(t *testing.T) {
 		t.Fatalf("default runtime %q, %v", def.Runtime, err)
 	}
 	for name, args := range map[string][]string{
-		"unknown runtime":           {"--runtime=podman"},
-		"containment not built yet": {"--runtime=kubernetes", "--untrusted-policy=kill"},
+		"unknown runtime":       {"--runtime=podman"},
+		"pods cannot be paused": {"--runtime=kubernetes", "--untrusted-policy=pause"},
 	} {
 		if _, err := LoadConfig(args, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -162,12 +162,15 @@ const adminWriteBuffer = 256 << 10
 
 // serveAdmin starts AdminService (CN pinned to clawker-cli) with gRPC
 // health and reflection.
-func (d *Daemon) serveAdmin(k *keys, registry agent.Registry, bus *overseer.Overseer, docker mobyclient.APIClient, eg *egress.Service) *grpc.Server {
+func (d *Daemon) serveAdmin(k *keys, registry agent.Registry, bus *overseer.Overseer, docker mobyclient.APIClient, contain admin.Containment, eg *egress.Service) *grpc.Server {
 	log := d.log
 	deps := admin.Deps{Registry: registry, Bus: bus, Health: d.health.report, Version: d.version,
 		Log: log.With("subsystem", "admin"), Exec: d.execer()}
 	if docker != nil {
 		deps.Docker = docker
+	}
+	if contain != nil {
+		deps.Contain = contain
 	}
 	if eg != nil {
 		deps.Egress = eg

@@ -6,12 +6,9 @@ import (
 	"sync"
 	"time"
 
-	mobyclient "github.com/moby/moby/client"
-
 	"github.com/clawker/clawker/controlplane/admin"
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/overseer"
-	"github.com/clawker/clawker/internal/agentnet"
 	"github.com/clawker/clawker/internal/logger"
 )
 
@@ -39,12 +36,12 @@ func validPolicy(p string) bool {
 // agent.Start also re-runs it from the worldview on every reconcile pass
 // (ReconcileWorldview).
 type untrustedPolicy struct {
-	action string
-	docker admin.ContainerControl
-	bus    interface{ Publish(overseer.Event) }
-	log    *logger.Logger
-	ctx    context.Context
-	now    func() time.Time
+	action  string
+	contain admin.Containment // nil: log only
+	bus     interface{ Publish(overseer.Event) }
+	log     *logger.Logger
+	ctx     context.Context
+	now     func() time.Time
 
 	// mu serialises the event and reconcile paths, so one untrusted
 	// outcome is never enacted twice; handled[id] is when the policy last
@@ -53,8 +50,8 @@ type untrustedPolicy struct {
 	handled map[string]time.Time
 }
 
-func newUntrustedPolicy(ctx context.Context, action string, docker admin.ContainerControl, bus interface{ Publish(overseer.Event) }, log *logger.Logger) *untrustedPolicy {
-	return &untrustedPolicy{action: action, docker: docker, bus: bus, log: log, ctx: ctx, now: time.Now,
+func newUntrustedPolicy(ctx context.Context, action string, contain admin.Containment, bus interface{ Publish(overseer.Event) }, log *logger.Logger) *untrustedPolicy {
+	return &untrustedPolicy{action: action, contain: contain, bus: bus, log: log, ctx: ctx, now: time.Now,
 		handled: map[string]time.Time{}}
 }
 
@@ -62,11 +59,11 @@ func newUntrustedPolicy(ctx context.Context, action string, docker admin.Contain
 // (nil when the policy is off). It runs before the agent subsystem starts
 // so the boot dials' outcomes reach it, and is handed to agent.Start for
 // its reconcile-time re-application.
-func (d *Daemon) startPolicy(ctx context.Context, docker admin.ContainerControl, bus *overseer.Overseer, closers *[]func()) *untrustedPolicy {
+func (d *Daemon) startPolicy(ctx context.Context, contain admin.Containment, bus *overseer.Overseer, closers *[]func()) *untrustedPolicy {
 	if d.cfg.UntrustedPolicy == "" || d.cfg.UntrustedPolicy == PolicyOff {
 		return nil
 	}
-	pol := newUntrustedPolicy(ctx, d.cfg.UntrustedPolicy, docker, bus, d.log.With("subsystem", "policy"))
+	pol := newUntrustedPolicy(ctx, d.cfg.UntrustedPolicy, contain, bus, d.log.With("subsystem", "policy"))
 	*closers = append(*closers, bus.Subscribe("untrusted-policy", isUntrusted, pol.handle))
 	d.log.Info().Str("event", "untrusted_policy_enabled").Str("action", pol.action).Msg("containment policy active")
 	return pol
@@ -124,7 +121,7 @@ func (p *untrustedPolicy) handle(e overseer.Event) {
 // Callers hold p.mu. applied is the event= of the success line.
 func (p *untrustedPolicy) enact(parent context.Context, ev agent.AgentUntrusted, applied string) {
 	log := p.log.With("container_id", ev.ContainerID)
-	if p.action == PolicyLog || p.docker == nil {
+	if p.action == PolicyLog || p.contain == nil {
 		log.Warn().Str("event", "untrusted_policy_log").Str("agent", ev.AgentName).Str("project", ev.Project).
 			Str("reason", string(ev.Reason)).Str("detail", ev.Detail).Msg("agent untrusted; policy is log-only")
 		p.markHandled(ev.ContainerID)
@@ -133,13 +130,14 @@ func (p *untrustedPolicy) enact(parent context.Context, ev agent.AgentUntrusted,
 	ctx, cancel := context.WithTimeout(parent, 30*time.Second)
 	defer cancel()
 	var err error
+	target := admin.Target{ContainerID: ev.ContainerID, Agent: ev.AgentName, Project: ev.Project}
 	switch p.action {
 	case PolicyPause:
-		_, err = p.docker.ContainerPause(ctx, ev.ContainerID, mobyclient.ContainerPauseOptions{})
+		err = p.contain.Pause(ctx, target)
 	case PolicyDetach:
-		_, err = p.docker.NetworkDisconnect(ctx, agentnet.NameOf(ev.Project, ev.AgentName), mobyclient.NetworkDisconnectOptions{Container: ev.ContainerID, Force: true})
+		err = p.contain.Detach(ctx, target)
 	case PolicyKill:
-		_, err = p.docker.ContainerKill(ctx, ev.ContainerID, mobyclient.ContainerKillOptions{Signal: "KILL"})
+		err = p.contain.Kill(ctx, target)
 	}
 	if err != nil {
 		// Not recorded as handled: the next reconcile pass retries.

@@ -9,6 +9,7 @@ import (
 
 	mobyclient "github.com/moby/moby/client"
 
+	"github.com/clawker/clawker/controlplane/admin"
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/internal/logger"
@@ -29,7 +30,7 @@ func TestUntrustedPolicyAdvisoryReasonsNeverContain(t *testing.T) {
 	for _, action := range []string{PolicyPause, PolicyDetach, PolicyKill} {
 		for _, r := range advisory {
 			dk := &fakeControl{}
-			pol := newUntrustedPolicy(context.Background(), action, dk, overseer.New(nil), logger.Nop())
+			pol := newUntrustedPolicy(context.Background(), action, admin.DockerContainment{C: dk}, overseer.New(nil), logger.Nop())
 			pol.handle(agent.AgentUntrusted{Subject: overseer.Subject{ContainerID: polID}, Reason: r, At: time.Now()})
 			bus := overseer.New(nil)
 			bus.Publish(agent.SessionConnected{Subject: overseer.Subject{ContainerID: polID}, At: time.Now()})
@@ -41,7 +42,7 @@ func TestUntrustedPolicyAdvisoryReasonsNeverContain(t *testing.T) {
 		}
 		for _, r := range enforcing {
 			dk := &fakeControl{}
-			pol := newUntrustedPolicy(context.Background(), action, dk, overseer.New(nil), logger.Nop())
+			pol := newUntrustedPolicy(context.Background(), action, admin.DockerContainment{C: dk}, overseer.New(nil), logger.Nop())
 			pol.handle(agent.AgentUntrusted{Subject: overseer.Subject{ContainerID: polID}, Reason: r, At: time.Now()})
 			if calls := dk.got(); len(calls) != 1 {
 				t.Fatalf("%s did not contain on %s: %v", action, r, calls)
@@ -72,7 +73,7 @@ func TestUntrustedPolicyHealsDroppedEventFromWorldview(t *testing.T) {
 	contained := make(chan struct{}, 4)
 	defer bus.Subscribe("watch", func(e overseer.Event) bool { return e.EventName() == "agent_contained" },
 		func(overseer.Event) { contained <- struct{}{} })()
-	pol := newUntrustedPolicy(context.Background(), PolicyPause, dk, bus, logger.New(&buf, "debug", "test"))
+	pol := newUntrustedPolicy(context.Background(), PolicyPause, admin.DockerContainment{C: dk}, bus, logger.New(&buf, "debug", "test"))
 
 	for i := 0; i < 3; i++ {
 		pol.ReconcileWorldview(context.Background(), bus.Snapshot())
@@ -112,7 +113,7 @@ func TestUntrustedPolicyHealsDroppedEventFromWorldview(t *testing.T) {
 func TestUntrustedPolicyEventThenReconcileContainsOnce(t *testing.T) {
 	dk := &fakeControl{}
 	bus := untrustedWorldview(overseer.ReasonCNMismatch)
-	pol := newUntrustedPolicy(context.Background(), PolicyKill, dk, bus, logger.Nop())
+	pol := newUntrustedPolicy(context.Background(), PolicyKill, admin.DockerContainment{C: dk}, bus, logger.Nop())
 	pol.handle(agent.AgentUntrusted{Subject: overseer.Subject{ContainerID: polID}, Reason: overseer.ReasonCNMismatch, At: time.Now()})
 	pol.ReconcileWorldview(context.Background(), bus.Snapshot())
 	if calls := dk.got(); len(calls) != 1 {
@@ -143,7 +144,7 @@ func (f *failOnceControl) ContainerPause(ctx context.Context, id string, o mobyc
 func TestUntrustedPolicyReconcileRetriesFailuresSkipsStopped(t *testing.T) {
 	dk := &failOnceControl{}
 	bus := untrustedWorldview(overseer.ReasonThumbprintMismatch)
-	pol := newUntrustedPolicy(context.Background(), PolicyPause, dk, bus, logger.Nop())
+	pol := newUntrustedPolicy(context.Background(), PolicyPause, admin.DockerContainment{C: dk}, bus, logger.Nop())
 	pol.handle(agent.AgentUntrusted{Subject: overseer.Subject{ContainerID: polID}, Reason: overseer.ReasonThumbprintMismatch, At: time.Now()})
 	if calls := dk.got(); len(calls) != 0 {
 		t.Fatalf("calls %v", calls)
@@ -156,7 +157,7 @@ func TestUntrustedPolicyReconcileRetriesFailuresSkipsStopped(t *testing.T) {
 	stopped := untrustedWorldview(overseer.ReasonThumbprintMismatch)
 	stopped.Publish(agent.SessionClosed{Subject: overseer.Subject{ContainerID: polID}, Reason: "container stopped", At: time.Now()})
 	dk2 := &fakeControl{}
-	pol2 := newUntrustedPolicy(context.Background(), PolicyPause, dk2, stopped, logger.Nop())
+	pol2 := newUntrustedPolicy(context.Background(), PolicyPause, admin.DockerContainment{C: dk2}, stopped, logger.Nop())
 	pol2.ReconcileWorldview(context.Background(), stopped.Snapshot())
 	if calls := dk2.got(); len(calls) != 0 {
 		t.Fatalf("contained a stopped container: %v", calls)

@@ -67,7 +67,7 @@ func TestUntrustedPolicyEachAction(t *testing.T) {
 			dk := &fakeControl{}
 			contained := make(chan admin.AgentContained, 1)
 			done := make(chan struct{}, 1)
-			pol := &untrustedPolicy{action: tc.policy, docker: dk, bus: bus, log: logger.Nop(), ctx: context.Background(), now: time.Now}
+			pol := &untrustedPolicy{action: tc.policy, contain: admin.DockerContainment{C: dk}, bus: bus, log: logger.Nop(), ctx: context.Background(), now: time.Now}
 			unsub := bus.Subscribe("policy", isUntrusted, func(e overseer.Event) { pol.handle(e); done <- struct{}{} })
 			defer unsub()
 			unsub2 := bus.Subscribe("watch", nil, func(e overseer.Event) {
@@ -127,7 +127,7 @@ func TestUntrustedPolicyIgnoresRegistryRowLost(t *testing.T) {
 	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	for _, action := range []string{PolicyPause, PolicyDetach, PolicyKill} {
 		dk := &fakeControl{}
-		pol := &untrustedPolicy{action: action, docker: dk, bus: overseer.New(nil), log: logger.Nop(), ctx: context.Background(), now: time.Now}
+		pol := &untrustedPolicy{action: action, contain: admin.DockerContainment{C: dk}, bus: overseer.New(nil), log: logger.Nop(), ctx: context.Background(), now: time.Now}
 		pol.handle(agent.AgentUntrusted{Subject: overseer.Subject{ContainerID: id}, Reason: overseer.ReasonRegistryRowLost, At: time.Now()})
 		if calls := dk.got(); len(calls) != 0 {
 			t.Fatalf("%s acted on registry_row_lost: %v", action, calls)

@@ -195,7 +195,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// 8. egress gateway and admin listener.
 	eg := d.startEgress(runCtx, peers, docker, bus, m, &closers)
 	if k != nil {
-		if gs := d.serveAdmin(k, registry, bus, docker, eg); gs != nil {
+		if gs := d.serveAdmin(k, registry, bus, docker, rt.contain, eg); gs != nil {
 			grpcServers = append(grpcServers, gs)
 		}
 	} else {

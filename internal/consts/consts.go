@@ -11,6 +11,9 @@ const (
 	LabelAgent   = "dev.clawker.agent"
 	LabelProject = "dev.clawker.project"
 	LabelManaged = "dev.clawker.managed"
+	// LabelContained marks an agent pod the CP has cut off (contain
+	// network-detach): no NetworkPolicy admits its traffic any more.
+	LabelContained = "dev.clawker.contained"
 	// LabelTest marks Docker objects created by tests so sweeps can find them.
 	LabelTest = "dev.clawker.test"
 

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -267,5 +268,38 @@ func TestCreateUsesTheGivenCPPeer(t *testing.T) {
 	pol, _ := cs.NetworkingV1().NetworkPolicies("agents").Get(context.Background(), PolicyName, metav1.GetOptions{})
 	if to := pol.Spec.Egress[0].To[0]; to.PodSelector == nil || to.PodSelector.MatchLabels["app"] != "cp" || to.IPBlock != nil {
 		t.Fatalf("egress peer %+v: want the CP's pods", to)
+	}
+}
+
+// A contained agent leaves the isolation policy's selector and enters the
+// quarantine policy's, which admits nothing: policies only add what they
+// admit, so staying selected by isolation would keep the CP's way in.
+func TestContainedAgentsLeaveIsolationForQuarantine(t *testing.T) {
+	iso := IsolationPolicy("agents", IPPeer(netip.MustParseAddr("10.0.0.1")), 7444, 7445)
+	q := QuarantinePolicy("agents")
+	free := labels.Set{consts.LabelPurpose: consts.PurposeAgent}
+	contained := labels.Set{consts.LabelPurpose: consts.PurposeAgent, consts.LabelContained: "network-detach"}
+	sel := func(ls metav1.LabelSelector) labels.Selector {
+		s, err := metav1.LabelSelectorAsSelector(&ls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if !sel(iso.Spec.PodSelector).Matches(free) || sel(iso.Spec.PodSelector).Matches(contained) {
+		t.Fatal("isolation must select free agents only")
+	}
+	if sel(q.Spec.PodSelector).Matches(free) || !sel(q.Spec.PodSelector).Matches(contained) {
+		t.Fatal("quarantine must select contained agents only")
+	}
+	if len(q.Spec.Ingress) != 0 || len(q.Spec.Egress) != 0 || len(q.Spec.PolicyTypes) != 2 {
+		t.Fatalf("quarantine %+v must admit nothing either way", q.Spec)
+	}
+	cs := fake.NewClientset()
+	if err := EnsureIsolation(context.Background(), cs.NetworkingV1(), iso); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.NetworkingV1().NetworkPolicies("agents").Get(context.Background(), QuarantineName, metav1.GetOptions{}); err != nil {
+		t.Fatalf("EnsureIsolation made no quarantine policy: %v", err)
 	}
 }

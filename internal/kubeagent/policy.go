@@ -16,8 +16,14 @@ import (
 	"github.com/clawker/clawker/internal/consts"
 )
 
-// PolicyName is the namespace's agent isolation NetworkPolicy.
-const PolicyName = "clawker-agent-isolation"
+// The namespace's agent NetworkPolicies: isolation admits the CP, and
+// quarantine selects contained agents with nothing admitted (policies only
+// ever add what they admit, so a contained pod must leave isolation's
+// selector rather than meet a second, denying policy).
+const (
+	PolicyName     = "clawker-agent-isolation"
+	QuarantineName = "clawker-agent-quarantine"
+)
 
 // IsolationPolicy confines every agent pod of a namespace to the control
 // plane: the only traffic in is the CP dialing the Session port, and the
@@ -42,7 +48,7 @@ func IsolationPolicy(namespace string, cp networkingv1.NetworkPolicyPeer, cpPort
 		ObjectMeta: metav1.ObjectMeta{Name: PolicyName, Namespace: namespace,
 			Labels: map[string]string{consts.LabelManaged: "true"}},
 		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{consts.LabelPurpose: consts.PurposeAgent}},
+			PodSelector: agentSelector(metav1.LabelSelectorOpDoesNotExist),
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
 			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: peer, Ports: []networkingv1.NetworkPolicyPort{port(consts.PortSession)}}},
 			Egress:      []networkingv1.NetworkPolicyEgressRule{{To: peer, Ports: out}},
@@ -50,9 +56,18 @@ func IsolationPolicy(namespace string, cp networkingv1.NetworkPolicyPeer, cpPort
 	}
 }
 
-// EnsureIsolation creates the namespace's isolation policy, or brings an
-// existing one back to want.
+// EnsureIsolation creates the namespace's isolation policy and its
+// quarantine policy, or brings existing ones back to what they must be.
 func EnsureIsolation(ctx context.Context, api networkingv1client.NetworkPoliciesGetter, want *networkingv1.NetworkPolicy) error {
+	for _, p := range []*networkingv1.NetworkPolicy{QuarantinePolicy(want.Namespace), want} {
+		if err := ensurePolicy(ctx, api, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ensurePolicy(ctx context.Context, api networkingv1client.NetworkPoliciesGetter, want *networkingv1.NetworkPolicy) error {
 	pols := api.NetworkPolicies(want.Namespace)
 	got, err := pols.Get(ctx, want.Name, metav1.GetOptions{})
 	switch {
@@ -71,6 +86,28 @@ func EnsureIsolation(ctx context.Context, api networkingv1client.NetworkPolicies
 		return fmt.Errorf("update network policy %s/%s: %w", want.Namespace, want.Name, err)
 	}
 	return nil
+}
+
+// QuarantinePolicy isolates the namespace's contained agent pods from
+// everything, the CP included.
+func QuarantinePolicy(namespace string) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: QuarantineName, Namespace: namespace,
+			Labels: map[string]string{consts.LabelManaged: "true"}},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: agentSelector(metav1.LabelSelectorOpExists),
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		},
+	}
+}
+
+// agentSelector selects agent pods with (Exists) or without (DoesNotExist)
+// the contained label.
+func agentSelector(contained metav1.LabelSelectorOperator) metav1.LabelSelector {
+	return metav1.LabelSelector{
+		MatchLabels:      map[string]string{consts.LabelPurpose: consts.PurposeAgent},
+		MatchExpressions: []metav1.LabelSelectorRequirement{{Key: consts.LabelContained, Operator: contained}},
+	}
 }
 
 // IPPeer is a CP outside the cluster, at ip.

@@ -35,8 +35,8 @@ func TestBuildHoldsOnlyWhatTheCPNeeds(t *testing.T) {
 		}
 	}
 	rules := o.Role.Rules
-	if len(rules) != 1 || !slices.Equal(rules[0].Resources, []string{"pods"}) || !slices.Equal(rules[0].Verbs, []string{"get", "list", "watch"}) {
-		t.Fatalf("role %+v: want read-only pods", rules)
+	if len(rules) != 1 || !slices.Equal(rules[0].Resources, []string{"pods"}) || !slices.Equal(rules[0].Verbs, []string{"get", "list", "watch", "patch", "delete"}) {
+		t.Fatalf("role %+v: want pods only, read and contain", rules)
 	}
 	d := o.Deployment.Spec
 	if *d.Replicas != 1 || d.Strategy.Type != appsv1.RecreateDeploymentStrategyType {

@@ -215,6 +215,60 @@ func agentScenario(t *testing.T, c *cluster, ns string, p controlPlane) {
 			t.Fatalf("exec after restart: %q %d %v", out, code, err)
 		}
 	})
+
+	t.Run("contain kills, and detaches from an in-cluster CP", func(t *testing.T) {
+		contain := func(id string, action adminv1.ContainAction) {
+			t.Helper()
+			if _, err := p.api().admin.Contain(ctx, &adminv1.ContainRequest{Agent: &adminv1.AgentRef{ContainerId: id},
+				Action: action, Reason: "e2e"}); err != nil {
+				t.Fatalf("contain %v: %v", action, err)
+			}
+		}
+		if _, err := p.api().admin.Contain(ctx, &adminv1.ContainRequest{Agent: &adminv1.AgentRef{ContainerId: ids["beta"]},
+			Action: adminv1.ContainAction_CONTAIN_ACTION_PAUSE}); err == nil {
+			t.Fatal("pause of a pod succeeded")
+		}
+		// Policy controllers admit the node's own traffic, so a detach only
+		// cuts a CP that runs as a pod.
+		if p.peer() != nil {
+			contain(ids["beta"], adminv1.ContainAction_CONTAIN_ACTION_NETWORK_DETACH)
+			// A fresh CP dials every running agent: alpha answers, the
+			// quarantined beta never does.
+			p.restart(t)
+			testenv.Eventually(t, time.Minute, "alpha reconnected", func() error {
+				agents, err := p.api().agents(ctx)
+				if err != nil {
+					return err
+				}
+				return ready(agents[ids["alpha"]])
+			})
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				agents, err := p.api().agents(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st := agents[ids["beta"]].GetSessionState(); st == "connected" {
+					t.Fatalf("the CP reached the quarantined beta (session %s)", st)
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+		}
+		contain(ids["alpha"], adminv1.ContainAction_CONTAIN_ACTION_KILL)
+		testenv.Eventually(t, time.Minute, "alpha's pod and registry row gone", func() error {
+			if _, err := c.kube.CoreV1().Pods(ns).Get(ctx, "clawker.alpha", metav1.GetOptions{}); err == nil {
+				return fmt.Errorf("pod still there")
+			}
+			agents, err := p.api().agents(ctx)
+			if err != nil {
+				return err
+			}
+			if a := agents[ids["alpha"]]; a != nil && a.GetRegistered() {
+				return fmt.Errorf("alpha still registered: %v", a)
+			}
+			return nil
+		})
+	})
 }
 
 func mustName(t *testing.T, s string) auth.AgentName {

@@ -34,6 +34,7 @@ func TestAgentsWithCPInCluster(t *testing.T) {
 
 // clusterCP is the CP as a Deployment in ns.
 type clusterCP struct {
+	top       *testing.T // the test the admin connections close with
 	c         *cluster
 	ns        string
 	home      auth.Home
@@ -86,7 +87,7 @@ func deployCP(t *testing.T, c *cluster, ns string) *clusterCP {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &clusterCP{c: c, ns: ns, home: home, serviceIP: svc.Spec.ClusterIP}
+	p := &clusterCP{top: t, c: c, ns: ns, home: home, serviceIP: svc.Spec.ClusterIP}
 	p.waitReady(t, "")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -131,7 +132,7 @@ func (p *clusterCP) waitReady(t *testing.T, old string) {
 		}
 		return fmt.Errorf("no CP pod yet")
 	})
-	p.client = dialAdmin(t, p.home, net.JoinHostPort(p.serviceIP, strconv.Itoa(consts.PortAdmin)),
+	p.client = dialAdmin(p.top, p.home, net.JoinHostPort(p.serviceIP, strconv.Itoa(consts.PortAdmin)),
 		net.JoinHostPort(p.pod.Status.PodIP, strconv.Itoa(consts.PortHealth)))
 }
 
