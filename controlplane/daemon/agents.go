@@ -43,18 +43,25 @@ func (d *Daemon) startAgents(ctx context.Context, k *keys, rt agentRuntime,
 	if pol != nil { // a nil *untrustedPolicy must not become a non-nil interface
 		worldview = append(worldview, pol)
 	}
+	// Published before Start: its boot dials run at once, and a detach the
+	// policy enacts meanwhile must be able to end the Session it cut off.
+	d.setDialer(dialer)
 	stop, err := agent.Start(ctx, agent.StartDeps{Registry: registry, DockerLister: rt.peers, PeerLookup: rt.peers,
 		Inventory: rt.peers, Running: rt.peers, Dialer: dialer, Bus: bus, Log: log.With("subsystem", "agents"), Worldview: worldview})
 	if err != nil {
+		d.setDialer(nil)
 		log.Error().Str("event", "agent_start_failed").Err(err).Msg("agent subsystem not started: agents will not be dialed")
 		d.health.set(subDialer, "failed: "+err.Error())
 		return
 	}
-	d.mu.Lock()
-	d.dialer = dialer
-	d.mu.Unlock()
 	*closers = append(*closers, stop)
 	d.health.set(subDialer, statusOK)
+}
+
+func (d *Daemon) setDialer(dl *agent.Dialer) {
+	d.mu.Lock()
+	d.dialer = dl
+	d.mu.Unlock()
 }
 
 // agentRuntime is what the agent subsystem asks of the runtime agents

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	networkingv1client "k8s.io/client-go/kubernetes/typed/networking/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/kubepods"
 	"github.com/clawker/clawker/controlplane/overseer"
+	"github.com/clawker/clawker/internal/kubeagent"
 )
 
 // subKube is the Kubernetes runtime's /healthz subsystem: the pod
@@ -27,13 +29,13 @@ const kubeSyncWait = 20 * time.Second
 
 // WithKube replaces the Kubernetes client constructor (tests: a fake
 // clientset).
-func WithKube(fn func() (corev1client.CoreV1Interface, error)) Option {
+func WithKube(fn func() (kubeagent.Clients, error)) Option {
 	return func(d *Daemon) { d.newKube = fn }
 }
 
 // kubeClient builds the client from Config.Kubeconfig, or from the pod's
 // service account when it is empty.
-func (d *Daemon) kubeClient(requests *prometheus.CounterVec) (corev1client.CoreV1Interface, error) {
+func (d *Daemon) kubeClient(requests *prometheus.CounterVec) (kubeagent.Clients, error) {
 	var (
 		cfg *rest.Config
 		err error
@@ -44,7 +46,7 @@ func (d *Daemon) kubeClient(requests *prometheus.CounterVec) (corev1client.CoreV
 		cfg, err = rest.InClusterConfig()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
+		return kubeagent.Clients{}, fmt.Errorf("kubernetes config: %w", err)
 	}
 	cfg.UserAgent = "clawker-cp/" + d.version
 	// Every Register is one API call: client-go's default 5 QPS would queue
@@ -53,7 +55,15 @@ func (d *Daemon) kubeClient(requests *prometheus.CounterVec) (corev1client.CoreV
 	if requests != nil {
 		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return kubeRequests{next: rt, c: requests} })
 	}
-	return corev1client.NewForConfig(cfg)
+	core, err := corev1client.NewForConfig(cfg)
+	if err != nil {
+		return kubeagent.Clients{}, err
+	}
+	nets, err := networkingv1client.NewForConfig(cfg)
+	if err != nil {
+		return kubeagent.Clients{}, err
+	}
+	return kubeagent.Clients{Core: core, Networking: nets}, nil
 }
 
 // startKube runs the Kubernetes runtime: the pod view (peer lookup, pod
@@ -76,16 +86,16 @@ func (d *Daemon) startKube(runCtx context.Context, k *keys, bus *overseer.Overse
 		if err != nil {
 			log.Warn().Str("event", "cp_kube_metrics_unavailable").Err(err).Msg("Kubernetes API request counter not registered")
 		}
-		newKube = func() (corev1client.CoreV1Interface, error) { return d.kubeClient(requests) }
+		newKube = func() (kubeagent.Clients, error) { return d.kubeClient(requests) }
 	}
-	client, err := newKube()
+	clients, err := newKube()
 	if err != nil {
 		log.Error().Str("event", "cp_kube_unavailable").Err(err).Msg("no Kubernetes client: agent pods cannot be watched, dialed or verified")
 		d.health.set(subKube, "failed: "+err.Error())
 		disable("needs the Kubernetes API")
 		return out
 	}
-	pods, err := kubepods.New(client, d.cfg.Namespace, bus, log.With("subsystem", "kubepods"))
+	pods, err := kubepods.New(clients.Core, d.cfg.Namespace, bus, log.With("subsystem", "kubepods"))
 	if err != nil {
 		log.Error().Str("event", "cp_kube_unavailable").Err(err).Msg("agent pod view not built")
 		d.health.set(subKube, "failed: "+err.Error())
@@ -115,7 +125,7 @@ func (d *Daemon) startKube(runCtx context.Context, k *keys, bus *overseer.Overse
 		out.http = append(out.http, srv)
 		out.grpc = append(out.grpc, gs)
 	}
-	out.contain = detachEndsSession{Containment: pods.Containment(), d: d}
+	out.contain = detachEndsSession{Containment: pods.Containment(clients.Networking), d: d}
 	pol := d.startPolicy(runCtx, out.contain, bus, closers)
 	d.startAgents(runCtx, k, agentRuntime{resolve: pods.DialTarget, peers: pods, labels: pods}, bus, registry, pol, closers)
 	return out

@@ -14,10 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/kubeagent"
 )
 
 // On the kubernetes runtime the CP serves the agent surface and runs the
@@ -40,7 +40,9 @@ func TestRunOnKubernetesRuntime(t *testing.T) {
 	var dockerAsked atomic.Bool
 	d, _, _ := start(t, cfg, &log,
 		WithDocker(func() (mobyclient.APIClient, error) { dockerAsked.Store(true); return nil, errNoDocker }),
-		WithKube(func() (corev1client.CoreV1Interface, error) { return cs.CoreV1(), nil }))
+		WithKube(func() (kubeagent.Clients, error) {
+			return kubeagent.Clients{Core: cs.CoreV1(), Networking: cs.NetworkingV1()}, nil
+		}))
 	waitFor(t, "ready", func() bool { code, _ := getHealth(t, d.Addr("health")); return code == http.StatusOK })
 	_, hb := getHealth(t, d.Addr("health"))
 	for sub, want := range map[string]string{subKube: statusOK, subDocker: statusDisabled, subToken: statusOK,
@@ -73,8 +75,8 @@ func TestRunOnKubernetesWithoutAPIDegrades(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Runtime = RuntimeKubernetes
 	var log syncBuf
-	d, _, _ := start(t, cfg, &log, WithKube(func() (corev1client.CoreV1Interface, error) {
-		return nil, errors.New("no cluster in unit tests")
+	d, _, _ := start(t, cfg, &log, WithKube(func() (kubeagent.Clients, error) {
+		return kubeagent.Clients{}, errors.New("no cluster in unit tests")
 	}))
 	waitFor(t, "startup finished", func() bool { return strings.Contains(log.String(), "cp_degraded") })
 	_, hb := getHealth(t, d.Addr("health"))

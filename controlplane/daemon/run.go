@@ -14,13 +14,13 @@ import (
 
 	mobyclient "github.com/moby/moby/client"
 	"google.golang.org/grpc"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/dockerevents"
 	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/kubeagent"
 	"github.com/clawker/clawker/internal/logger"
 )
 
@@ -46,7 +46,7 @@ type Daemon struct {
 	// newDocker builds the Docker client (a seam for tests).
 	newDocker func() (mobyclient.APIClient, error)
 	// newKube builds the Kubernetes client (nil: from Config).
-	newKube func() (corev1client.CoreV1Interface, error)
+	newKube func() (kubeagent.Clients, error)
 	// listen opens listeners (a seam for tests: ":0" ports).
 	listen func(network, addr string) (net.Listener, error)
 

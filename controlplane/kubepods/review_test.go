@@ -74,6 +74,8 @@ func TestFeedDeleteKeepsALivePodAndSynthesizesTombstones(t *testing.T) {
 	if err := r.cs.CoreV1().Pods(testNS).Delete(context.Background(), "alpha", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The watch's own delete lands first; only then is the tombstone fed.
+	waitFor(t, "the watched delete", func() bool { return slices.Equal(r.bus.actions(), []string{"die", "destroy"}) })
 	r.bus.mu.Lock()
 	r.bus.evs = nil
 	r.bus.mu.Unlock()

@@ -2,6 +2,7 @@ package kubeagent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -114,4 +115,32 @@ func agentSelector(contained metav1.LabelSelectorOperator) metav1.LabelSelector 
 func IPPeer(ip netip.Addr) networkingv1.NetworkPolicyPeer {
 	ip = ip.Unmap()
 	return networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: netip.PrefixFrom(ip, ip.BitLen()).String()}}
+}
+
+// ErrNotQuarantinable: the namespace's policies would not cut off a
+// contained agent (the quarantine policy is missing or altered, or the
+// isolation policy predates it and still admits contained agents).
+var ErrNotQuarantinable = errors.New("the namespace's NetworkPolicies cannot quarantine an agent")
+
+// CheckQuarantine verifies that labelling an agent contained cuts it off:
+// the quarantine policy selects contained agents and admits nothing, and
+// the isolation policy no longer selects them. A detach is refused
+// otherwise, rather than leaving an agent as open as before.
+func CheckQuarantine(ctx context.Context, api networkingv1client.NetworkPoliciesGetter, namespace string) error {
+	pols := api.NetworkPolicies(namespace)
+	q, err := pols.Get(ctx, QuarantineName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNotQuarantinable, err)
+	}
+	if !equality.Semantic.DeepEqual(q.Spec, QuarantinePolicy(namespace).Spec) {
+		return fmt.Errorf("%w: %s/%s was altered", ErrNotQuarantinable, namespace, QuarantineName)
+	}
+	iso, err := pols.Get(ctx, PolicyName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNotQuarantinable, err)
+	}
+	if !equality.Semantic.DeepEqual(iso.Spec.PodSelector, agentSelector(metav1.LabelSelectorOpDoesNotExist)) {
+		return fmt.Errorf("%w: %s/%s still selects contained agents", ErrNotQuarantinable, namespace, PolicyName)
+	}
+	return nil
 }

@@ -35,7 +35,8 @@ func TestBuildHoldsOnlyWhatTheCPNeeds(t *testing.T) {
 		}
 	}
 	rules := o.Role.Rules
-	if len(rules) != 1 || !slices.Equal(rules[0].Resources, []string{"pods"}) || !slices.Equal(rules[0].Verbs, []string{"get", "list", "watch", "patch", "delete"}) {
+	if len(rules) != 2 || !slices.Equal(rules[1].Resources, []string{"networkpolicies"}) || !slices.Equal(rules[1].Verbs, []string{"get"}) ||
+		!slices.Equal(rules[0].Resources, []string{"pods"}) || !slices.Equal(rules[0].Verbs, []string{"get", "list", "watch", "patch", "delete"}) {
 		t.Fatalf("role %+v: want pods only, read and contain", rules)
 	}
 	d := o.Deployment.Spec

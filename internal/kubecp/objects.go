@@ -100,9 +100,12 @@ func Build(s Spec) (Objects, error) {
 	o := Objects{
 		ServiceAccount: &corev1.ServiceAccount{ObjectMeta: meta(Name)},
 		// What the CP does with the API: watch and read agent pods, and
-		// contain them (label one contained, delete one).
-		Role: &rbacv1.Role{ObjectMeta: meta(Name), Rules: []rbacv1.PolicyRule{{
-			APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "patch", "delete"}}}},
+		// contain them (label one contained, delete one), after reading
+		// the policies a detach relies on.
+		Role: &rbacv1.Role{ObjectMeta: meta(Name), Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "patch", "delete"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get"}},
+		}},
 		RoleBinding: &rbacv1.RoleBinding{ObjectMeta: meta(Name),
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: Name},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: Name, Namespace: s.Namespace}}},

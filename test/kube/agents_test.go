@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -225,13 +227,24 @@ func agentScenario(t *testing.T, c *cluster, ns string, p controlPlane) {
 			}
 		}
 		if _, err := p.api().admin.Contain(ctx, &adminv1.ContainRequest{Agent: &adminv1.AgentRef{ContainerId: ids["beta"]},
-			Action: adminv1.ContainAction_CONTAIN_ACTION_PAUSE}); err == nil {
-			t.Fatal("pause of a pod succeeded")
+			Action: adminv1.ContainAction_CONTAIN_ACTION_PAUSE}); status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("pause of a pod: %v, want FailedPrecondition", err)
 		}
 		// Policy controllers admit the node's own traffic, so a detach only
 		// cuts a CP that runs as a pod.
 		if p.peer() != nil {
 			contain(ids["beta"], adminv1.ContainAction_CONTAIN_ACTION_NETWORK_DETACH)
+			// The policy spares established flows: the CP ends its Session.
+			testenv.Eventually(t, time.Minute, "the CP's Session to beta ended", func() error {
+				agents, err := p.api().agents(ctx)
+				if err != nil {
+					return err
+				}
+				if b := agents[ids["beta"]]; b == nil || b.GetSessionState() == "connected" {
+					return fmt.Errorf("beta: %v", b)
+				}
+				return nil
+			})
 			// A fresh CP dials every running agent: alpha answers, the
 			// quarantined beta never does.
 			p.restart(t)
@@ -248,7 +261,11 @@ func agentScenario(t *testing.T, c *cluster, ns string, p controlPlane) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if st := agents[ids["beta"]].GetSessionState(); st == "connected" {
+				b := agents[ids["beta"]]
+				if b == nil {
+					t.Fatal("beta missing from the agents list")
+				}
+				if st := b.GetSessionState(); st == "connected" {
 					t.Fatalf("the CP reached the quarantined beta (session %s)", st)
 				}
 				time.Sleep(500 * time.Millisecond)
