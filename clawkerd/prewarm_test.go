@@ -111,3 +111,27 @@ func TestRegisterPrewarmNoLeak(t *testing.T) {
 	})
 	goleak.VerifyNone(t, ignore)
 }
+
+// TestRegisterRetriesADeadPrewarmedTokenConn: the pre-dialed token conn
+// died with the CP it reached (killed between the warm-up and
+// RegisterRequired); the exchange is retried once on a fresh dial
+// instead of failing Register.
+func TestRegisterRetriesADeadPrewarmedTokenConn(t *testing.T) {
+	ts, cp := startServerWithCP(t, nil)
+	var dials atomic.Int32
+	ts.srv.reg.dial = func(ctx context.Context, addr string, cfg *tls.Config) (net.Conn, error) {
+		c, err := dialTLS(ctx, addr, cfg)
+		if err == nil && dials.Add(1) == 1 {
+			c.Close() // the CP behind the warm conn is gone
+		}
+		return c, err
+	}
+	c := ts.session(t)
+	eventually(t, 10*time.Second, "the pre-dial", func() bool { return dials.Load() == 1 })
+	if d := registerRequired(c, "reg"); !d.GetOk() {
+		t.Fatalf("RegisterDone %v: a dead pre-dialed conn failed Register", d)
+	}
+	if dials.Load() != 2 || cp.exchanges.Load() != 1 || cp.registers.Load() != 1 {
+		t.Fatalf("dials=%d exchanges=%d registers=%d, want 2/1/1", dials.Load(), cp.exchanges.Load(), cp.registers.Load())
+	}
+}

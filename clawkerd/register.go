@@ -109,34 +109,7 @@ func (r *registrar) register(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		tokenTLS := tokenTLSConfig(tlsCfg)
-		httpClient := &http.Client{
-			Timeout: registerTimeout,
-			Transport: &http.Transport{TLSClientConfig: tokenTLS,
-				DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-					c, err := w.takeToken(ctx, addr)
-					if c != nil {
-						return c, nil
-					}
-					if err != nil {
-						r.log.Warn().Str("event", "register_prewarm_failed").Str("target", "token").Err(err).Msg("pre-dialed token conn unusable; dialing")
-					}
-					return r.dial(ctx, addr, tokenTLS)
-				}},
-		}
-		defer httpClient.CloseIdleConnections()
-		cc := clientcredentials.Config{
-			ClientID:  RegisterClientID,
-			TokenURL:  r.cfg.CPTokenURL,
-			Scopes:    []string{consts.ScopeRegister},
-			AuthStyle: oauth2.AuthStyleInParams,
-			EndpointParams: url.Values{
-				"client_assertion_type": {JWTBearerAssertionType},
-				"client_assertion":      {assertion},
-			},
-		}
-		r.exchanges++
-		tok, err := cc.Token(context.WithValue(ctx, oauth2.HTTPClient, httpClient))
+		tok, err := r.exchange(ctx, tlsCfg, w, assertion)
 		if err != nil {
 			return fmt.Errorf("token exchange: %w", err)
 		}
@@ -164,6 +137,53 @@ func (r *registrar) register(ctx context.Context) error {
 	r.token = nil
 	r.log.Info().Str("event", "registered").Str("agent", r.cfg.AgentName).Str("project", r.cfg.Project).Msg("registered with control plane")
 	return nil
+}
+
+// exchange trades the assertion for an access token, over the pre-dialed
+// token conn when there is one. That conn may have died with the CP it
+// reached (a CP killed between the warm-up and RegisterRequired): a
+// transport failure on it is retried once on a fresh dial. The retry is
+// safe: an assertion the dead CP burned may be repeated by this same cert
+// until the agent is registered.
+func (r *registrar) exchange(ctx context.Context, tlsCfg *tls.Config, w *warmConns, assertion string) (*oauth2.Token, error) {
+	tokenTLS := tokenTLSConfig(tlsCfg)
+	cc := clientcredentials.Config{
+		ClientID:  RegisterClientID,
+		TokenURL:  r.cfg.CPTokenURL,
+		Scopes:    []string{consts.ScopeRegister},
+		AuthStyle: oauth2.AuthStyleInParams,
+		EndpointParams: url.Values{
+			"client_assertion_type": {JWTBearerAssertionType},
+			"client_assertion":      {assertion},
+		},
+	}
+	for attempt := 0; ; attempt++ {
+		warm := false
+		httpClient := &http.Client{
+			Timeout: registerTimeout,
+			Transport: &http.Transport{TLSClientConfig: tokenTLS,
+				DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+					c, err := w.takeToken(ctx, addr)
+					if c != nil {
+						warm = true
+						return c, nil
+					}
+					if err != nil {
+						r.log.Warn().Str("event", "register_prewarm_failed").Str("target", "token").Err(err).Msg("pre-dialed token conn unusable; dialing")
+					}
+					return r.dial(ctx, addr, tokenTLS)
+				}},
+		}
+		r.exchanges++
+		tok, err := cc.Token(context.WithValue(ctx, oauth2.HTTPClient, httpClient))
+		httpClient.CloseIdleConnections()
+		var answered *oauth2.RetrieveError
+		if err == nil || !warm || attempt > 0 || errors.As(err, &answered) || ctx.Err() != nil {
+			return tok, err
+		}
+		r.log.Warn().Str("event", "register_prewarm_failed").Str("target", "token").Err(err).
+			Msg("token exchange failed on the pre-dialed conn; retrying on a fresh one")
+	}
 }
 
 // discardAssertion removes the spent assertion: once exchanged it is only
