@@ -47,6 +47,7 @@ demo:
 docs: build
 	rm -rf docs/reference
 	./bin/clawker gen-docs docs/reference
+	./bin/clawker-kube gen-docs docs/reference/kubernetes
 
 # The benchmark report (bench/REPORT.md, bench/report.json). It owns the
 # fixed CP names while it runs, hence the docker lock. Quick mode e.g.:

@@ -306,10 +306,13 @@ kctl -n default delete pod clawker-kube-smoke --wait=false >/dev/null
 #   CLAWKER_KUBE_GATEWAY  the host's address on the pod network (the bridge),
 #                         where pods reach a server running on the host
 #   CLAWKER_KUBE_NODE_IP  the node's address (also reachable from pods)
+#   CLAWKER_KUBE_IPAM_DIR host-local's state for the pod network (a test
+#                         steers which IP the next pod gets through it)
 cat >"$KUBE_RUN/env" <<EOF
 export KUBECONFIG=$KUBE_RUN/kubeconfig
 export CLAWKER_KUBE_GATEWAY=$POD_GATEWAY
 export CLAWKER_KUBE_NODE_IP=$NODE_IP
+export CLAWKER_KUBE_IPAM_DIR=$CNI_IPAM_DIR/clawker-kube
 EOF
 log "cluster ready in $((SECONDS - START_TS))s (environment also in $KUBE_RUN/env)"
 cat "$KUBE_RUN/env"

@@ -45,6 +45,7 @@ done < <(find "$tmp" -name '*.go')
 
 step "command reference is up to date"
 CGO_ENABLED=0 go run ./cmd/clawker gen-docs "$tmp/reference"
+CGO_ENABLED=0 go run ./cmd/clawker-kube gen-docs "$tmp/reference/kubernetes"
 if ! diff -r -q "$tmp/reference" docs/reference; then
   echo "docs/reference is stale: run make docs" >&2
   exit 1

@@ -27,9 +27,17 @@ import (
 type adminConn struct {
 	conn *grpc.ClientConn
 	adminv1.AdminServiceClient
+
+	release func() // the runtime's admin address (a port-forward), if any
 }
 
-func (c *adminConn) Close() error { return c.conn.Close() }
+func (c *adminConn) Close() error {
+	err := c.conn.Close()
+	if c.release != nil {
+		c.release()
+	}
+	return err
+}
 
 // adminAddrFile caches, in the clawker home, the loopback address Docker
 // published the CP's admin port on, so a command skips the Docker ping and
@@ -68,6 +76,19 @@ func (a *app) admin(ctx context.Context) (*adminConn, error) {
 func (a *app) dialCP(ctx context.Context, h auth.Home, creds credentials.TransportCredentials) (*adminConn, error) {
 	if v := os.Getenv(EnvCPAdminAddr); v != "" {
 		return dialAdmin(v, creds)
+	}
+	if a.rt != nil {
+		addr, release, err := a.rt.AdminAddr(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ac, err := dialAdmin(addr, creds)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		ac.release = release
+		return ac, nil
 	}
 	cached := readAdminAddr(h)
 	if cached != "" {

@@ -60,6 +60,9 @@ func findAgent(ctx context.Context, c containerLister, project, name string) (co
 func (a *app) completeAgents(keep func(container.ContainerState) bool) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
 		project, _ := cmd.Flags().GetString("project")
+		if a.rt != nil {
+			return a.runtimeAgentNames(cmd.Context(), project), cobra.ShellCompDirectiveNoFileComp
+		}
 		c, err := a.docker(cmd.Context())
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
@@ -77,4 +80,17 @@ func (a *app) completeAgents(keep func(container.ContainerState) bool) cobra.Com
 		}
 		return names, cobra.ShellCompDirectiveNoFileComp
 	}
+}
+
+// runtimeAgentNames is completeAgents on a non-Docker runtime.
+func (a *app) runtimeAgentNames(ctx context.Context, project string) []string {
+	ws, err := a.rt.Workloads(ctx, project, false)
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(ws))
+	for _, w := range ws {
+		names = append(names, w.Agent)
+	}
+	return names
 }

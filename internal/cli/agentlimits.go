@@ -19,7 +19,7 @@ type limitsJSON struct {
 // registry view is printed even when Docker cannot be asked, without
 // limits.
 func (a *app) withLimits(ctx context.Context, agents []agentJSON) []agentJSON {
-	if len(agents) == 0 {
+	if len(agents) == 0 || a.rt != nil { // limits are Docker's
 		return agents
 	}
 	c, err := a.docker(ctx)

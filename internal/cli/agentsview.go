@@ -83,9 +83,19 @@ func agentStates(ctx context.Context, c containerLister, agents []*adminv1.Agent
 	if err != nil {
 		return agents, nil, err
 	}
-	states := map[string]string{}
+	ws := make([]Workload, 0, len(ctrs))
 	for _, ctr := range ctrs {
-		states[ctr.ID] = string(ctr.State)
+		ws = append(ws, Workload{ID: ctr.ID, Agent: ctr.Labels[consts.LabelAgent], Project: ctr.Labels[consts.LabelProject], State: string(ctr.State)})
+	}
+	out, states := joinWorkloads(agents, ws, all)
+	return out, states, nil
+}
+
+// joinWorkloads is agentStates for any runtime's workloads.
+func joinWorkloads(agents []*adminv1.Agent, ws []Workload, all bool) ([]*adminv1.Agent, map[string]string) {
+	states := map[string]string{}
+	for _, w := range ws {
+		states[w.ID] = w.State
 	}
 	var out []*adminv1.Agent
 	known := map[string]bool{}
@@ -96,20 +106,27 @@ func agentStates(ctx context.Context, c containerLister, agents []*adminv1.Agent
 		}
 	}
 	if !all {
-		return out, states, nil
+		return out, states
 	}
-	for _, ctr := range ctrs {
-		if !known[ctr.ID] {
-			out = append(out, &adminv1.Agent{ContainerId: ctr.ID, Agent: ctr.Labels[consts.LabelAgent], Project: ctr.Labels[consts.LabelProject],
+	for _, w := range ws {
+		if !known[w.ID] {
+			out = append(out, &adminv1.Agent{ContainerId: w.ID, Agent: w.Agent, Project: w.Project,
 				SessionState: "none", InitState: "none"})
 		}
 	}
-	return out, states, nil
+	return out, states
 }
 
 // dockerStates is agentStates through a fresh Docker client; Docker
 // unreachable leaves the CP's list as it is, with no states.
 func (a *app) dockerStates(ctx context.Context, agents []*adminv1.Agent, project string, all bool) ([]*adminv1.Agent, map[string]string) {
+	if a.rt != nil {
+		ws, err := a.rt.Workloads(ctx, project, project == "")
+		if err != nil {
+			return agents, nil
+		}
+		return joinWorkloads(agents, ws, all)
+	}
 	c, err := a.docker(ctx)
 	if err != nil {
 		return agents, nil

@@ -61,7 +61,14 @@ func (a *app) attach(ctx context.Context, ref *adminv1.AgentRef, interactive boo
 	eio := &execIO{interactive: interactive, detachKeys: keys}
 	err := a.exec(ctx, &adminv1.ExecStart{Agent: ref, Attach: true, Tty: true}, eio)
 	if err == nil || eio.containerID == "" || !strings.Contains(err.Error(), "has no terminal") {
-		return a.attachEnded(ctx, eio, err)
+		var ended workloadEnd = dockerEnd{a, eio.containerID}
+		if a.rt != nil {
+			ended = polledEnd(nil)
+		}
+		return a.attachEnded(ctx, eio, ended, err)
+	}
+	if a.rt != nil {
+		return usageErrorf("agent %s has no terminal: on the %s runtime follow its output with the runtime's own tools (kubectl logs -f)", shortID(eio.containerID), a.rt.Name())
 	}
 	c, derr := a.docker(ctx)
 	if derr != nil {
@@ -75,21 +82,109 @@ func (a *app) attach(ctx context.Context, ref *adminv1.AgentRef, interactive boo
 	return a.followAgent(ctx, c, eio.containerID, &att, nil, false)
 }
 
+// workloadEnd is how an agent's workload ends: a check for polls, and a
+// wait for its exit code. Docker answers both; another runtime's check is
+// polled for the wait.
+type workloadEnd interface {
+	exited(ctx context.Context) (code int, ok bool)
+	wait(ctx context.Context) (code int, err error)
+}
+
+// polledEnd is a runtime's check; nil never reports an exit.
+type polledEnd func(context.Context) (int, bool)
+
+func (f polledEnd) exited(ctx context.Context) (int, bool) {
+	if f == nil {
+		return 0, false
+	}
+	return f(ctx)
+}
+
+func (f polledEnd) wait(ctx context.Context) (int, error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if code, ok := f.exited(ctx); ok {
+			return code, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// containerWaiter is what containerEnd asks Docker.
+type containerWaiter interface {
+	containerInspector
+	ContainerWait(ctx context.Context, containerID string, options mobyclient.ContainerWaitOptions) mobyclient.ContainerWaitResult
+}
+
+// containerEnd is workloadEnd for container id.
+type containerEnd struct {
+	c  containerWaiter
+	id string
+}
+
+func (e containerEnd) exited(ctx context.Context) (int, bool) {
+	in, err := e.c.ContainerInspect(ctx, e.id, mobyclient.ContainerInspectOptions{})
+	if err != nil || in.Container.State == nil || in.Container.State.Running {
+		return 0, false
+	}
+	return in.Container.State.ExitCode, true
+}
+
+func (e containerEnd) wait(ctx context.Context) (int, error) {
+	w := e.c.ContainerWait(ctx, e.id, mobyclient.ContainerWaitOptions{})
+	select {
+	case res := <-w.Result:
+		return int(res.StatusCode), nil
+	case err := <-w.Error:
+		return 0, err
+	}
+}
+
+// dockerEnd is containerEnd through a Docker client made when first
+// asked; Docker unreachable never reports an exit.
+type dockerEnd struct {
+	a  *app
+	id string
+}
+
+func (e dockerEnd) exited(ctx context.Context) (int, bool) {
+	c, err := e.a.docker(ctx)
+	if err != nil {
+		return 0, false
+	}
+	defer c.Close()
+	return containerEnd{c, e.id}.exited(ctx)
+}
+
+func (e dockerEnd) wait(ctx context.Context) (int, error) {
+	c, err := e.a.docker(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return containerEnd{c, e.id}.wait(ctx)
+}
+
 // runTerminal is run -t's attached mode: once the new agent is trusted
 // it attaches to the user CMD's terminal. When the agent exits the exit
-// code is its container's.
-func (a *app) runTerminal(ctx context.Context, c containerInspector, id string, ref *adminv1.AgentRef, interactive bool, keys []byte) error {
-	if err := a.awaitTrusted(ctx, c, id); err != nil {
+// code is its workload's.
+func (a *app) runTerminal(ctx context.Context, ended workloadEnd, id string, ref *adminv1.AgentRef, interactive bool, keys []byte) error {
+	if err := a.awaitTrusted(ctx, ended, id); err != nil {
 		return err
 	}
 	eio := &execIO{interactive: interactive, detachKeys: keys}
 	err := a.exec(ctx, &adminv1.ExecStart{Agent: ref, Attach: true, Tty: true, WaitMillis: 30000}, eio)
-	return a.attachEnded(ctx, eio, err)
+	return a.attachEnded(ctx, eio, ended, err)
 }
 
 // attachEnded turns an attach's end into clawker's: nothing on detach,
 // else the command's exit code.
-func (a *app) attachEnded(ctx context.Context, eio *execIO, err error) error {
+func (a *app) attachEnded(ctx context.Context, eio *execIO, ended workloadEnd, err error) error {
 	id := eio.containerID
 	if eio.detached.Load() {
 		// On a line of its own: the cursor is wherever the agent's
@@ -102,31 +197,25 @@ func (a *app) attachEnded(ctx context.Context, eio *execIO, err error) error {
 		return err // the attach's own end: the command's exit code
 	}
 	// The command's exit ends clawkerd and its Session, often before the
-	// attach's exit code gets out: the container's code is the answer.
+	// attach's exit code gets out: the workload's code is the answer.
 	if id == "" {
-		return err
-	}
-	c, derr := a.docker(ctx)
-	if derr != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	wait := c.ContainerWait(wctx, id, mobyclient.ContainerWaitOptions{})
-	select {
-	case res := <-wait.Result:
-		if res.StatusCode != 0 {
-			return silentExit{code: int(res.StatusCode)}
-		}
-		return nil
-	case <-wait.Error:
+	code, werr := ended.wait(wctx)
+	if werr != nil {
 		return err
 	}
+	if code != 0 {
+		return silentExit{code: code}
+	}
+	return nil
 }
 
 // awaitTrusted polls the control plane until agent id is trusted, or
-// fails when its container stops or the wait times out.
-func (a *app) awaitTrusted(ctx context.Context, c containerInspector, id string) error {
+// fails when its workload ends or the wait times out.
+func (a *app) awaitTrusted(ctx context.Context, ended workloadEnd, id string) error {
 	ac, err := a.admin(ctx)
 	if err != nil {
 		return err
@@ -145,9 +234,8 @@ func (a *app) awaitTrusted(ctx context.Context, c containerInspector, id string)
 				}
 			}
 		}
-		if in, ierr := c.ContainerInspect(ctx, id, mobyclient.ContainerInspectOptions{}); ierr == nil &&
-			in.Container.State != nil && !in.Container.State.Running {
-			return fmt.Errorf("agent %s exited (code %d) before it could be attached", shortID(id), in.Container.State.ExitCode)
+		if code, exited := ended.exited(ctx); exited {
+			return fmt.Errorf("agent %s exited (code %d) before it could be attached", shortID(id), code)
 		}
 		select {
 		case <-ctx.Done():

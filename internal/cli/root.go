@@ -35,12 +35,24 @@ type app struct {
 	// started is set once cobra has parsed flags and validated args: an
 	// error before that is a usage error.
 	started bool
+
+	// rt is the agent runtime when it is not Docker (clawker-kube).
+	rt Runtime
 }
 
 // Main runs the CLI with args (without the program name) and returns the
 // process exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{in: stdin, out: stdout, errOut: stderr, newDocker: defaultDocker, now: time.Now}
+	args, err := selectRuntime(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "clawker: %v\n", err)
+		return exitCode(err)
+	}
+	return mainWith(nil, args, stdin, stdout, stderr)
+}
+
+func mainWith(rt Runtime, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{in: stdin, out: stdout, errOut: stderr, newDocker: defaultDocker, now: time.Now, rt: rt}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return a.run(ctx, args)
@@ -95,6 +107,13 @@ Quickstart:
 	root.PersistentFlags().StringVar(&a.homeFlag, "home", "", "clawker home directory (default $CLAWKER_HOME, else $XDG_DATA_HOME/clawker)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return withCode(ExitUsage, err) })
 	table := a.commandTable()
+	if a.rt != nil {
+		// Accepted (and ignored) so that a script can say --runtime to
+		// either binary.
+		root.PersistentFlags().String("runtime", a.rt.Name(), "agent runtime: docker (clawker) or kubernetes (clawker-kube)")
+		a.rt.AddFlags(root.PersistentFlags())
+		table = a.runtimeCommands(table)
+	}
 	if c := soleCommand(table, args); c != nil {
 		// Only what this run names: the rest of the tree (and the
 		// completion command, which is not being asked for) would cost

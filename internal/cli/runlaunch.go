@@ -130,7 +130,7 @@ func (a *app) launchAgent(ctx context.Context, c runDocker, p runPlan) error {
 		return nil
 	}
 	if p.o.term.tty {
-		return a.runTerminal(ctx, c, id, &adminv1.AgentRef{ContainerId: id}, p.o.term.interactive, p.o.term.keys)
+		return a.runTerminal(ctx, containerEnd{c, id}, id, &adminv1.AgentRef{ContainerId: id}, p.o.term.interactive, p.o.term.keys)
 	}
 	fmt.Fprintf(a.errOut, "agent %s started (%s); Ctrl-C detaches, the agent keeps running\n", fullName, shortID(id))
 	pctx, stopProgress := context.WithCancel(ctx)

@@ -34,6 +34,7 @@ type Spec struct {
 	Cmd  []string
 	User string   // CLAWKER_USER
 	Env  []string // KEY=VALUE for the user command
+	TTY  bool     // run -t: clawkerd gives the user command a terminal
 	// CPAgentAddr (IP:port) and CPTokenURL are where clawkerd reaches
 	// the CP from inside the pod.
 	CPAgentAddr, CPTokenURL string
@@ -96,6 +97,9 @@ func Pod(s Spec) (*corev1.Pod, error) {
 		{Name: consts.EnvUser, Value: s.User},
 		{Name: consts.EnvCPAgentAddr, Value: s.CPAgentAddr},
 		{Name: consts.EnvCPTokenURL, Value: s.CPTokenURL},
+	}
+	if s.TTY {
+		env = append(env, corev1.EnvVar{Name: consts.EnvTTY, Value: "1"})
 	}
 	for _, kv := range s.Env {
 		k, v, _ := strings.Cut(kv, "=")

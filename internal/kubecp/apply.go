@@ -45,7 +45,8 @@ func Apply(ctx context.Context, api kubernetes.Interface, o Objects) error {
 				_, err := apps.Deployments(ns).Update(ctx, o.Deployment, metav1.UpdateOptions{})
 				return err
 			}},
-		{"service", func() error { _, err := core.Services(ns).Create(ctx, o.Service, metav1.CreateOptions{}); return err }, nil},
+		{"service", func() error { _, err := core.Services(ns).Create(ctx, o.Service, metav1.CreateOptions{}); return err },
+			func() error { return updateService(ctx, api, o) }},
 	}
 	for _, s := range steps {
 		err := s.create()
@@ -56,6 +57,51 @@ func Apply(ctx context.Context, api kubernetes.Interface, o Objects) error {
 		}
 		if err != nil {
 			return fmt.Errorf("control plane %s in %s: %w", s.what, ns, err)
+		}
+	}
+	return nil
+}
+
+// updateService brings an existing Service's ports, selector and
+// annotations to o; its cluster IP stays, so running agents keep their
+// address.
+func updateService(ctx context.Context, api kubernetes.Interface, o Objects) error {
+	svcs := api.CoreV1().Services(o.Service.Namespace)
+	old, err := svcs.Get(ctx, o.Service.Name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	old.Annotations, old.Labels = o.Service.Annotations, o.Service.Labels
+	old.Spec.Ports, old.Spec.Selector = o.Service.Spec.Ports, o.Service.Spec.Selector
+	_, err = svcs.Update(ctx, old, metav1.UpdateOptions{})
+	return err
+}
+
+// Delete removes the CP's objects from ns; the registry's claim (and so
+// its volume) only when withData. Objects already gone are no error.
+func Delete(ctx context.Context, api kubernetes.Interface, ns string, withData bool) error {
+	core, rbac, apps := api.CoreV1(), api.RbacV1(), api.AppsV1()
+	opts := metav1.DeleteOptions{}
+	steps := []struct {
+		what string
+		del  func() error
+	}{
+		{"deployment", func() error { return apps.Deployments(ns).Delete(ctx, Name, opts) }},
+		{"service", func() error { return core.Services(ns).Delete(ctx, Name, opts) }},
+		{"keys", func() error { return core.Secrets(ns).Delete(ctx, Name+"-keys", opts) }},
+		{"role binding", func() error { return rbac.RoleBindings(ns).Delete(ctx, Name, opts) }},
+		{"role", func() error { return rbac.Roles(ns).Delete(ctx, Name, opts) }},
+		{"service account", func() error { return core.ServiceAccounts(ns).Delete(ctx, Name, opts) }},
+	}
+	if withData {
+		steps = append(steps, struct {
+			what string
+			del  func() error
+		}{"registry claim", func() error { return core.PersistentVolumeClaims(ns).Delete(ctx, Name+"-data", opts) }})
+	}
+	for _, s := range steps {
+		if err := s.del(); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete control plane %s in %s: %w", s.what, ns, err)
 		}
 	}
 	return nil

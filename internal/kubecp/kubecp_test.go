@@ -86,3 +86,55 @@ func TestApplyCreatesThenUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestReapplyKeepsServiceIPAndRecordsClawkerdImage(t *testing.T) {
+	cs := fake.NewClientset()
+	ctx := context.Background()
+	o, _ := Build(spec())
+	if err := Apply(ctx, cs, o); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ := cs.CoreV1().Services("agents").Get(ctx, Name, metav1.GetOptions{})
+	svc.Spec.ClusterIP = "10.96.0.7" // as the API server assigns it
+	if _, err := cs.CoreV1().Services("agents").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := spec()
+	s.ClawkerdImage = "clawkerd:v2"
+	o2, _ := Build(s)
+	if err := Apply(ctx, cs, o2); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ = cs.CoreV1().Services("agents").Get(ctx, Name, metav1.GetOptions{})
+	if svc.Annotations[ClawkerdImageAnnotation] != "clawkerd:v2" || svc.Spec.ClusterIP != "10.96.0.7" {
+		t.Fatalf("service after re-apply: annotations %v, IP %q: want the new clawkerd image and the same IP", svc.Annotations, svc.Spec.ClusterIP)
+	}
+}
+
+func TestDeleteKeepsTheRegistryUnlessAsked(t *testing.T) {
+	cs := fake.NewClientset()
+	ctx := context.Background()
+	o, _ := Build(spec())
+	if err := Apply(ctx, cs, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := Delete(ctx, cs, "agents", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.AppsV1().Deployments("agents").Get(ctx, Name, metav1.GetOptions{}); err == nil {
+		t.Fatal("deployment left after delete")
+	}
+	if _, err := cs.CoreV1().Secrets("agents").Get(ctx, Name+"-keys", metav1.GetOptions{}); err == nil {
+		t.Fatal("keys left after delete")
+	}
+	if _, err := cs.CoreV1().PersistentVolumeClaims("agents").Get(ctx, Name+"-data", metav1.GetOptions{}); err != nil {
+		t.Fatalf("registry claim deleted without withData: %v", err)
+	}
+	// Twice, and with the data: what is gone already is no error.
+	if err := Delete(ctx, cs, "agents", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().PersistentVolumeClaims("agents").Get(ctx, Name+"-data", metav1.GetOptions{}); err == nil {
+		t.Fatal("registry claim kept with withData")
+	}
+}

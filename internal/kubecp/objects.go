@@ -21,6 +21,10 @@ const (
 	Name     = "clawker-cp"
 	AppLabel = "app.kubernetes.io/name"
 
+	// ClawkerdImageAnnotation on the Service names the clawkerd image
+	// agents of this CP install from (clawker run reads it there).
+	ClawkerdImageAnnotation = "clawker.dev/clawkerd-image"
+
 	configDir = "/etc/clawker"
 	dataDir   = "/var/lib/clawker-cp"
 )
@@ -33,6 +37,8 @@ var KeyFiles = []string{consts.CPCertFile, consts.CPKeyFile, consts.CACertFile, 
 type Spec struct {
 	Namespace string
 	Image     string
+	// ClawkerdImage is recorded for clawker run ("": run must be told).
+	ClawkerdImage string
 	// Keys holds KeyFiles by name.
 	Keys map[string][]byte
 	// Storage is the registry's claim size; VolumeName binds the claim to
@@ -128,6 +134,9 @@ func Build(s Spec) (Objects, error) {
 			{Name: "agent", Port: consts.PortAgent, TargetPort: intstr.FromString("agent")},
 			{Name: "token", Port: consts.PortToken, TargetPort: intstr.FromString("token")},
 		}}},
+	}
+	if s.ClawkerdImage != "" {
+		o.Service.Annotations = map[string]string{ClawkerdImageAnnotation: s.ClawkerdImage}
 	}
 	if s.VolumeName != "" {
 		empty := ""

@@ -122,9 +122,11 @@ func ModuleRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// BuildBinaries builds clawker, clawker-cp and clawkerd statically into dir.
-func BuildBinaries(dir string) error {
-	cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/clawker", "./cmd/clawker-cp", "./cmd/clawkerd")
+// BuildBinaries builds clawker, clawker-cp and clawkerd (and the packages
+// in more) statically into dir.
+func BuildBinaries(dir string, more ...string) error {
+	args := append([]string{"build", "-o", dir + string(os.PathSeparator), "./cmd/clawker", "./cmd/clawker-cp", "./cmd/clawkerd"}, more...)
+	cmd := exec.Command("go", args...)
 	cmd.Dir = ModuleRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"fmt"
 	"slices"
 	"strings"
@@ -32,23 +33,8 @@ func TestAgentsAsPods(t *testing.T) {
 // and a CP restart against them, in that order.
 func agentScenario(t *testing.T, c *cluster, ns string, p controlPlane) {
 	ctx := context.Background()
-	ca, err := p.keys().LoadCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := p.keys().LoadSigningKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := func(name string) kubeagent.Spec {
-		a, err := auth.NewAgentName(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return kubeagent.Spec{Namespace: ns, Agent: a, Image: agentImage, ClawkerdImage: clawkerdImage,
-			Cmd: []string{"sleep", "3600"}, CPAgentAddr: p.agentAddr(), CPTokenURL: p.tokenURL(), CPPeer: p.peer(),
-			Labels: map[string]string{consts.LabelTest: testLabel}}
-	}
+	ca, signer := loadSigners(t, p.keys())
+	spec := func(name string) kubeagent.Spec { return agentSpec(t, ns, p, name) }
 	ids := map[string]string{}
 	for _, name := range []string{"alpha", "beta"} {
 		pod, err := kubeagent.Create(ctx, kubeagent.Clients{Core: c.kube.CoreV1(), Networking: c.kube.NetworkingV1()}, ca, signer, spec(name), time.Now())
@@ -96,22 +82,7 @@ func agentScenario(t *testing.T, c *cluster, ns string, p controlPlane) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mallory, err := c.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		alphaUID := c.podUID(t, ns, "clawker.alpha")
-		leaf, err := ca.MintAgentPod(auth.ProjectSlug{}, mustName(t, "alpha"), alphaUID, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := ca.MintBootstrap(signer, leaf, auth.PodWorkloadID(alphaUID), time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.kube.CoreV1().Secrets(ns).Create(ctx, kubeagent.Secret(mallory, b), metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		mallory := impostor(t, c, ns, pod, ca, signer, "alpha", c.podUID(t, ns, "clawker.alpha"))
 		malloryID := auth.PodWorkloadID(string(mallory.UID))
 		// The CP dials every agent pod; mallory's cert binds alpha's pod,
 		// not the pod at the address it dialed, so the Session stays
@@ -286,6 +257,51 @@ func agentScenario(t *testing.T, c *cluster, ns string, p controlPlane) {
 			return nil
 		})
 	})
+}
+
+// loadSigners is the home's CA and assertion signer.
+func loadSigners(t *testing.T, home auth.Home) (*auth.CA, *ecdsa.PrivateKey) {
+	t.Helper()
+	ca, err := home.LoadCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := home.LoadSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, signer
+}
+
+// agentSpec is a test agent pod running sleep under p.
+func agentSpec(t *testing.T, ns string, p controlPlane, name string) kubeagent.Spec {
+	return kubeagent.Spec{Namespace: ns, Agent: mustName(t, name), Image: agentImage, ClawkerdImage: clawkerdImage,
+		Cmd: []string{"sleep", "3600"}, CPAgentAddr: p.agentAddr(), CPTokenURL: p.tokenURL(), CPPeer: p.peer(),
+		Labels: map[string]string{consts.LabelTest: testLabel}}
+}
+
+// impostor creates pod with a bootstrap Secret (a cert and a fresh
+// assertion) minted for agent victim's pod victimUID: everything but the
+// pod its address belongs to.
+func impostor(t *testing.T, c *cluster, ns string, pod *corev1.Pod, ca *auth.CA, signer *ecdsa.PrivateKey, victim, victimUID string) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	created, err := c.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.MintAgentPod(auth.ProjectSlug{}, mustName(t, victim), victimUID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ca.MintBootstrap(signer, leaf, auth.PodWorkloadID(victimUID), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.kube.CoreV1().Secrets(ns).Create(ctx, kubeagent.Secret(created, b), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return created
 }
 
 func mustName(t *testing.T, s string) auth.AgentName {

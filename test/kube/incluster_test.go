@@ -32,6 +32,29 @@ func TestAgentsWithCPInCluster(t *testing.T) {
 	agentScenario(t, c, ns, deployCP(t, c, ns))
 }
 
+// registryPV is a PersistentVolume for the CP's registry in ns: a
+// directory of this host, deleted at the end.
+func registryPV(t *testing.T, c *cluster, ns string) string {
+	t.Helper()
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: ns + "-cp-data", Labels: map[string]string{consts.LabelTest: testLabel}},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			StorageClassName:              "",
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: t.TempDir()}},
+		},
+	}
+	if _, err := c.kube.CoreV1().PersistentVolumes().Create(context.Background(), pv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.kube.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
+	})
+	return pv.Name
+}
+
 // clusterCP is the CP as a Deployment in ns.
 type clusterCP struct {
 	top       *testing.T // the test the admin connections close with
@@ -58,25 +81,8 @@ func deployCP(t *testing.T, c *cluster, ns string) *clusterCP {
 		}
 		keys[f] = b
 	}
-	// The registry's volume: a directory of this host, as a PV.
-	dir := t.TempDir()
-	pv := &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: ns + "-cp-data", Labels: map[string]string{consts.LabelTest: testLabel}},
-		Spec: corev1.PersistentVolumeSpec{
-			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
-			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-			StorageClassName:              "",
-			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir}},
-		},
-	}
-	if _, err := c.kube.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = c.kube.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
-	})
-	objs, err := kubecp.Build(kubecp.Spec{Namespace: ns, Image: cpImage, Keys: keys, VolumeName: pv.Name})
+	pv := registryPV(t, c, ns)
+	objs, err := kubecp.Build(kubecp.Spec{Namespace: ns, Image: cpImage, Keys: keys, VolumeName: pv})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func prepare() (*cluster, string, error) {
 		return nil, "", err
 	}
 	c := &cluster{kube: kube, gateway: gw, binDir: dir}
-	if err := testenv.BuildBinaries(c.binDir); err != nil {
+	if err := testenv.BuildBinaries(c.binDir, "./cmd/clawker-kube"); err != nil {
 		return c, "", fmt.Errorf("build: %w", err)
 	}
 	if err := c.loadImages(ctx); err != nil {
