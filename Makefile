@@ -5,7 +5,7 @@ export CGO_ENABLED := 0
 
 PROTOS := api/agent/v1/agent.proto api/clawkerd/v1/clawkerd.proto api/admin/v1/admin.proto
 
-.PHONY: deps build generate check-generated lint test e2e demo docs bench clean
+.PHONY: deps build generate check-generated lint test e2e demo docs bench bench-kube clean
 
 deps:
 	./scripts/install-deps.sh
@@ -54,6 +54,11 @@ docs: build
 #   make bench BENCH_FLAGS='-agents 10 -fanout 30 -gate 10,100'
 bench:
 	go run ./bench -profile bench/profiles $(BENCH_FLAGS)
+
+# Figure 8, agents as pods, into bench/kube/: needs the test cluster
+# (sudo scripts/kube-up.sh; source .cache/kube/run/env).
+bench-kube:
+	go run ./bench -kube -out bench/kube $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +32,9 @@ type env struct {
 	binDir string
 	home   string
 	work   string // cwd for CLI calls: no stray clawker.yaml
+	// global are root flags before every CLI command (the kubernetes
+	// figure's --runtime, --kubeconfig and -n).
+	global []string
 }
 
 // newEnv sweeps leftovers, builds the binaries and imports the agent image.
@@ -55,7 +59,9 @@ func (e *env) close() {
 			_ = os.RemoveAll(d)
 		}
 	}
-	e.suite.Close(context.Background())
+	if e.suite != nil {
+		e.suite.Close(context.Background())
+	}
 }
 
 // sweep removes every bench container, keeping the agent image.
@@ -74,7 +80,7 @@ func (r result) String() string {
 
 // clawkerCmd prepares a CLI subprocess with the bench's home and labels.
 func (e *env) clawkerCmd(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, e.binDir+"/clawker", args...)
+	cmd := exec.CommandContext(ctx, e.binDir+"/clawker", append(slices.Clone(e.global), args...)...)
 	cmd.Env = append(os.Environ(), consts.EnvHome+"="+e.home, "CLAWKER_LABELS="+benchLabel)
 	cmd.Dir = e.work
 	return cmd

@@ -19,6 +19,8 @@ import (
 )
 
 type options struct {
+	kube                  bool
+	kubePods, kubeScale   int
 	agents, fanout        int
 	gate                  []int
 	execReps, tputReps    int
@@ -44,6 +46,7 @@ type report struct {
 	Exec     *execResult     `json:"exec,omitempty"`
 	Registry *registryResult `json:"registry,omitempty"`
 	TTY      *ttyResult      `json:"tty,omitempty"`
+	Kube     *kubeResult     `json:"kube,omitempty"`
 	// Calibration is a do-nothing process's start, at the start and the
 	// end of the run; Load is the machine's load around each figure.
 	Calibration []calibration `json:"calibration,omitempty"`
@@ -83,6 +86,9 @@ func mainErr() int {
 	flag.IntVar(&o.ttyKeys, "tty-keys", 300, "keystrokes per side for the exec -it echo latency")
 	flag.IntVar(&o.ttyAttaches, "tty-attaches", 20, "exec -it sessions (and attaches) per side for the time to the first prompt byte")
 	flag.StringVar(&o.out, "out", "bench", "directory for REPORT.md and report.json")
+	flag.BoolVar(&o.kube, "kube", false, "run only figure 8, agents as pods, on the cluster in $KUBECONFIG (scripts/kube-up.sh)")
+	flag.IntVar(&o.kubePods, "kube-pods", 20, "pods for figure 8's run → InitCompleted (started one at a time)")
+	flag.IntVar(&o.kubeScale, "kube-scale", 100, "pods started at once for figure 8's Register cost")
 	flag.StringVar(&o.profileDir, "profile", "", "write CPU profiles of the in-process figures, and CP profiles, here")
 	flag.IntVar(&o.egressMiB, "egress-mib", 100, "MiB per egress download run")
 	flag.IntVar(&o.egressReqs, "egress-requests", 1000, "small HTTPS requests per egress variant")
@@ -122,7 +128,12 @@ func mainErr() int {
 		"tty_keys": o.ttyKeys, "tty_attaches": o.ttyAttaches,
 	}}
 	rep.Machine = describeMachine()
-	err := calibrated(ctx, &o, rep, func() error { return runAll(ctx, &o, rep) })
+	all := runAll
+	if o.kube {
+		all = runKube
+		rep.Options = map[string]any{"kube_pods": o.kubePods, "kube_scale": o.kubeScale, "anchor_reps": o.anchorReps}
+	}
+	err := calibrated(ctx, &o, rep, func() error { return all(ctx, &o, rep) })
 	if err != nil {
 		rep.Errors = append(rep.Errors, err.Error())
 		fmt.Fprintln(os.Stderr, "bench:", err)

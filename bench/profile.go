@@ -125,7 +125,7 @@ func (e *env) profileReady(ctx context.Context, w *evWatch, dir string) cpProfil
 		}
 	}()
 	return e.profileWhile(ctx, dir, "cp-ready", "agents started one at a time to InitCompleted", profilePass, func() error {
-		id, err := e.startAgent(ctx, fmt.Sprintf("p%03d", len(ids)))
+		id, err := e.startAgent(ctx, agentImage, fmt.Sprintf("p%03d", len(ids)))
 		if err != nil {
 			return err
 		}

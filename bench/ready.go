@@ -43,9 +43,9 @@ func (e *env) logs(ctx context.Context, id string, timestamps bool) (string, err
 	return buf.String(), nil
 }
 
-// startAgent runs one detached agent and returns its container ID.
-func (e *env) startAgent(ctx context.Context, name string) (string, error) {
-	r, err := e.must(ctx, "run", "-d", "--agent", name, agentImage, "sleep", "86400")
+// startAgent runs one detached agent of image and returns its ID.
+func (e *env) startAgent(ctx context.Context, image, name string) (string, error) {
+	r, err := e.must(ctx, "run", "-d", "--agent", name, image, "sleep", "86400")
 	if err != nil {
 		return "", err
 	}
@@ -103,7 +103,7 @@ func (e *env) measureReady(ctx context.Context, w *evWatch, n, anchorReps int) (
 	var s2i, l2c, anchor, s2l, c2r, r2i sample
 	ids := make([]string, 0, n)
 	startOne := func(i int) error {
-		id, err := e.startAgent(ctx, fmt.Sprintf("r%03d", i))
+		id, err := e.startAgent(ctx, agentImage, fmt.Sprintf("r%03d", i))
 		if err != nil {
 			return err
 		}
@@ -214,7 +214,7 @@ func (e *env) measureFanout(ctx context.Context, have []string, n int, base cpSt
 	missing := n - len(have)
 	if missing > 0 {
 		if err := parallel(missing, 3, func(i int) error {
-			_, err := e.startAgent(ctx, fmt.Sprintf("f%03d", i))
+			_, err := e.startAgent(ctx, agentImage, fmt.Sprintf("f%03d", i))
 			return err
 		}); err != nil {
 			return res, err

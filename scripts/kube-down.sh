@@ -45,7 +45,9 @@ fi
 our_pid() {
 	local pid
 	pid=$(pid_of "$1") || return 1
-	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -e "$KUBE_CACHE" -e "$KUBE_RUN" || return 1
+	local cmdline
+	cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+	grep -qF -e "$KUBE_CACHE" -e "$KUBE_RUN" <<<"$cmdline" || return 1
 	echo "$pid"
 }
 
@@ -89,9 +91,10 @@ remove_pods() {
 # shims_of_ours prints pids of containerd shims started by our containerd
 # (their command line carries our socket path); Docker's have another.
 shims_of_ours() {
-	local p
+	local p cmdline
 	for p in /proc/[0-9]*; do
-		tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "containerd-shim.*-address $CONTAINERD_SOCK" && echo "${p#/proc/}"
+		cmdline=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+		[[ $cmdline =~ containerd-shim.*-address\ $CONTAINERD_SOCK ]] && echo "${p#/proc/}"
 	done
 	return 0
 }
@@ -221,7 +224,7 @@ clean_iptables() {
 # no user chain and no non-ACCEPT policy. Needs `nft` (Debian's nftables).
 drop_new_tables() {
 	command -v nft >/dev/null || return 0
-	iptables -V 2>/dev/null | grep -q nf_tables || return 0
+	[[ $(iptables -V 2>/dev/null) == *nf_tables* ]] || return 0
 	local fam save before t out
 	for fam in ip ip6; do
 		save=iptables-save before=$HOST_STATE/iptables.before

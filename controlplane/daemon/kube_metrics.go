@@ -38,6 +38,11 @@ func (k kubeRequests) RoundTrip(r *http.Request) (*http.Response, error) {
 	return k.next.RoundTrip(r)
 }
 
+// WrappedRoundTripper lets client-go reach the transport under the
+// counter (to cancel a request, it logged "unable to cancel request"
+// without it).
+func (k kubeRequests) WrappedRoundTripper() http.RoundTripper { return k.next }
+
 // apiResource is the resource a namespaced API path names, and whether
 // the path is its collection: /api/v1/namespaces/NS/pods/NAME → pods, false.
 func apiResource(path string) (string, bool) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 )
 
 func TestKubeRequestsCountsByVerbAndResource(t *testing.T) {
@@ -34,5 +35,16 @@ func TestKubeRequestsCountsByVerbAndResource(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(c.WithLabelValues("watch", "pods")); got != 1 {
 		t.Fatalf("watch pods = %v, want 1", got)
+	}
+}
+
+// client-go unwraps the counter to cancel a request on the transport
+// under it (utilnet.RoundTripperWrapper).
+func TestKubeRequestsUnwrapsToItsTransport(t *testing.T) {
+	next := &http.Transport{}
+	var rt http.RoundTripper = kubeRequests{next: next}
+	w, ok := rt.(utilnet.RoundTripperWrapper)
+	if !ok || w.WrappedRoundTripper() != next {
+		t.Fatal("kubeRequests does not expose the transport it wraps")
 	}
 }

@@ -97,7 +97,9 @@ func (p *Pods) onUpdate(_, obj any) {
 	p.watchErr = ""
 	p.mu.Unlock()
 	id := auth.PodWorkloadID(string(pod.UID))
-	restarted := had && prev.running && cur.running && prev.instance != cur.instance
+	// A starting container has no ID yet: getting one is its start, not
+	// a restart.
+	restarted := had && prev.running && cur.running && prev.instance != "" && prev.instance != cur.instance
 	if had && prev.running && (!cur.running || restarted) {
 		p.publish(dockerevents.ActionDie, id, eventLabels(pod, exitCode(pod)), false)
 	}

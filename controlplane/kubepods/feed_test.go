@@ -2,14 +2,17 @@ package kubepods
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/dockerevents"
 	"github.com/clawker/clawker/internal/auth"
+	"github.com/clawker/clawker/internal/consts"
 )
 
 func TestFeedPublishesPodTransitions(t *testing.T) {
@@ -81,4 +84,76 @@ func TestFeedDeleteOfRunningPodDiesFirst(t *testing.T) {
 	waitFor(t, "die then destroy", func() bool {
 		return slices.Equal(r.bus.actions(), []string{"create", "start", "die", "destroy"})
 	})
+}
+
+// setStarting is the status the kubelet reports as it starts the agent
+// container: the init container done, the agent container being created.
+func setStarting(p *corev1.Pod, initExit int32, reason string) {
+	p.Spec.InitContainers = []corev1.Container{{Name: "clawkerd-install"}}
+	p.Status.Phase = corev1.PodPending
+	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "clawkerd-install",
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: initExit}}}}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: consts.PodAgentContainer,
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason}}}}
+}
+
+// A pod whose agent container is being created is started: the CP dials it
+// then, not a kubelet relist later. Its container then running is no
+// restart; a pull failure instead ends it.
+func TestFeedStartsAPodAsItsAgentContainerIsCreated(t *testing.T) {
+	r := start(t)
+	pods := r.cs.CoreV1().Pods(testNS)
+	ctx := context.Background()
+	want := func(what string, actions ...string) {
+		t.Helper()
+		waitFor(t, what, func() bool { return slices.Equal(r.bus.actions(), actions) })
+	}
+	p := agentPod("alpha", uidA, "10.244.0.5", false)
+	setStarting(p, 0, "PodInitializing")
+	p.Status.InitContainerStatuses[0].State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("create while initialising", "create")
+	id := auth.PodWorkloadID(uidA)
+	if _, err := r.p.DialTarget(ctx, id); !errors.Is(err, agent.ErrContainerNotRunning) {
+		t.Fatalf("dial target while the init container runs: %v, want not running", err)
+	}
+
+	setStarting(p, 0, "ContainerCreating")
+	if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("start as the agent container is created", "create", "start")
+	if got, err := r.p.DialTarget(ctx, id); err != nil || got.Address != "10.244.0.5:7700" {
+		t.Fatalf("dial target while starting: %+v, %v", got, err)
+	}
+	setRunning(p, "containerd://first")
+	if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// beta's events after alpha's update are the barrier: a restart of
+	// alpha would show as die, start before them.
+	beta := agentPod("beta", uidB, "10.244.0.6", false)
+	setStarting(beta, 0, "ContainerCreating")
+	if _, err := pods.Create(ctx, beta, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("beta starts", "create", "start", "create", "start")
+	setStarting(beta, 0, "ErrImagePull")
+	if _, err := pods.UpdateStatus(ctx, beta, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("a pull failure ends beta", "create", "start", "create", "start", "die")
+
+	gamma := agentPod("gamma", uidC, "10.244.0.7", false)
+	setStarting(gamma, 1, "PodInitializing") // clawkerd install failed
+	if _, err := pods.Create(ctx, gamma, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// delta's create is the barrier behind gamma's events.
+	if _, err := pods.Create(ctx, agentPod("delta", uidD, "", false), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("a failed init container never starts", "create", "start", "create", "start", "die", "create", "create")
 }

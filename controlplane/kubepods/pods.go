@@ -207,13 +207,38 @@ func agentContainer(pod *corev1.Pod) *corev1.ContainerStatus {
 	return nil
 }
 
-// running reports whether the pod's clawkerd container is running.
+// running reports whether the pod's clawkerd container runs, or is being
+// started: the CP dials it from then on. The kubelet reports a started
+// container only at its next relist (the generic PLEG's, up to 1 s
+// later; every agent paid ~0.9 s of it), while the pod's IP and its
+// finished init container are reported as the kubelet starts the agent
+// container; the dialer's retries cover the ~0.1 s until clawkerd listens.
 func running(pod *corev1.Pod) bool {
-	if pod.Status.Phase != corev1.PodRunning {
+	cs := agentContainer(pod)
+	switch {
+	case cs == nil:
+		return false
+	case pod.Status.Phase == corev1.PodRunning && cs.State.Running != nil:
+		return true
+	}
+	return starting(pod, cs)
+}
+
+// starting: the pod has its IP, every init container exited 0, and the
+// kubelet is creating the agent container (not failing to: a pull error
+// or a bad config is another reason, and ends the dialing).
+func starting(pod *corev1.Pod, cs *corev1.ContainerStatus) bool {
+	if pod.Status.PodIP == "" || pod.Status.Phase != corev1.PodPending ||
+		len(pod.Status.InitContainerStatuses) != len(pod.Spec.InitContainers) {
 		return false
 	}
-	cs := agentContainer(pod)
-	return cs != nil && cs.State.Running != nil
+	for _, ic := range pod.Status.InitContainerStatuses {
+		if t := ic.State.Terminated; t == nil || t.ExitCode != 0 {
+			return false
+		}
+	}
+	w := cs.State.Waiting
+	return w != nil && (w.Reason == "ContainerCreating" || w.Reason == "PodInitializing")
 }
 
 // eligible reports whether pod may own an agent peer IP at all: labelled

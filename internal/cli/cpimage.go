@@ -13,6 +13,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	mobyclient "github.com/moby/moby/client"
 
+	"github.com/clawker/clawker/internal/binimage"
 	"github.com/clawker/clawker/internal/consts"
 )
 
@@ -49,15 +50,8 @@ func ensureCPImage(ctx context.Context, c cpImageDocker, binPath string) (string
 	if err := tb.hostFile(cpBinaryPath[1:], 0o755, binPath); err != nil {
 		return "", err
 	}
-	for _, f := range []struct {
-		name string
-		data string
-	}{
-		{"etc/passwd", "root:x:0:0:root:/root:/sbin/nologin\n"},
-		{"etc/group", "root:x:0:\n"},
-		{"etc/nsswitch.conf", "hosts: files dns\n"},
-	} {
-		if err := tb.file(f.name, 0o644, []byte(f.data)); err != nil {
+	for _, f := range binimage.EtcFiles() {
+		if err := tb.file(f.Name, f.Mode, f.Data); err != nil {
 			return "", err
 		}
 	}

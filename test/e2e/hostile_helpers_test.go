@@ -34,36 +34,15 @@ import (
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/testenv/hostile"
 )
 
 // attackerDir is where the attacker binary and each attack's material
 // live inside a container.
 const attackerDir = "/attack"
 
-// outcome mirrors test/e2e/attacker's JSON line.
-type outcome struct {
-	Attack     string `json:"attack"`
-	Mode       string `json:"mode"`
-	OK         bool   `json:"ok"`
-	Stage      string `json:"stage"`
-	Code       string `json:"code,omitempty"`
-	Message    string `json:"message,omitempty"`
-	HTTPStatus int    `json:"http_status,omitempty"`
-	Body       string `json:"body,omitempty"`
-	Token      string `json:"token,omitempty"`
-	Detail     string `json:"detail,omitempty"`
-}
-
-func (o outcome) String() string {
-	switch {
-	case o.Stage == "transport":
-		return "TLS refused: " + o.Message + o.Detail
-	case o.HTTPStatus != 0:
-		return fmt.Sprintf("HTTP %d %s", o.HTTPStatus, o.Body)
-	default:
-		return fmt.Sprintf("%s %q", o.Code, o.Message)
-	}
-}
+// outcome is the attacker's JSON line (internal/testenv/hostile).
+type outcome = hostile.Outcome
 
 // buildAttacker compiles test/e2e/attacker statically.
 func buildAttacker(t *testing.T) string {

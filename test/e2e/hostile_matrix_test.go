@@ -14,6 +14,7 @@ import (
 
 	adminv1 "github.com/clawker/clawker/api/admin/v1"
 	"github.com/clawker/clawker/internal/auth"
+	"github.com/clawker/clawker/internal/testenv/hostile"
 )
 
 // hostileAttack is one row of the hostile-peer matrix.
@@ -30,47 +31,17 @@ type hostileAttack struct {
 	want  func(outcome) error
 }
 
-// The one generic answer of each gate: callers never learn which check
-// failed (the reason is only in the CP log).
 const (
-	genericUnauth   = "authentication required"
-	genericIdentity = "registration rejected"
-	genericOAuth    = `{"error":"invalid_client","error_description":"client authentication failed"}`
+	genericUnauth   = hostile.GenericUnauth
+	genericIdentity = hostile.GenericIdentity
+	genericOAuth    = hostile.GenericOAuth
 )
 
-// refusedAtTLS accepts only failures that happen after the TCP connection
-// was up (a TLS alert, or the server hanging up mid-handshake), never a
-// dial failure, which would make the attack prove nothing.
-func refusedAtTLS(o outcome) error {
-	if o.OK || o.Stage != "transport" {
-		return fmt.Errorf("want a TLS refusal, got stage %s %s", o.Stage, o)
-	}
-	msg := o.Message + o.Detail
-	for _, s := range []string{"tls: ", "broken pipe", "connection reset", "EOF"} {
-		if strings.Contains(msg, s) {
-			return nil
-		}
-	}
-	return fmt.Errorf("want a TLS refusal on an established connection, got %q", msg)
-}
-
-func refusedRPC(code, msg string) func(outcome) error {
-	return func(o outcome) error {
-		if o.OK || o.Stage != "rpc" || o.Code != code || (msg != "" && o.Message != msg) {
-			return fmt.Errorf("want %s %q, got stage %s %s", code, msg, o.Stage, o)
-		}
-		return nil
-	}
-}
-
-func refusedOAuth(status int, body string) func(outcome) error {
-	return func(o outcome) error {
-		if o.OK || o.Stage != "http" || o.HTTPStatus != status || o.Body != body {
-			return fmt.Errorf("want HTTP %d %s, got stage %s %s", status, body, o.Stage, o)
-		}
-		return nil
-	}
-}
+var (
+	refusedAtTLS = hostile.RefusedAtTLS
+	refusedRPC   = hostile.RefusedRPC
+	refusedOAuth = hostile.RefusedOAuth
+)
 
 // matrix runs attacks and tallies refusals and leaks.
 type matrix struct {

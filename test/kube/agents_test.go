@@ -87,17 +87,7 @@ func agentScenario(t *testing.T, c *cluster, ns string, p controlPlane) {
 		// The CP dials every agent pod; mallory's cert binds alpha's pod,
 		// not the pod at the address it dialed, so the Session stays
 		// observation-only: no Register is asked for, nothing is run.
-		testenv.Eventually(t, 2*time.Minute, "mallory judged untrusted", func() error {
-			agents, err := p.api().agents(ctx)
-			if err != nil {
-				return err
-			}
-			a := agents[malloryID]
-			if a == nil || a.GetTrusted() || !slices.Contains(a.GetUntrustedReasons(), "container_mismatch") {
-				return fmt.Errorf("mallory: %v; pod: %s", a, c.podStatus(ctx, ns, mallory.Name))
-			}
-			return nil
-		})
+		c.awaitMismatch(t, p, ns, mallory)
 		agents, err := p.api().agents(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -256,6 +246,25 @@ func agentScenario(t *testing.T, c *cluster, ns string, p controlPlane) {
 			}
 			return nil
 		})
+	})
+}
+
+// awaitMismatch waits until p judges pod untrusted for container_mismatch:
+// its Session is up but its cert names another pod.
+func (c *cluster) awaitMismatch(t *testing.T, p controlPlane, ns string, pod *corev1.Pod) {
+	t.Helper()
+	ctx := context.Background()
+	id := auth.PodWorkloadID(string(pod.UID))
+	testenv.Eventually(t, 2*time.Minute, pod.Name+" judged untrusted", func() error {
+		agents, err := p.api().agents(ctx)
+		if err != nil {
+			return err
+		}
+		a := agents[id]
+		if a == nil || a.GetTrusted() || !slices.Contains(a.GetUntrustedReasons(), "container_mismatch") {
+			return fmt.Errorf("%s: %v; pod: %s", pod.Name, a, c.podStatus(ctx, ns, pod.Name))
+		}
+		return nil
 	})
 }
 

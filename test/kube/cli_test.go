@@ -53,6 +53,55 @@ func (k *kubeCLI) must(t *testing.T, args ...string) string {
 	return out
 }
 
+// execTerminal drives `exec -it AGENT sh` on a real terminal (tmux): a
+// keystroke reaches the agent's shell, whose answer and tty come back,
+// and exec ends with the shell's exit code.
+func (k *kubeCLI) execTerminal(t *testing.T, agent string) {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is needed for terminal tests (scripts/install-deps.sh installs it)")
+	}
+	dir := t.TempDir()
+	sock, status, errLog := filepath.Join(dir, "tmux.sock"), filepath.Join(dir, "status"), filepath.Join(dir, "stderr")
+	tmux := func(args ...string) string {
+		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	argv := []string{filepath.Join(k.c.binDir, "clawker"), "--runtime", "kubernetes", "--kubeconfig", os.Getenv("KUBECONFIG"),
+		"-n", k.ns, "--home", k.home, "exec", "-it", agent, "--", "sh"}
+	for i, a := range argv {
+		argv[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	tmux("-f", "/dev/null", "set-option", "-g", "remain-on-exit", "on", ";",
+		"new-session", "-d", "-s", "kube", "-x", "100", "-y", "30", "TERM=xterm "+strings.Join(argv, " ")+" 2>"+errLog+"; echo $? >"+status)
+	t.Cleanup(func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() })
+	screen := func(want string) {
+		testenv.Eventually(t, time.Minute, "the terminal shows "+want, func() error {
+			if got := tmux("capture-pane", "-p", "-t", "kube"); !strings.Contains(got, want) {
+				b, _ := os.ReadFile(status) // set once clawker has exited
+				e, _ := os.ReadFile(errLog)
+				return fmt.Errorf("clawker exit status %q, stderr %q, screen:\n%s", b, e, got)
+			}
+			return nil
+		})
+	}
+	screen("/ #") // capture-pane trims the prompt's trailing space
+	tmux("send-keys", "-t", "kube", "echo in-pod $((6*7)); tty", "Enter")
+	screen("in-pod 42")
+	screen("/dev/pts/")
+	tmux("send-keys", "-t", "kube", "exit 5", "Enter")
+	testenv.Eventually(t, time.Minute, "exec -it exited", func() error {
+		b, err := os.ReadFile(status)
+		if err != nil || strings.TrimSpace(string(b)) != "5" {
+			return fmt.Errorf("status %q (%v)", b, err)
+		}
+		return nil
+	})
+}
+
 type agentRow struct {
 	Agent       string `json:"agent"`
 	ContainerID string `json:"container_id"`
@@ -111,6 +160,7 @@ func TestCLIOnKubernetes(t *testing.T) {
 	if _, _, code := k.run(t, "exec", "alpha", "--", "sh", "-c", "exit 7"); code != 7 {
 		t.Fatalf("exec exit code %d, want the command's 7", code)
 	}
+	k.execTerminal(t, "alpha")
 
 	// Attached: the output streams back and run exits with the command's code.
 	out, errOut, code := k.run(t, "run", "--rm", "--agent", "once", agentImage, "sh", "-c", "sleep 1; echo out from once; exit 3")

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,17 +84,7 @@ func TestGateRefusesAPodOnAReusedIP(t *testing.T) {
 	if got := c.podIP(t, ns, heir.Name); got != ip.String() {
 		t.Fatalf("the heir got %s, not the victim's %s: the IP reuse this test needs did not happen", got, ip)
 	}
-	testenv.Eventually(t, 2*time.Minute, "the heir judged untrusted", func() error {
-		agents, err := p.api().agents(ctx)
-		if err != nil {
-			return err
-		}
-		a := agents[heirID]
-		if a == nil || a.GetTrusted() || !slices.Contains(a.GetUntrustedReasons(), "container_mismatch") {
-			return fmt.Errorf("heir: %v; pod: %s", a, c.podStatus(ctx, ns, heir.Name))
-		}
-		return nil
-	})
+	c.awaitMismatch(t, p, ns, heir)
 	agents, err := p.api().agents(ctx)
 	if err != nil {
 		t.Fatal(err)

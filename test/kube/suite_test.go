@@ -1,11 +1,8 @@
 package kube
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -30,6 +27,7 @@ const (
 	agentImage    = "clawker-kube-e2e/busybox:e2e"
 	clawkerdImage = "clawker-kube-e2e/clawkerd:e2e"
 	cpImage       = "clawker-kube-e2e/clawker-cp:e2e"
+	attackerImage = "clawker-kube-e2e/attacker:e2e" // test/e2e/attacker alone
 	testLabel     = "kube"
 )
 
@@ -94,7 +92,7 @@ func prepare() (*cluster, string, error) {
 		return nil, "", err
 	}
 	c := &cluster{kube: kube, gateway: gw, binDir: dir}
-	if err := testenv.BuildBinaries(c.binDir, "./cmd/clawker-kube"); err != nil {
+	if err := testenv.BuildBinaries(c.binDir, "./cmd/clawker-kube", "./test/e2e/attacker"); err != nil {
 		return c, "", fmt.Errorf("build: %w", err)
 	}
 	if err := c.loadImages(ctx); err != nil {
@@ -103,73 +101,34 @@ func prepare() (*cluster, string, error) {
 	return c, "", nil
 }
 
-// loadImages builds the two images in Docker (nothing is pulled), moves
-// them into the cluster and removes them from Docker again.
+// loadImages builds the images in Docker (nothing is pulled), moves them
+// into the cluster and removes them from Docker again.
 func (c *cluster) loadImages(ctx context.Context) error {
 	docker, err := mobyclient.New(mobyclient.FromEnv)
 	if err != nil {
 		return err
 	}
 	defer docker.Close()
+	refs := []string{agentImage, clawkerdImage, cpImage, attackerImage}
+	defer func() {
+		for _, ref := range refs {
+			_, _ = docker.ImageRemove(context.WithoutCancel(ctx), ref, mobyclient.ImageRemoveOptions{Force: true})
+		}
+	}()
 	label := consts.LabelTest + "=" + testLabel
 	if err := testenv.ImportBusybox(ctx, docker, agentImage, label); err != nil {
 		return fmt.Errorf("busybox: %w", err)
 	}
-	if err := importBinary(ctx, docker, clawkerdImage, filepath.Join(c.binDir, "clawkerd"), "clawkerd", label); err != nil {
-		return fmt.Errorf("clawkerd image: %w", err)
-	}
-	if err := importBinary(ctx, docker, cpImage, filepath.Join(c.binDir, "clawker-cp"), "clawker-cp", label); err != nil {
-		return fmt.Errorf("clawker-cp image: %w", err)
-	}
-	defer func() {
-		for _, ref := range []string{agentImage, clawkerdImage, cpImage} {
-			_, _ = docker.ImageRemove(context.WithoutCancel(ctx), ref, mobyclient.ImageRemoveOptions{Force: true})
+	for ref, bin := range map[string]string{clawkerdImage: "clawkerd", cpImage: "clawker-cp", attackerImage: "attacker"} {
+		if err := testenv.ImportBinary(ctx, docker, ref, filepath.Join(c.binDir, bin), bin, label); err != nil {
+			return fmt.Errorf("%s image: %w", bin, err)
 		}
-	}()
-	cmd := exec.CommandContext(ctx, filepath.Join(testenv.ModuleRoot(), "scripts", "kube-load-image.sh"), agentImage, clawkerdImage, cpImage)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(testenv.ModuleRoot(), "scripts", "kube-load-image.sh"), refs...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("kube-load-image: %v: %s", err, out)
 	}
 	return nil
-}
-
-// importBinary makes an image of one static binary at /name (the
-// clawkerd image; the CP's, which also needs the /etc files Go reads).
-func importBinary(ctx context.Context, docker *mobyclient.Client, ref, bin, name, label string) error {
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	files := []struct {
-		name string
-		mode int64
-		data []byte
-	}{
-		{name, 0o755, data},
-		{"etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/sbin/nologin\n")},
-		{"etc/group", 0o644, []byte("root:x:0:\n")},
-		{"etc/nsswitch.conf", 0o644, []byte("hosts: files dns\n")},
-	}
-	for _, f := range files {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode, Size: int64(len(f.data))}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	res, err := docker.ImageImport(ctx, mobyclient.ImageImportSource{Source: &buf, SourceName: "-"}, ref,
-		mobyclient.ImageImportOptions{Changes: []string{"LABEL " + label}})
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, res)
-	return res.Close()
 }
 
 // namespace creates a fresh labelled namespace, deleted at the end.

@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -44,29 +45,16 @@ import (
 	agentv1 "github.com/clawker/clawker/api/agent/v1"
 	clawkerdv1 "github.com/clawker/clawker/api/clawkerd/v1"
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/testenv/hostile"
 )
 
-// outcome is the one JSON line the test parses. Stage says how far the
-// attempt got: "transport" (refused before any application code answered:
-// TLS handshake or connection), "token" (refused at the token endpoint
-// while fetching a bearer for a later step), "rpc" (an RPC answered),
-// "http" (the token endpoint answered).
-type outcome struct {
-	Attack     string `json:"attack"`
-	Mode       string `json:"mode"`
-	OK         bool   `json:"ok"`
-	Stage      string `json:"stage"`
-	Code       string `json:"code,omitempty"`
-	Message    string `json:"message,omitempty"`
-	HTTPStatus int    `json:"http_status,omitempty"`
-	Body       string `json:"body,omitempty"`
-	Token      string `json:"token,omitempty"`
-	Detail     string `json:"detail,omitempty"`
-}
+// outcome is the one JSON line the test parses (its stages: hostile.Outcome).
+type outcome = hostile.Outcome
 
 type opts struct {
 	name, mode, target, dir, tokenURL string
 	agent, project, scope, marker     string
+	trigger                           string
 	pad                               int
 }
 
@@ -82,7 +70,11 @@ func main() {
 	flag.StringVar(&o.scope, "scope", consts.ScopeRegister, "token: requested scope")
 	flag.StringVar(&o.marker, "marker", "/tmp/hostile-marker", "session: file the ShellCommand would create")
 	flag.IntVar(&o.pad, "pad", 0, "register: bytes appended to agent_name (oversized message)")
+	flag.StringVar(&o.trigger, "trigger", "", "listen here and attack after the first connection (lets a test start it when its pod's IP is known)")
 	flag.Parse()
+	if o.trigger != "" {
+		awaitTrigger(o.trigger)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -105,6 +97,19 @@ func main() {
 	}
 	b, _ := json.Marshal(out)
 	fmt.Println(string(b))
+}
+
+// awaitTrigger blocks until one connection to addr arrives (or 2 min).
+func awaitTrigger(addr string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return
+	}
+	defer l.Close()
+	_ = l.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Minute))
+	if c, err := l.Accept(); err == nil {
+		c.Close()
+	}
 }
 
 // tlsConfig presents the client cert in dir, if any. The attacker does not
