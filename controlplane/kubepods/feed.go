@@ -103,7 +103,11 @@ func (p *Pods) onUpdate(_, obj any) {
 	if had && prev.running && (!cur.running || restarted) {
 		p.publish(dockerevents.ActionDie, id, eventLabels(pod, exitCode(pod)), false)
 	}
-	if cur.running && (!had || !prev.running || restarted) {
+	// The start published while the container was being created is
+	// repeated once it has run: a dial cycle that gave up during a long
+	// image pull (its budget is 30 s) gets another; a live one ignores it.
+	firstRun := had && prev.running && prev.instance == "" && cur.running && cur.instance != ""
+	if cur.running && (!had || !prev.running || restarted || firstRun) {
 		p.publish(dockerevents.ActionStart, id, cur.labels, false)
 	}
 }

@@ -120,7 +120,9 @@ func TestFeedStartsAPodAsItsAgentContainerIsCreated(t *testing.T) {
 		t.Fatalf("dial target while the init container runs: %v, want not running", err)
 	}
 
-	setStarting(p, 0, "ContainerCreating")
+	// What the kubelet reports for a pod with init containers once they
+	// are done and it creates (or pulls the image of) the agent container.
+	setStarting(p, 0, "PodInitializing")
 	if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -132,19 +134,23 @@ func TestFeedStartsAPodAsItsAgentContainerIsCreated(t *testing.T) {
 	if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// beta's events after alpha's update are the barrier: a restart of
-	// alpha would show as die, start before them.
+	want("running repeats the start, with no die", "create", "start", "start")
+
+	// beta's events after alpha's update are the barrier: anything more
+	// from alpha would show before them. A pod without init containers
+	// waits as ContainerCreating.
 	beta := agentPod("beta", uidB, "10.244.0.6", false)
 	setStarting(beta, 0, "ContainerCreating")
+	beta.Spec.InitContainers, beta.Status.InitContainerStatuses = nil, nil
 	if _, err := pods.Create(ctx, beta, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	want("beta starts", "create", "start", "create", "start")
+	want("beta starts", "create", "start", "start", "create", "start")
 	setStarting(beta, 0, "ErrImagePull")
 	if _, err := pods.UpdateStatus(ctx, beta, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	want("a pull failure ends beta", "create", "start", "create", "start", "die")
+	want("a pull failure ends beta", "create", "start", "start", "create", "start", "die")
 
 	gamma := agentPod("gamma", uidC, "10.244.0.7", false)
 	setStarting(gamma, 1, "PodInitializing") // clawkerd install failed
@@ -155,5 +161,5 @@ func TestFeedStartsAPodAsItsAgentContainerIsCreated(t *testing.T) {
 	if _, err := pods.Create(ctx, agentPod("delta", uidD, "", false), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	want("a failed init container never starts", "create", "start", "create", "start", "die", "create", "create")
+	want("a failed init container never starts", "create", "start", "start", "create", "start", "die", "create", "create")
 }

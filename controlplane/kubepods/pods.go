@@ -225,8 +225,10 @@ func running(pod *corev1.Pod) bool {
 }
 
 // starting: the pod has its IP, every init container exited 0, and the
-// kubelet is creating the agent container (not failing to: a pull error
-// or a bad config is another reason, and ends the dialing).
+// kubelet is creating the agent container. It reports that as the
+// default waiting reason: PodInitializing in a pod with init containers
+// (clawker's), else ContainerCreating. A pull error or a bad config is
+// another reason, and ends the dialing.
 func starting(pod *corev1.Pod, cs *corev1.ContainerStatus) bool {
 	if pod.Status.PodIP == "" || pod.Status.Phase != corev1.PodPending ||
 		len(pod.Status.InitContainerStatuses) != len(pod.Spec.InitContainers) {

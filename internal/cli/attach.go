@@ -63,7 +63,8 @@ func (a *app) attach(ctx context.Context, ref *adminv1.AgentRef, interactive boo
 	if err == nil || eio.containerID == "" || !strings.Contains(err.Error(), "has no terminal") {
 		var ended workloadEnd = dockerEnd{a, eio.containerID}
 		if a.rt != nil {
-			ended = polledEnd(nil)
+			id := eio.containerID
+			ended = polledEnd(func(ctx context.Context) (int, bool) { return a.rt.Exited(ctx, id) })
 		}
 		return a.attachEnded(ctx, eio, ended, err)
 	}

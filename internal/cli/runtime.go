@@ -33,6 +33,9 @@ type Runtime interface {
 	// Workloads lists the agent workloads of project ("" with anyProject:
 	// all), for agents' State column and -a.
 	Workloads(ctx context.Context, project string, anyProject bool) ([]Workload, error)
+	// Exited reports whether workload id has exited (or is gone), and its
+	// exit code: attach's answer when the Session ends first.
+	Exited(ctx context.Context, id string) (code int, exited bool)
 	// Commands are the runtime's own top-level commands (run, rm, cp);
 	// they replace the Docker ones of the same names.
 	Commands(Host) []*cobra.Command
@@ -76,8 +79,17 @@ func ParseDetachKeys(spec string) ([]byte, error) { return parseDetachKeys(spec)
 // DefaultDetachKeys is docker's Ctrl-P Ctrl-Q.
 const DefaultDetachKeys = defaultDetachKeys
 
-// MainRuntime is Main for a binary built with rt.
+// MainRuntime is Main for a binary built with rt. It refuses a
+// --runtime (or $CLAWKER_RUNTIME) that names another runtime.
 func MainRuntime(rt Runtime, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	name, _, err := runtimeArg(args)
+	if err == nil && name != "" && runtimeBinaries[name] != runtimeBinaries[rt.Name()] {
+		err = usageErrorf("this binary serves --runtime %s, not %q: use clawker for docker", rt.Name(), name)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "clawker: %v\n", err)
+		return exitCode(err)
+	}
 	return mainWith(rt, args, stdin, stdout, stderr)
 }
 
@@ -86,6 +98,10 @@ const EnvRuntime = "CLAWKER_RUNTIME"
 
 // runtimeBinaries maps --runtime values to the binary that serves them.
 var runtimeBinaries = map[string]string{"kubernetes": "clawker-kube", "k8s": "clawker-kube"}
+
+// rootValueFlags are the root flags (of either binary) whose value is the
+// next word: clawker -n agents --runtime kubernetes is still a root flag.
+var rootValueFlags = map[string]bool{"--home": true, "-n": true, "--namespace": true, "--context": true, "--kubeconfig": true}
 
 // runtimeArg finds --runtime in the root flags (before the command name),
 // else $CLAWKER_RUNTIME, and returns it with args minus the flag.
@@ -104,7 +120,7 @@ func runtimeArg(args []string) (string, []string, error) {
 			}
 			return args[i+1], slices.Delete(slices.Clone(args), i, i+2), nil
 		}
-		if arg == "--home" {
+		if rootValueFlags[arg] {
 			i++ // its value
 		}
 	}

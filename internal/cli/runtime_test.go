@@ -24,6 +24,7 @@ func TestRuntimeArg(t *testing.T) {
 	}{
 		{[]string{"--runtime=kubernetes", "agents"}, "kubernetes", []string{"agents"}},
 		{[]string{"--home", "/h", "--runtime", "k8s", "rm", "dev"}, "k8s", []string{"--home", "/h", "rm", "dev"}},
+		{[]string{"-n", "agents", "--context", "c", "--runtime", "kubernetes", "agents"}, "kubernetes", []string{"-n", "agents", "--context", "c", "agents"}},
 		// After the command name it is the command's (run's CMD here).
 		{[]string{"run", "--agent", "x", "img", "--runtime", "kubernetes"}, "", []string{"run", "--agent", "x", "img", "--runtime", "kubernetes"}},
 		{[]string{"--", "--runtime=kubernetes"}, "", []string{"--", "--runtime=kubernetes"}},
@@ -45,7 +46,19 @@ func TestRuntimeArg(t *testing.T) {
 		!strings.Contains(errb.String(), `unknown --runtime "podman"`) {
 		t.Fatalf("unknown runtime: exit %d, %q", code, errb.String())
 	}
+	// The kubernetes binary refuses to serve another runtime.
+	errb.Reset()
+	rt := &kubeNamed{}
+	if code := MainRuntime(rt, []string{"--runtime", "docker", "agents"}, strings.NewReader(""), &out, &errb); code != ExitUsage ||
+		!strings.Contains(errb.String(), "use clawker for docker") {
+		t.Fatalf("clawker-kube --runtime docker: exit %d, %q", code, errb.String())
+	}
 }
+
+// kubeNamed is a runtime named kubernetes that does nothing.
+type kubeNamed struct{ fakeRuntime }
+
+func (kubeNamed) Name() string { return "kubernetes" }
 
 // fakeRuntime is the runtime boundary: a CP at addr and fixed workloads.
 type fakeRuntime struct {
@@ -62,6 +75,7 @@ func (f *fakeRuntime) AdminAddr(context.Context) (string, func(), error) {
 func (f *fakeRuntime) Workloads(context.Context, string, bool) ([]Workload, error) {
 	return f.workloads, nil
 }
+func (f *fakeRuntime) Exited(context.Context, string) (int, bool) { return 0, false }
 func (f *fakeRuntime) Commands(Host) []*cobra.Command {
 	return []*cobra.Command{{Use: "run", RunE: func(*cobra.Command, []string) error { return nil }}}
 }

@@ -182,10 +182,12 @@ func (r *Runtime) cpUp(ctx context.Context, h cli.Host, s kubecp.Spec) error {
 	wctx, cancel := context.WithTimeout(ctx, cpReadyWait)
 	defer cancel()
 	for {
-		pod, err := cpPod(wctx, api, ns)
-		if err == nil && pod.Spec.Containers[0].Image == s.Image {
-			fmt.Fprintf(h.Out(), "control plane ready in %s: pod %s\n", ns, pod.Name)
-			return nil
+		d, err := api.AppsV1().Deployments(ns).Get(wctx, kubecp.Name, metav1.GetOptions{})
+		if err == nil && kubecp.Rolled(d) {
+			if pod, err := cpPod(wctx, api, ns); err == nil {
+				fmt.Fprintf(h.Out(), "control plane ready in %s: pod %s\n", ns, pod.Name)
+				return nil
+			}
 		}
 		select {
 		case <-wctx.Done():

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -168,6 +169,14 @@ func TestCPUpShipsOnlyTheCPsKeysAndRecordsClawkerd(t *testing.T) {
 		Status:     corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 	}
 	cs := fake.NewClientset(ready)
+	// The Deployment controller's part: the applied template rolled out.
+	cs.PrependReactor("*", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if c, ok := a.(k8stesting.CreateAction); ok {
+			d := c.GetObject().(*appsv1.Deployment)
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: 1}
+		}
+		return false, nil, nil
+	})
 	h := home(t)
 	out, errOut, code := clawker(t, cs, h, "cp", "up", "--image", "cp:v1", "--clawkerd-image", "clawkerd:v1")
 	if code != 0 || !strings.Contains(out, "ready") {
@@ -216,5 +225,32 @@ func TestPodStatesInDockersWords(t *testing.T) {
 	}
 	if _, ok := agentExit(&corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning}}); ok {
 		t.Fatal("a running pod reported exited")
+	}
+}
+
+// attach's answer when the Session ends first: the agent container's exit
+// code, by workload ID; a pod that is gone was killed.
+func TestExitedByWorkloadID(t *testing.T) {
+	exited := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "clawker.done", Namespace: "agents", UID: "6f1c2a4e-0000-4000-8000-000000000001",
+			Labels: map[string]string{consts.LabelPurpose: consts.PurposeAgent}},
+		Status: corev1.PodStatus{Phase: corev1.PodFailed, ContainerStatuses: []corev1.ContainerStatus{{Name: consts.PodAgentContainer,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 5}}}}},
+	}
+	live := exited.DeepCopy()
+	live.Name, live.UID = "clawker.live", "6f1c2a4e-0000-4000-8000-000000000002"
+	live.Status = corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{Name: consts.PodAgentContainer,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}}
+	r := &Runtime{}
+	r.once.Do(func() { r.api, r.ns = fake.NewClientset(exited, live), "agents" })
+	ctx := context.Background()
+	if code, ok := r.Exited(ctx, auth.PodWorkloadID(string(exited.UID))); !ok || code != 5 {
+		t.Fatalf("exited pod: %d, %v; want 5", code, ok)
+	}
+	if _, ok := r.Exited(ctx, auth.PodWorkloadID(string(live.UID))); ok {
+		t.Fatal("a running pod reported exited")
+	}
+	if code, ok := r.Exited(ctx, auth.PodWorkloadID("6f1c2a4e-0000-4000-8000-000000000003")); !ok || code != 137 {
+		t.Fatalf("a pod that is gone: %d, %v; want 137", code, ok)
 	}
 }

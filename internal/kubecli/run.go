@@ -158,17 +158,25 @@ func (r *Runtime) run(ctx context.Context, h cli.Host, o runOptions, image strin
 		}
 		return agentExit(p)
 	}
-	if o.rm {
-		defer func() {
-			_ = api.CoreV1().Pods(ns).Delete(context.WithoutCancel(ctx), pod.Name, metav1.DeleteOptions{})
-		}()
-	}
 	if o.tty {
-		return h.Terminal(ctx, id, o.interactive, keys, ended)
+		err = h.Terminal(ctx, id, o.interactive, keys, ended)
+	} else {
+		fmt.Fprintf(h.ErrOut(), "agent %s started (pod %s/%s); Ctrl-C detaches, the agent keeps running\n", auth.AgentFullName(project, agent), ns, pod.Name)
+		err = follow(ctx, h, api, pod, ended, o.debug)
 	}
-	fmt.Fprintf(h.ErrOut(), "agent %s started (pod %s/%s); Ctrl-C detaches, the agent keeps running\n", auth.AgentFullName(project, agent), ns, pod.Name)
-	return follow(ctx, h, api, pod, ended, o.debug)
+	if o.rm {
+		// As docker run --rm: the pod goes once its command has exited or
+		// it could not start; a detached run leaves it running.
+		bg := context.WithoutCancel(ctx)
+		if _, exited := ended(bg); exited || errors.Is(err, errNotStarted) {
+			_ = api.CoreV1().Pods(ns).Delete(bg, pod.Name, metav1.DeleteOptions{})
+		}
+	}
+	return err
 }
+
+// errNotStarted marks a pod that could not start (run --rm deletes it).
+var errNotStarted = errors.New("agent pod cannot start")
 
 // agentSpec is the pod for o, addressed to the CP of namespace ns: its
 // Service's cluster IP, which outlives the CP's restarts.
@@ -260,14 +268,17 @@ func waitStarted(ctx context.Context, get podGetter, name string) error {
 				}
 			}
 			if why := stuck(p); why != "" {
-				return fmt.Errorf("agent pod %s cannot start: %s", name, why)
+				return fmt.Errorf("%w: %s: %s", errNotStarted, name, why)
 			}
 		} else if apierrors.IsNotFound(err) {
 			return cli.NotFoundError(fmt.Errorf("agent pod %s was deleted before it started", name))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("agent pod %s did not start within %s (kubectl describe pod %s)", name, startWait, name)
+			if ctx.Err() == context.DeadlineExceeded {
+				return fmt.Errorf("%w: %s did not start within %s (kubectl describe pod %s)", errNotStarted, name, startWait, name)
+			}
+			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

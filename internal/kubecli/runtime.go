@@ -177,6 +177,26 @@ func (r *Runtime) Workloads(ctx context.Context, project string, anyProject bool
 	return out, nil
 }
 
+// Exited finds the agent pod of workload id: its agent container's exit
+// code once it has exited; a pod that is gone counts as killed (137, as
+// docker reports SIGKILL).
+func (r *Runtime) Exited(ctx context.Context, id string) (int, bool) {
+	api, ns, err := r.client()
+	if err != nil {
+		return 0, false
+	}
+	pods, err := api.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: consts.LabelPurpose + "=" + consts.PurposeAgent})
+	if err != nil {
+		return 0, false
+	}
+	for i := range pods.Items {
+		if auth.PodWorkloadID(string(pods.Items[i].UID)) == id {
+			return agentExit(&pods.Items[i])
+		}
+	}
+	return 137, true
+}
+
 // podState is a pod's phase in docker's words.
 func podState(p *corev1.Pod) string {
 	switch {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -71,10 +72,31 @@ func updateService(ctx context.Context, api kubernetes.Interface, o Objects) err
 	if err != nil {
 		return err
 	}
-	old.Annotations, old.Labels = o.Service.Annotations, o.Service.Labels
+	// Merged: a re-apply that names no clawkerd image keeps the recorded
+	// one, and other tools' keys stay.
+	old.Annotations = merged(old.Annotations, o.Service.Annotations)
+	old.Labels = merged(old.Labels, o.Service.Labels)
 	old.Spec.Ports, old.Spec.Selector = o.Service.Spec.Ports, o.Service.Spec.Selector
 	_, err = svcs.Update(ctx, old, metav1.UpdateOptions{})
 	return err
+}
+
+func merged(into, from map[string]string) map[string]string {
+	if into == nil {
+		into = map[string]string{}
+	}
+	maps.Copy(into, from)
+	return into
+}
+
+// Rolled reports whether d runs its current template: observed, every
+// replica updated and ready, none of an older template left.
+func Rolled(d *appsv1.Deployment) bool {
+	st, want := d.Status, int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	return st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == want && st.ReadyReplicas == want && st.Replicas == want
 }
 
 // Delete removes the CP's objects from ns; the registry's claim (and so

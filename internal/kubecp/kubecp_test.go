@@ -109,6 +109,45 @@ func TestReapplyKeepsServiceIPAndRecordsClawkerdImage(t *testing.T) {
 	if svc.Annotations[ClawkerdImageAnnotation] != "clawkerd:v2" || svc.Spec.ClusterIP != "10.96.0.7" {
 		t.Fatalf("service after re-apply: annotations %v, IP %q: want the new clawkerd image and the same IP", svc.Annotations, svc.Spec.ClusterIP)
 	}
+	// A re-apply that names no clawkerd image keeps the recorded one.
+	o3, _ := Build(spec())
+	if err := Apply(ctx, cs, o3); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ = cs.CoreV1().Services("agents").Get(ctx, Name, metav1.GetOptions{})
+	if svc.Annotations[ClawkerdImageAnnotation] != "clawkerd:v2" {
+		t.Fatalf("annotations %v: the recorded clawkerd image was dropped", svc.Annotations)
+	}
+}
+
+// New keys change the pod template, so the Deployment rolls the CP,
+// which reads them only at start.
+func TestNewKeysRollTheCP(t *testing.T) {
+	a, _ := Build(spec())
+	s := spec()
+	s.Keys[consts.CACertFile] = []byte("another CA")
+	b, _ := Build(s)
+	ka, kb := a.Deployment.Spec.Template.Annotations[KeysAnnotation], b.Deployment.Spec.Template.Annotations[KeysAnnotation]
+	if ka == "" || ka == kb {
+		t.Fatalf("template key hashes %q, %q: want set, and different for different keys", ka, kb)
+	}
+	one := int32(1)
+	d := &appsv1.Deployment{Spec: appsv1.DeploymentSpec{Replicas: &one}}
+	d.Generation = 2
+	for _, tc := range []struct {
+		st   appsv1.DeploymentStatus
+		want bool
+	}{
+		{appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: 1}, true},
+		{appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: 1}, false}, // not seen yet
+		{appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 2, UpdatedReplicas: 1, ReadyReplicas: 1}, false}, // the old pod still there
+		{appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: 0}, false},
+	} {
+		d.Status = tc.st
+		if got := Rolled(d); got != tc.want {
+			t.Errorf("Rolled(%+v) = %v, want %v", tc.st, got, tc.want)
+		}
+	}
 }
 
 func TestDeleteKeepsTheRegistryUnlessAsked(t *testing.T) {

@@ -1,6 +1,8 @@
 package kubecp
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path"
 
@@ -21,6 +23,8 @@ const (
 	Name     = "clawker-cp"
 	AppLabel = "app.kubernetes.io/name"
 
+	// KeysAnnotation on the pod template is the hash of the keys Secret.
+	KeysAnnotation = "clawker.dev/keys-sha256"
 	// ClawkerdImageAnnotation on the Service names the clawkerd image
 	// agents of this CP install from (clawker run reads it there).
 	ClawkerdImageAnnotation = "clawker.dev/clawkerd-image"
@@ -127,7 +131,10 @@ func Build(s Spec) (Objects, error) {
 			// the new one starts.
 			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
 			Selector: &metav1.LabelSelector{MatchLabels: sel},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel}, Spec: pod},
+			// The keys' hash in the template: new keys roll the pod, which
+			// reads them only at start.
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel,
+				Annotations: map[string]string{KeysAnnotation: keysHash(s.Keys)}}, Spec: pod},
 		}},
 		Service: &corev1.Service{ObjectMeta: meta(Name), Spec: corev1.ServiceSpec{Selector: sel, Ports: []corev1.ServicePort{
 			{Name: "admin", Port: consts.PortAdmin, TargetPort: intstr.FromString("admin")},
@@ -146,6 +153,16 @@ func Build(s Spec) (Objects, error) {
 		o.Keys.Data[path.Base(f)] = s.Keys[f]
 	}
 	return o, nil
+}
+
+// keysHash is a SHA-256 over the key files, in KeyFiles order.
+func keysHash(keys map[string][]byte) string {
+	h := sha256.New()
+	for _, f := range KeyFiles {
+		fmt.Fprintf(h, "%s %d\n", f, len(keys[f]))
+		h.Write(keys[f])
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // AgentPeer is the CP as the agents' NetworkPolicy names it: its pods.
