@@ -162,10 +162,11 @@ func (k *kubeEnv) loadImages(ctx context.Context, root string) error {
 	if err := testenv.ImportBusybox(ctx, docker, kubeAgentImage, benchLabel); err != nil {
 		return err
 	}
-	for ref, bin := range map[string]string{kubeClawkerdImage: "clawkerd", kubeCPImage: "clawker-cp"} {
-		if err := testenv.ImportBinary(ctx, docker, ref, filepath.Join(k.binDir, bin), bin, benchLabel); err != nil {
-			return err
-		}
+	images := exec.CommandContext(ctx, filepath.Join(k.binDir, "clawker"), "--runtime", "kubernetes", "cp", "images",
+		"--repo", "clawker-bench", "--tag", "bench")
+	images.Env = append(os.Environ(), "CLAWKER_LABELS="+benchLabel)
+	if out, err := images.CombinedOutput(); err != nil {
+		return fmt.Errorf("cp images: %v: %s", err, out)
 	}
 	out, err := exec.CommandContext(ctx, filepath.Join(root, "scripts", "kube-load-image.sh"), refs...).CombinedOutput()
 	if err != nil {

@@ -72,26 +72,44 @@ func ensureCPImage(ctx context.Context, c cpImageDocker, binPath string) (string
 		fmt.Sprintf(`CMD ["--config-dir=%s", "--data-dir=%s"]`, cpConfigDir, cpDataDir),
 	}
 	labels := managedLabels(map[string]string{labelCPBinary: sum, consts.LabelPurpose: consts.PurposeControlPlane})
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
+	if err := importLayer(ctx, c, consts.ControlPlaneImage, data, append(changes, labelChanges(labels)...), "clawker control plane"); err != nil {
+		return "", err
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		changes = append(changes, fmt.Sprintf("LABEL %s=%s", k, labels[k]))
-	}
-	res, err := c.ImageImport(ctx, mobyclient.ImageImportSource{Source: bytes.NewReader(data), SourceName: "-"},
-		consts.ControlPlaneImage, mobyclient.ImageImportOptions{Changes: changes, Message: "clawker control plane"})
-	if err != nil {
-		return "", fmt.Errorf("import image %s: %w", consts.ControlPlaneImage, err)
-	}
-	_, _ = io.Copy(io.Discard, res)
-	res.Close()
 	img, err = c.ImageInspect(ctx, consts.ControlPlaneImage)
 	if err != nil {
 		return "", fmt.Errorf("inspect imported image %s: %w", consts.ControlPlaneImage, err)
 	}
 	return img.ID, nil
+}
+
+// labelChanges are LABEL changes for an image import, in key order.
+func labelChanges(labels map[string]string) []string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	changes := make([]string, 0, len(keys))
+	for _, k := range keys {
+		changes = append(changes, fmt.Sprintf("LABEL %s=%s", k, labels[k]))
+	}
+	return changes
+}
+
+// imageImporter is the Docker call importLayer makes.
+type imageImporter interface {
+	ImageImport(ctx context.Context, source mobyclient.ImageImportSource, ref string, options mobyclient.ImageImportOptions) (mobyclient.ImageImportResult, error)
+}
+
+// importLayer imports ref from one layer tarball with changes.
+func importLayer(ctx context.Context, c imageImporter, ref string, layer []byte, changes []string, msg string) error {
+	res, err := c.ImageImport(ctx, mobyclient.ImageImportSource{Source: bytes.NewReader(layer), SourceName: "-"},
+		ref, mobyclient.ImageImportOptions{Changes: changes, Message: msg})
+	if err != nil {
+		return fmt.Errorf("import image %s: %w", ref, err)
+	}
+	_, _ = io.Copy(io.Discard, res)
+	return res.Close()
 }
 
 func fileSHA256(p string) (string, error) {

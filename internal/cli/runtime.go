@@ -57,6 +57,9 @@ type Host interface {
 	// once the CP trusts it, as run -t does; exited, when set, reports
 	// the workload's end so the wait stops early.
 	Terminal(ctx context.Context, id string, interactive bool, detachKeys []byte, exited func(context.Context) (int, bool)) error
+	// BinaryImage builds ref in the local Docker engine from the static
+	// binary name (clawkerd or clawker-cp) alone.
+	BinaryImage(ctx context.Context, ref, name string) error
 }
 
 // Exit-code errors for a runtime's commands.

@@ -16,6 +16,7 @@ import (
 	"github.com/clawker/clawker/internal/cli"
 	"github.com/clawker/clawker/internal/kubeagent"
 	"github.com/clawker/clawker/internal/kubecp"
+	"github.com/clawker/clawker/internal/version"
 )
 
 func (r *Runtime) rmCmd(h cli.Host) *cobra.Command {
@@ -97,7 +98,7 @@ pods, read NetworkPolicies), a Secret of this clawker home's CP cert, key,
 CA and assertion public key (never the CA's or the signer's private key),
 the registry's PersistentVolumeClaim, and a Service the agents reach it at.
 Run again, it updates them. The images must be where the cluster's nodes
-can get them: clawker pushes nothing.`,
+can get them (cp images builds them; clawker pushes nothing).`,
 		Example: `  clawker --runtime kubernetes -n agents cp up --image registry.example/clawker-cp:v1 --clawkerd-image registry.example/clawkerd:v1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -153,7 +154,40 @@ can get them: clawker pushes nothing.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(up, down, status)
+	var repo, tag string
+	images := &cobra.Command{
+		Use:   "images",
+		Short: "Build the control plane's and clawkerd's images in the local Docker engine, to push where the nodes pull",
+		Long: `images builds REPO/clawker-cp:TAG and REPO/clawkerd:TAG in the local Docker
+engine, each one static binary alone (found as clawker run finds clawkerd:
+next to clawker, or CLAWKER_CP_BIN and CLAWKER_CLAWKERD_BIN). Push them
+where the cluster's nodes pull from (or load them into a local cluster),
+then give them to cp up.`,
+		Example: `  clawker --runtime kubernetes cp images --repo registry.example/clawker --tag v1
+  docker push registry.example/clawker/clawker-cp:v1
+  docker push registry.example/clawker/clawkerd:v1
+  clawker --runtime kubernetes cp up --image registry.example/clawker/clawker-cp:v1 --clawkerd-image registry.example/clawker/clawkerd:v1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if repo == "" || tag == "" {
+				return cli.UsageError(errors.New("--repo and --tag must not be empty"))
+			}
+			refs := map[string]string{}
+			for _, bin := range []string{"clawker-cp", "clawkerd"} {
+				refs[bin] = repo + "/" + bin + ":" + tag
+				if err := h.BinaryImage(cmd.Context(), refs[bin], bin); err != nil {
+					return err
+				}
+				fmt.Fprintln(h.Out(), refs[bin])
+			}
+			fmt.Fprintf(h.ErrOut(), "push them where the nodes pull from, then: clawker --runtime kubernetes cp up --image %s --clawkerd-image %s\n",
+				refs["clawker-cp"], refs["clawkerd"])
+			return nil
+		},
+	}
+	images.Flags().StringVar(&repo, "repo", "clawker", "repository prefix of the two images")
+	images.Flags().StringVar(&tag, "tag", version.Version, "tag of the two images")
+	cmd.AddCommand(up, down, status, images)
 	return cmd
 }
 

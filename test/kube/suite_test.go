@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,10 +120,17 @@ func (c *cluster) loadImages(ctx context.Context) error {
 	if err := testenv.ImportBusybox(ctx, docker, agentImage, label); err != nil {
 		return fmt.Errorf("busybox: %w", err)
 	}
-	for ref, bin := range map[string]string{clawkerdImage: "clawkerd", cpImage: "clawker-cp", attackerImage: "attacker"} {
-		if err := testenv.ImportBinary(ctx, docker, ref, filepath.Join(c.binDir, bin), bin, label); err != nil {
-			return fmt.Errorf("%s image: %w", bin, err)
-		}
+	// The CP's and clawkerd's images as a user builds them.
+	images := exec.CommandContext(ctx, filepath.Join(c.binDir, "clawker"), "--runtime", "kubernetes", "cp", "images",
+		"--repo", "clawker-kube-e2e", "--tag", "e2e")
+	images.Env = append(os.Environ(), "CLAWKER_LABELS="+label)
+	if out, err := images.CombinedOutput(); err != nil {
+		return fmt.Errorf("cp images: %v: %s", err, out)
+	} else if want := cpImage + "\n" + clawkerdImage + "\n"; !strings.HasPrefix(string(out), want) {
+		return fmt.Errorf("cp images printed %q, want %q first", out, want)
+	}
+	if err := testenv.ImportBinary(ctx, docker, attackerImage, filepath.Join(c.binDir, "attacker"), "attacker", label); err != nil {
+		return fmt.Errorf("attacker image: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(testenv.ModuleRoot(), "scripts", "kube-load-image.sh"), refs...)
 	if out, err := cmd.CombinedOutput(); err != nil {
