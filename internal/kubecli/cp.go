@@ -169,8 +169,11 @@ then give them to cp up.`,
   clawker --runtime kubernetes cp up --image registry.example/clawker/clawker-cp:v1 --clawkerd-image registry.example/clawker/clawkerd:v1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if repo == "" || tag == "" {
-				return cli.UsageError(errors.New("--repo and --tag must not be empty"))
+			if repo == "" {
+				return cli.UsageError(errors.New("--repo must not be empty"))
+			}
+			if tag == "" {
+				tag = version.Version
 			}
 			refs := map[string]string{}
 			for _, bin := range []string{"clawker-cp", "clawkerd"} {
@@ -186,7 +189,9 @@ then give them to cp up.`,
 		},
 	}
 	images.Flags().StringVar(&repo, "repo", "clawker", "repository prefix of the two images")
-	images.Flags().StringVar(&tag, "tag", version.Version, "tag of the two images")
+	// No default in the flag: the reference docs would carry the version
+	// of whatever built them.
+	images.Flags().StringVar(&tag, "tag", "", "tag of the two images (default: this clawker's version)")
 	cmd.AddCommand(up, down, status, images)
 	return cmd
 }
