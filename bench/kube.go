@@ -292,11 +292,8 @@ func (k *kubeEnv) listeningAt(ctx context.Context, pod string) (time.Time, error
 			if !strings.Contains(line, `"event":"listening"`) {
 				continue
 			}
-			var own struct {
-				Time time.Time `json:"time"`
-			}
-			if json.Unmarshal([]byte(line), &own) == nil && !own.Time.IsZero() {
-				at = own.Time
+			if t, ok := ownTime(line); ok {
+				at = t
 				return nil
 			}
 		}

@@ -72,17 +72,23 @@ func (e *env) listeningAt(ctx context.Context, id string) (time.Time, error) {
 			continue
 		}
 		ts, msg, _ := strings.Cut(line, " ")
-		var own struct {
-			Time string `json:"time"`
-		}
-		if json.Unmarshal([]byte(msg), &own) == nil {
-			if t, err := time.Parse(time.RFC3339Nano, own.Time); err == nil && t.Nanosecond() != 0 {
-				return t, nil
-			}
+		if t, ok := ownTime(msg); ok && t.Nanosecond() != 0 {
+			return t, nil
 		}
 		return time.Parse(time.RFC3339Nano, ts)
 	}
 	return time.Time{}, fmt.Errorf("no listening line in %s's logs", id[:12])
+}
+
+// ownTime is the "time" clawkerd wrote in a JSON log line.
+func ownTime(line string) (time.Time, bool) {
+	var own struct {
+		Time time.Time `json:"time"`
+	}
+	if json.Unmarshal([]byte(line), &own) != nil || own.Time.IsZero() {
+		return time.Time{}, false
+	}
+	return own.Time, true
 }
 
 func (e *env) startedAt(ctx context.Context, id string) (time.Time, error) {

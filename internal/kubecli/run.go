@@ -150,10 +150,10 @@ func (r *Runtime) run(ctx context.Context, h cli.Host, o runOptions, image strin
 	}
 	ended := func(ctx context.Context) (int, bool) {
 		p, err := api.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return 137, true // deleted (contain --action kill, rm)
-		}
-		if err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
+			return agentExit(nil)
+		case err != nil:
 			return 0, false
 		}
 		return agentExit(p)

@@ -177,9 +177,7 @@ func (r *Runtime) Workloads(ctx context.Context, project string, anyProject bool
 	return out, nil
 }
 
-// Exited finds the agent pod of workload id: its agent container's exit
-// code once it has exited; a pod that is gone counts as killed (137, as
-// docker reports SIGKILL).
+// Exited finds the agent pod of workload id and reports agentExit.
 func (r *Runtime) Exited(ctx context.Context, id string) (int, bool) {
 	api, ns, err := r.client()
 	if err != nil {
@@ -194,7 +192,7 @@ func (r *Runtime) Exited(ctx context.Context, id string) (int, bool) {
 			return agentExit(&pods.Items[i])
 		}
 	}
-	return 137, true
+	return agentExit(nil)
 }
 
 // podState is a pod's phase in docker's words.
@@ -210,8 +208,13 @@ func podState(p *corev1.Pod) string {
 	return "created"
 }
 
-// agentExit is the agent container's exit code once it has terminated.
+// agentExit is the agent container's exit code once it has terminated;
+// a pod that is gone (nil: kill or rm deleted it) counts as killed, 137 as
+// docker reports SIGKILL.
 func agentExit(p *corev1.Pod) (int, bool) {
+	if p == nil {
+		return 137, true
+	}
 	for _, s := range p.Status.ContainerStatuses {
 		if s.Name == consts.PodAgentContainer && s.State.Terminated != nil {
 			return int(s.State.Terminated.ExitCode), true
