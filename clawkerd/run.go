@@ -63,6 +63,8 @@ func Main(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer func() { _ = lis.Close() }()
+	// Before any user process exists (the user CMD waits for init).
+	trustEgressCA(log, "/", opts.BootstrapDir)
 	if opts.ReapAll && os.Getpid() != 1 {
 		// Not PID 1 but asked to reap: become the subreaper so orphans of
 		// our children come to us rather than to the real init.

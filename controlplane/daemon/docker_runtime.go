@@ -10,16 +10,17 @@ import (
 	"github.com/clawker/clawker/controlplane/admin"
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/dockerevents"
+	"github.com/clawker/clawker/controlplane/egress"
 	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/controlplane/peerid"
 )
 
 // runtimeOut is what starting a runtime hands back to Run: the servers it
-// opened, and the Docker client and peer index the Docker-only
-// subsystems (egress, containment) use; both nil on Kubernetes.
+// opened, the peer lookup the egress gateway attributes by, and the
+// Docker client (nil on Kubernetes).
 type runtimeOut struct {
 	docker  mobyclient.APIClient
-	peers   *peerid.Index
+	peers   egress.PeerLookup // nil: no peer lookup, so no egress
 	contain admin.Containment // nil: containment unavailable
 	grpc    []*grpc.Server
 	http    []*http.Server
@@ -123,6 +124,9 @@ func (d *Daemon) startDocker(runCtx context.Context, k *keys, bus *overseer.Over
 		go d.guard("agent_networks", nets.run)
 	}
 
-	out.docker, out.peers, out.contain = docker, peers, contain
+	out.docker, out.contain = docker, contain
+	if peers != nil {
+		out.peers = peers // never a typed nil: a nil lookup turns egress off
+	}
 	return out
 }

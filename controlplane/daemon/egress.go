@@ -4,7 +4,6 @@ import (
 	"context"
 	"path/filepath"
 
-	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/dockerevents"
 	"github.com/clawker/clawker/controlplane/egress"
 	"github.com/clawker/clawker/controlplane/overseer"
@@ -17,7 +16,7 @@ const subEgress = "egress_gateway"
 // without it they have no egress at all (fail closed); its failure
 // degrades only this subsystem. Trust is wired later (setEgressTrust),
 // once the admin server's view exists; until then every peer is denied.
-func (d *Daemon) startEgress(ctx context.Context, peers *agent.MobyPeerLookup, docker egress.ContainerLister, bus *overseer.Overseer, m *metrics, closers *[]func()) *egress.Service {
+func (d *Daemon) startEgress(ctx context.Context, peers egress.PeerLookup, containers egress.ContainerLister, bus *overseer.Overseer, m *metrics, closers *[]func()) *egress.Service {
 	if peers == nil {
 		d.health.set(subEgress, statusDisabled)
 		return nil
@@ -27,7 +26,7 @@ func (d *Daemon) startEgress(ctx context.Context, peers *agent.MobyPeerLookup, d
 		UpstreamCA: []byte(d.cfg.EgressUpstreamCA),
 		PolicyDir:  filepath.Join(d.cfg.DataDir, "egress"), StateDB: filepath.Join(d.cfg.DataDir, "egress.db"),
 		CACert: d.cfg.path(consts.EgressCAFile), CAKey: d.cfg.path(consts.EgressCAKeyFile),
-		Peers: peers, Containers: docker, Bus: bus, Metrics: m.reg, Log: d.log.With("subsystem", "egress"),
+		Peers: peers, Containers: containers, Bus: bus, Metrics: m.reg, Log: d.log.With("subsystem", "egress"),
 	})
 	if err != nil {
 		d.log.Error().Str("event", "cp_egress_unavailable").Err(err).Msg("egress gateway not started: agents have no egress")

@@ -68,8 +68,9 @@ func (d *Daemon) kubeClient(requests *prometheus.CounterVec) (kubeagent.Clients,
 
 // startKube runs the Kubernetes runtime: the pod view (peer lookup, pod
 // transitions on the bus, dial targets), the agent surface and the
-// dialer. The Docker-only subsystems (agent networks and volumes, egress,
-// containment) stay off and say so on /healthz.
+// dialer, and the pod lookup the egress gateway attributes by. The
+// Docker-only subsystems (agent networks and volumes) stay off and say so
+// on /healthz.
 func (d *Daemon) startKube(runCtx context.Context, k *keys, bus *overseer.Overseer, registry agent.Registry,
 	m *metrics, closers *[]func()) runtimeOut {
 	log := d.log
@@ -125,6 +126,7 @@ func (d *Daemon) startKube(runCtx context.Context, k *keys, bus *overseer.Overse
 		out.http = append(out.http, srv)
 		out.grpc = append(out.grpc, gs)
 	}
+	out.peers = pods
 	out.contain = detachEndsSession{Containment: pods.Containment(clients.Networking), d: d}
 	pol := d.startPolicy(runCtx, out.contain, bus, closers)
 	d.startAgents(runCtx, k, agentRuntime{resolve: pods.DialTarget, peers: pods, labels: pods}, bus, registry, pol, closers)

@@ -46,7 +46,7 @@ func TestRunOnKubernetesRuntime(t *testing.T) {
 	waitFor(t, "ready", func() bool { code, _ := getHealth(t, d.Addr("health")); return code == http.StatusOK })
 	_, hb := getHealth(t, d.Addr("health"))
 	for sub, want := range map[string]string{subKube: statusOK, subDocker: statusDisabled, subToken: statusOK,
-		subAgentAPI: statusOK, subDialer: statusOK, subAdmin: statusOK} {
+		subAgentAPI: statusOK, subDialer: statusOK, subAdmin: statusOK, subEgress: statusOK} {
 		if hb.Subsystems[sub] != want {
 			t.Errorf("%s = %q, want %q (all: %v)", sub, hb.Subsystems[sub], want, hb.Subsystems)
 		}
@@ -80,8 +80,10 @@ func TestRunOnKubernetesWithoutAPIDegrades(t *testing.T) {
 	}))
 	waitFor(t, "startup finished", func() bool { return strings.Contains(log.String(), "cp_degraded") })
 	_, hb := getHealth(t, d.Addr("health"))
+	// No pod lookup, no attribution: the gateway stays off (agents have
+	// no egress) rather than serve unattributed requests.
 	if !strings.HasPrefix(hb.Subsystems[subKube], "failed") || !strings.HasPrefix(hb.Subsystems[subAgentAPI], "disabled") ||
-		hb.Subsystems[subAdmin] != statusOK {
+		hb.Subsystems[subAdmin] != statusOK || hb.Subsystems[subEgress] != statusDisabled {
 		t.Fatalf("subsystems: %v", hb.Subsystems)
 	}
 	if !strings.Contains(log.String(), `"event":"cp_kube_unavailable"`) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/clawker/clawker/controlplane/agent"
 	"github.com/clawker/clawker/controlplane/dockerevents"
+	"github.com/clawker/clawker/controlplane/egress"
 	"github.com/clawker/clawker/controlplane/overseer"
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
@@ -193,7 +194,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	docker, peers := rt.docker, rt.peers
 
 	// 8. egress gateway and admin listener.
-	eg := d.startEgress(runCtx, peers, docker, bus, m, &closers)
+	var containers egress.ContainerLister
+	if docker != nil {
+		containers = docker
+	}
+	eg := d.startEgress(runCtx, peers, containers, bus, m, &closers)
 	if k != nil {
 		if gs := d.serveAdmin(k, registry, bus, docker, rt.contain, eg); gs != nil {
 			grpcServers = append(grpcServers, gs)

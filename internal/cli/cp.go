@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -94,7 +96,7 @@ func (a *app) cpUp(ctx context.Context, wait time.Duration, recreate bool, polic
 			return withCode(ExitUsage, fmt.Errorf("clawker home %s is not initialised (%s missing): run clawker init", h.Dir, f))
 		}
 	}
-	if err := ensureEgressCA(h); err != nil {
+	if err := EnsureEgressCA(h); err != nil {
 		return err
 	}
 	files = append(files, consts.EgressCAFile, consts.EgressCAKeyFile)
@@ -210,9 +212,20 @@ func (a *app) cpUpWith(ctx context.Context, c cpDocker, p cpUpPlan) error {
 // configuration from CLAWKER_CP_* variables.
 func cpEnv(policy string) []string {
 	env := []string{"CLAWKER_CP_UNTRUSTED_POLICY=" + policy}
+	pass := PassedCPEnv()
+	for _, k := range slices.Sorted(maps.Keys(pass)) {
+		env = append(env, k+"="+pass[k])
+	}
+	return env
+}
+
+// PassedCPEnv is the caller's CLAWKER_CP_* settings that cp up hands to
+// the CP on either runtime: its log level and the egress upstreams.
+func PassedCPEnv() map[string]string {
+	env := map[string]string{}
 	for _, k := range []string{"CLAWKER_CP_LOG_LEVEL", EnvCPEgressUpstreamDNS, EnvCPEgressUpstreamCA} {
 		if v := os.Getenv(k); v != "" {
-			env = append(env, k+"="+v)
+			env[k] = v
 		}
 	}
 	return env

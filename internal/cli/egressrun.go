@@ -2,13 +2,11 @@ package cli
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/netip"
 	"os"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -20,28 +18,9 @@ import (
 	"github.com/clawker/clawker/internal/egress/egressca"
 )
 
-// egressEnv points an agent at the CP's egress gateway on its network:
-// the proxy (both cases, as curl, Go, Python and Node each read one), and
-// NO_PROXY for the CP itself, which clawkerd dials directly (gRPC-Go would
-// otherwise tunnel its Session through the proxy).
-func egressEnv(cp netip.Addr) []string {
-	proxy := "http://" + netip.AddrPortFrom(cp, consts.PortEgressProxy).String()
-	// By address and by name: anything in the agent that talks to the CP
-	// (clawkerd, tools using the clawker-cp alias) must reach it directly.
-	noProxy := "localhost,127.0.0.1,::1," + cp.String() + "," + consts.ControlPlaneContainer
-	return []string{
-		"HTTP_PROXY=" + proxy, "HTTPS_PROXY=" + proxy, "http_proxy=" + proxy, "https_proxy=" + proxy,
-		"NO_PROXY=" + noProxy, "no_proxy=" + noProxy,
-		// Node reads extra roots additively; the rest use the appended
-		// system bundle (stageEgressCA).
-		"NODE_EXTRA_CA_CERTS=" + consts.EgressCAPath,
-		"CLAWKER_EGRESS_CA=" + consts.EgressCAPath,
-	}
-}
-
-// ensureEgressCA creates the install's TLS interception CA in the home
+// EnsureEgressCA creates the install's TLS interception CA in the home
 // when missing. The CP holds its key; agents only ever get the cert.
-func ensureEgressCA(h auth.Home) error {
+func EnsureEgressCA(h auth.Home) error {
 	if _, err := os.Stat(h.Path(consts.EgressCAKeyFile)); err == nil {
 		if _, err := os.Stat(h.Path(consts.EgressCAFile)); err == nil {
 			return nil
@@ -61,15 +40,12 @@ func ensureEgressCA(h auth.Home) error {
 	return auth.WriteFileAtomic(h.Path(consts.EgressCAFile), certPEM, 0o644)
 }
 
-// caBundles are the system trust bundles of common base images.
-var caBundles = []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"}
-
 // egressCAFiles are the interception CA's files for the agent's bundle:
 // the CA at EgressCAPath, and each system bundle the image has (read from
 // the created container) with the CA appended, so OpenSSL, Go and Python
 // trust it too.
 func egressCAFiles(ctx context.Context, c containerFileReader, id string, h auth.Home) ([]bundleFile, error) {
-	if err := ensureEgressCA(h); err != nil {
+	if err := EnsureEgressCA(h); err != nil {
 		return nil, err
 	}
 	certPEM, err := os.ReadFile(h.Path(consts.EgressCAFile))
@@ -77,18 +53,17 @@ func egressCAFiles(ctx context.Context, c containerFileReader, id string, h auth
 		return nil, fmt.Errorf("read egress CA: %w", err)
 	}
 	files := []bundleFile{{path: consts.EgressCAPath, mode: 0o444, data: certPEM}}
-	for _, b := range caBundles {
+	for _, b := range egressca.SystemBundles {
 		data, err := readContainerFile(ctx, c, id, b)
 		if err != nil {
 			return nil, err
 		}
-		if data == nil || bytes.Contains(data, certPEM) {
+		if data == nil {
 			continue
 		}
-		if len(data) > 0 && data[len(data)-1] != '\n' {
-			data = append(data, '\n')
+		if data, ok := egressca.Append(data, certPEM); ok {
+			files = append(files, bundleFile{path: b, mode: 0o644, data: data})
 		}
-		files = append(files, bundleFile{path: b, mode: 0o644, data: append(data, certPEM...)})
 	}
 	return files, nil
 }
@@ -104,7 +79,7 @@ const maxImageFile = 16 << 20
 
 // readContainerFile returns a regular file of a (created) container; nil
 // when it is missing or not a regular file (a symlink is skipped: its
-// target is in caBundles or not a bundle).
+// target is in egressca.SystemBundles or not a bundle).
 func readContainerFile(ctx context.Context, c containerFileReader, id, path string) ([]byte, error) {
 	res, err := c.CopyFromContainer(ctx, id, mobyclient.CopyFromContainerOptions{SourcePath: path})
 	if err != nil {

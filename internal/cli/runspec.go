@@ -17,6 +17,7 @@ import (
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/config"
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/egress/agentenv"
 )
 
 // agentSpec is everything an agent container's create call depends on,
@@ -65,7 +66,7 @@ func agentContainerSpec(s agentSpec) mobyclient.ContainerCreateOptions {
 		consts.EnvCPAgentAddr+"="+netip.AddrPortFrom(s.net.CPAddr(), consts.PortAgent).String(),
 		consts.EnvCPTokenURL+"="+fmt.Sprintf("https://%s%s", netip.AddrPortFrom(s.net.CPAddr(), consts.PortToken), consts.TokenPath),
 	)
-	env = append(env, egressEnv(s.net.CPAddr())...)
+	env = append(env, agentenv.Env(s.net.CPAddr())...)
 	return mobyclient.ContainerCreateOptions{
 		Name: auth.AgentFullName(s.project, s.agent),
 		Config: &container.Config{

@@ -21,7 +21,7 @@ import (
 // Runtime is an agent runtime other than Docker, built into its own binary
 // (clawker-kube) so that its client libraries cost clawker's Docker
 // commands nothing. The commands that only talk to the CP (agents, events,
-// exec, attach, contain) are shared; the runtime supplies the rest.
+// exec, attach, contain, egress) are shared; the runtime supplies the rest.
 type Runtime interface {
 	// Name is what --runtime selects ("kubernetes").
 	Name() string
@@ -173,7 +173,7 @@ func (a *app) runtimeCommands(table []subcommand) []subcommand {
 		own[c.Name()] = c
 	}
 	shared := map[string]bool{"init": true, "agents": true, "events": true, "exec": true, "attach": true,
-		"contain": true, "version": true, "gen-docs": true}
+		"contain": true, "egress": true, "version": true, "gen-docs": true}
 	out := make([]subcommand, 0, len(table))
 	for _, sc := range table {
 		name := sc.names[0]

@@ -62,6 +62,9 @@ const (
 	BootstrapKey    = "key.pem"
 	BootstrapCA     = "ca.pem"
 	BootstrapAssert = "assertion.jwt"
+	// BootstrapEgressCA is the egress CA's cert in a pod's bootstrap:
+	// clawkerd installs it at EgressCAPath and in the image's bundles.
+	BootstrapEgressCA = "egress-ca.pem"
 	// ClawkerdDir is where clawker run mounts the agent's clawkerd volume
 	// (see docs/spec-notes.md); ClawkerdPath is the binary in it.
 	ClawkerdDir     = "/run/clawker/bin"

@@ -97,7 +97,7 @@ func storeBootstrap(ctx context.Context, api corev1client.CoreV1Interface, ca *a
 		return err
 	}
 	secrets := api.Secrets(s.Namespace)
-	sec := Secret(pod, b)
+	sec := Secret(pod, b, s.EgressCA)
 	_, err = secrets.Create(ctx, sec, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		// A same-named agent's Secret the garbage collector has not

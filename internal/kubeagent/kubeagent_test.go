@@ -36,8 +36,8 @@ func spec(t *testing.T) Spec {
 		t.Fatal(err)
 	}
 	return Spec{Namespace: "agents", Project: p, Agent: a, Image: "busybox:local", ClawkerdImage: "clawkerd:local",
-		Cmd: []string{"sleep", "infinity"}, User: "1000", Env: []string{"FOO=bar=baz"},
-		CPAgentAddr: "10.0.0.1:7444", CPTokenURL: "https://10.0.0.1:7445/oauth2/token", Labels: map[string]string{consts.LabelTest: "t1"}}
+		Cmd: []string{"sleep", "infinity"}, User: "1000", Env: []string{"FOO=bar=baz", "HTTPS_PROXY=http://elsewhere:1"},
+		EgressCA: []byte("egress CA PEM"), CPAgentAddr: "10.0.0.1:7444", CPTokenURL: "https://10.0.0.1:7445/oauth2/token", Labels: map[string]string{consts.LabelTest: "t1"}}
 }
 
 func TestPodRunsClawkerdFromAnyImage(t *testing.T) {
@@ -68,6 +68,14 @@ func TestPodRunsClawkerdFromAnyImage(t *testing.T) {
 	}
 	if env[consts.EnvAgent] != "alpha" || env[consts.EnvCPAgentAddr] != "10.0.0.1:7444" || env["FOO"] != "bar=baz" || env[consts.EnvUser] != "1000" {
 		t.Fatalf("env %v", env)
+	}
+	// The gateway is the only way out: its proxy (a user's -e does not
+	// replace it), its resolver, and nothing of the cluster's DNS.
+	if len(c.Env) != len(env) || env["HTTPS_PROXY"] != "http://10.0.0.1:3128" || env["NODE_EXTRA_CA_CERTS"] != consts.EgressCAPath {
+		t.Fatalf("proxy env %v (%d entries for %d names)", env, len(c.Env), len(env))
+	}
+	if ps.DNSPolicy != corev1.DNSNone || ps.DNSConfig == nil || !slices.Equal(ps.DNSConfig.Nameservers, []string{"10.0.0.1"}) {
+		t.Fatalf("DNS %s %+v: want the CP's gateway alone", ps.DNSPolicy, ps.DNSConfig)
 	}
 	if m := c.VolumeMounts[0]; m.MountPath != consts.ClawkerdDir || !m.ReadOnly {
 		t.Fatalf("clawkerd mount %+v: the agent must not be able to replace clawkerd", m)
@@ -150,11 +158,14 @@ func TestCreateBindsTheSecretToThePodUID(t *testing.T) {
 		t.Fatalf("cert binds pod %q (%v), want %s", uid, err, pod.UID)
 	}
 	pol, err := cs.NetworkingV1().NetworkPolicies("agents").Get(context.Background(), PolicyName, metav1.GetOptions{})
-	if err != nil || pol.Spec.Egress[0].To[0].IPBlock.CIDR != "10.0.0.1/32" || len(pol.Spec.Egress[0].Ports) != 2 {
+	if err != nil || pol.Spec.Egress[0].To[0].IPBlock.CIDR != "10.0.0.1/32" || len(pol.Spec.Egress[0].Ports) != 5 {
 		t.Fatalf("isolation policy %+v, %v: want it in place, to the CP only", pol, err)
 	}
 	if len(sec.Data[consts.BootstrapKey]) == 0 || len(sec.Data[consts.BootstrapCA]) == 0 || len(sec.Data[consts.BootstrapAssert]) == 0 {
 		t.Fatal("bootstrap secret lacks a file")
+	}
+	if string(sec.Data[consts.BootstrapEgressCA]) != "egress CA PEM" {
+		t.Fatalf("egress CA %q: want the spec's, for clawkerd to install", sec.Data[consts.BootstrapEgressCA])
 	}
 }
 
@@ -184,8 +195,15 @@ func TestIsolationPolicyAdmitsOnlyTheCP(t *testing.T) {
 	if len(s.Ingress) != 1 || s.Ingress[0].From[0].IPBlock.CIDR != "10.244.0.1/32" || s.Ingress[0].Ports[0].Port.IntValue() != consts.PortSession {
 		t.Fatalf("ingress %+v: only the CP, only the Session port", s.Ingress)
 	}
-	if len(s.Egress) != 1 || s.Egress[0].To[0].IPBlock.CIDR != "10.244.0.1/32" || len(s.Egress[0].Ports) != 2 {
-		t.Fatalf("egress %+v: only the CP's agent ports", s.Egress)
+	if len(s.Egress) != 1 || s.Egress[0].To[0].IPBlock.CIDR != "10.244.0.1/32" {
+		t.Fatalf("egress %+v: only the CP", s.Egress)
+	}
+	var ports []string
+	for _, p := range s.Egress[0].Ports {
+		ports = append(ports, string(*p.Protocol)+"/"+p.Port.String())
+	}
+	if want := []string{"UDP/53", "TCP/53", "TCP/3128", "TCP/7444", "TCP/7445"}; !slices.Equal(ports, want) {
+		t.Fatalf("egress ports %v, want %v: the CP's agent ports and its gateway", ports, want)
 	}
 }
 

@@ -28,22 +28,23 @@ const (
 
 // IsolationPolicy confines every agent pod of a namespace to the control
 // plane: the only traffic in is the CP dialing the Session port, and the
-// only traffic out is to the CP's agent ports. Agents never reach each
-// other, the cluster or the internet. cp is the CP: its pods (a selector:
+// only traffic out is to the CP's agent ports (cpPorts) and its egress
+// gateway (DNS and proxy). Agents never reach each other or the cluster,
+// and the internet only as the gateway allows. cp is the CP: its pods (a selector:
 // policies see a Service's traffic after it reached a pod), or an IP block
 // for a CP outside the cluster.
 // Most policy controllers, kube-router among them, always admit traffic
 // from the pod's own node; that is the CP on the host's way in.
 func IsolationPolicy(namespace string, cp networkingv1.NetworkPolicyPeer, cpPorts ...int) *networkingv1.NetworkPolicy {
-	tcp := corev1.ProtocolTCP
-	port := func(p int) networkingv1.NetworkPolicyPort {
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	port := func(proto *corev1.Protocol, p int) networkingv1.NetworkPolicyPort {
 		v := intstr.FromInt32(int32(p))
-		return networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &v}
+		return networkingv1.NetworkPolicyPort{Protocol: proto, Port: &v}
 	}
 	peer := []networkingv1.NetworkPolicyPeer{cp}
-	var out []networkingv1.NetworkPolicyPort
+	out := []networkingv1.NetworkPolicyPort{port(&udp, consts.PortEgressDNS), port(&tcp, consts.PortEgressDNS), port(&tcp, consts.PortEgressProxy)}
 	for _, p := range cpPorts {
-		out = append(out, port(p))
+		out = append(out, port(&tcp, p))
 	}
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: PolicyName, Namespace: namespace,
@@ -51,7 +52,7 @@ func IsolationPolicy(namespace string, cp networkingv1.NetworkPolicyPeer, cpPort
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: agentSelector(metav1.LabelSelectorOpDoesNotExist),
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
-			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: peer, Ports: []networkingv1.NetworkPolicyPort{port(consts.PortSession)}}},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: peer, Ports: []networkingv1.NetworkPolicyPort{port(&tcp, consts.PortSession)}}},
 			Egress:      []networkingv1.NetworkPolicyEgressRule{{To: peer, Ports: out}},
 		},
 	}

@@ -3,6 +3,7 @@ package kubeagent
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
+	"github.com/clawker/clawker/internal/egress/agentenv"
 )
 
 // Container and volume names inside an agent pod.
@@ -38,6 +40,9 @@ type Spec struct {
 	// CPAgentAddr (IP:port) and CPTokenURL are where clawkerd reaches
 	// the CP from inside the pod.
 	CPAgentAddr, CPTokenURL string
+	// EgressCA is the gateway's interception CA (PEM), carried in the
+	// bootstrap Secret: clawkerd adds it to the image's trust bundles.
+	EgressCA []byte
 	// CPPeer is the CP as the isolation policy admits it; nil means an
 	// IP block of CPAgentAddr's IP (a CP outside the cluster).
 	CPPeer *networkingv1.NetworkPolicyPeer
@@ -69,8 +74,8 @@ func (s Spec) validate() error {
 	if len(s.Cmd) == 0 {
 		errs = append(errs, errors.New("a command is required: the pod's command is clawkerd, so the image's own CMD does not apply"))
 	}
-	if s.CPAgentAddr == "" || s.CPTokenURL == "" {
-		errs = append(errs, errors.New("the control plane's agent address and token URL are required"))
+	if _, _, err := cpPorts(s); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -82,6 +87,7 @@ func Pod(s Spec) (*corev1.Pod, error) {
 		return nil, err
 	}
 	name := PodName(s.Project, s.Agent)
+	cp, _, _ := cpPorts(s) // validated
 	labels := map[string]string{consts.LabelManaged: "true", consts.LabelPurpose: consts.PurposeAgent, consts.LabelAgent: s.Agent.String()}
 	if !s.Project.IsZero() {
 		labels[consts.LabelProject] = s.Project.String()
@@ -101,8 +107,20 @@ func Pod(s Spec) (*corev1.Pod, error) {
 	if s.TTY {
 		env = append(env, corev1.EnvVar{Name: consts.EnvTTY, Value: "1"})
 	}
-	for _, kv := range s.Env {
+	// The CP's egress gateway is the agent's only way out: its proxy here,
+	// its resolver below. These are clawker's, as on Docker where they
+	// come last: a user's -e of the same name does not replace them.
+	gateway := agentenv.Env(cp)
+	ours := map[string]bool{}
+	for _, kv := range gateway {
+		k, _, _ := strings.Cut(kv, "=")
+		ours[k] = true
+	}
+	for _, kv := range append(s.Env, gateway...) {
 		k, v, _ := strings.Cut(kv, "=")
+		if ours[k] && !slices.Contains(gateway, kv) {
+			continue
+		}
 		env = append(env, corev1.EnvVar{Name: k, Value: v})
 	}
 	root := int64(0)
@@ -122,6 +140,10 @@ func Pod(s Spec) (*corev1.Pod, error) {
 			EnableServiceLinks:           &no,
 			// As docker run without --restart: the agent ends with its command.
 			RestartPolicy: corev1.RestartPolicyNever,
+			// Names resolve at the gateway, which answers only what the
+			// project's egress policy allows; the cluster's DNS is not asked.
+			DNSPolicy: corev1.DNSNone,
+			DNSConfig: &corev1.PodDNSConfig{Nameservers: []string{cp.String()}},
 			// Docker applies its default seccomp profile; Kubernetes only
 			// when asked.
 			SecurityContext: &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
@@ -148,11 +170,12 @@ func Pod(s Spec) (*corev1.Pod, error) {
 	}, nil
 }
 
-// Secret is the bootstrap Secret for a created pod. It is owned by the
-// pod, so the garbage collector deletes it with the pod.
-func Secret(pod *corev1.Pod, b auth.Bootstrap) *corev1.Secret {
+// Secret is the bootstrap Secret for a created pod, with the egress CA's
+// cert when given. It is owned by the pod, so the garbage collector
+// deletes it with the pod.
+func Secret(pod *corev1.Pod, b auth.Bootstrap, egressCA []byte) *corev1.Secret {
 	yes := true
-	return &corev1.Secret{
+	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: SecretName(pod.Name), Namespace: pod.Namespace,
 			Labels: map[string]string{consts.LabelManaged: "true"},
@@ -167,4 +190,8 @@ func Secret(pod *corev1.Pod, b auth.Bootstrap) *corev1.Secret {
 			consts.BootstrapAssert: []byte(b.Assertion),
 		},
 	}
+	if len(egressCA) > 0 {
+		sec.Data[consts.BootstrapEgressCA] = egressCA
+	}
+	return sec
 }

@@ -203,9 +203,15 @@ func (r *Runtime) cpUp(ctx context.Context, h cli.Host, s kubecp.Spec) error {
 	if err != nil {
 		return err
 	}
+	// The gateway's interception CA, made here for a home initialised
+	// before it existed (as the Docker cp up does).
+	if err := cli.EnsureEgressCA(home); err != nil {
+		return err
+	}
 	if s.Keys, err = cpKeys(home); err != nil {
 		return err
 	}
+	s.Env = cli.PassedCPEnv()
 	api, ns, err := r.client()
 	if err != nil {
 		return err
@@ -238,7 +244,7 @@ func (r *Runtime) cpUp(ctx context.Context, h cli.Host, s kubecp.Spec) error {
 }
 
 // cpKeys reads the CP's files from the home: its cert and key, the CA
-// cert and the assertion public key.
+// cert, the assertion public key and the egress CA.
 func cpKeys(home auth.Home) (map[string][]byte, error) {
 	keys := map[string][]byte{}
 	for _, f := range kubecp.KeyFiles {

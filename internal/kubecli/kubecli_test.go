@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,6 +63,10 @@ func home(t *testing.T) string {
 	if _, err := (auth.Home{Dir: dir}).Init(time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// As cp up leaves it: the gateway's CA beside the rest.
+	if err := cli.EnsureEgressCA(auth.Home{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 
@@ -92,8 +97,18 @@ func TestRunCreatesThePodForTheNamespacesCP(t *testing.T) {
 	if img := pod.Spec.InitContainers[0].Image; img != "clawkerd:recorded" {
 		t.Fatalf("clawkerd image %q: want the one cp up recorded on the Service", img)
 	}
-	if _, err := cs.CoreV1().Secrets("agents").Get(ctx, "clawker.web.dev-bootstrap", metav1.GetOptions{}); err != nil {
+	sec, err := cs.CoreV1().Secrets("agents").Get(ctx, "clawker.web.dev-bootstrap", metav1.GetOptions{})
+	if err != nil {
 		t.Fatalf("no bootstrap Secret: %v", err)
+	}
+	// Egress goes through the CP Service's gateway, which intercepts with
+	// the home's CA: the pod carries that CA for clawkerd to install.
+	ca, _ := os.ReadFile(filepath.Join(h, consts.EgressCAFile))
+	if len(ca) == 0 || !bytes.Equal(sec.Data[consts.BootstrapEgressCA], ca) {
+		t.Fatal("the bootstrap Secret lacks the home's egress CA")
+	}
+	if env["HTTPS_PROXY"] != "http://10.96.0.9:3128" || pod.Spec.DNSConfig == nil || pod.Spec.DNSConfig.Nameservers[0] != "10.96.0.9" {
+		t.Fatalf("proxy %q, DNS %+v: want the CP Service's gateway", env["HTTPS_PROXY"], pod.Spec.DNSConfig)
 	}
 	// The same agent again is refused with the way out.
 	_, errOut, code = clawker(t, cs, h, "run", "-d", "--project", "web", "--agent", "dev", "busybox:1", "true")
@@ -137,6 +152,22 @@ func TestRunWithoutACPSaysCPUp(t *testing.T) {
 	}
 }
 
+// A home cp up never ran from has no egress CA: run says so and creates
+// nothing (the CP could not intercept for that agent).
+func TestRunWithoutTheEgressCASaysCPUp(t *testing.T) {
+	cs, h := cluster(t), home(t)
+	if err := os.Remove(filepath.Join(h, consts.EgressCAFile)); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := clawker(t, cs, h, "run", "-d", "--agent", "dev", "busybox:1", "true")
+	if code != cli.ExitUsage || !strings.Contains(errOut, "cp up makes it") {
+		t.Fatalf("exit %d, %q", code, errOut)
+	}
+	if pods, _ := cs.CoreV1().Pods("agents").List(context.Background(), metav1.ListOptions{}); len(pods.Items) != 0 {
+		t.Fatal("a pod was created")
+	}
+}
+
 func TestRmDeletesThePodAndReportsAMissingOne(t *testing.T) {
 	cs, h := cluster(t), home(t)
 	if _, _, code := clawker(t, cs, h, "run", "-d", "--agent", "dev", "busybox:1", "sleep", "60"); code != 0 {
@@ -153,7 +184,7 @@ func TestRmDeletesThePodAndReportsAMissingOne(t *testing.T) {
 
 func TestDockerOnlyCommandsSaySo(t *testing.T) {
 	cs, h := cluster(t), home(t)
-	for _, args := range [][]string{{"logs", "-n", "5", "dev"}, {"egress", "allow", "x"}, {"stop", "dev"}} {
+	for _, args := range [][]string{{"logs", "-n", "5", "dev"}, {"state"}, {"stop", "dev"}} {
 		_, errOut, code := clawker(t, cs, h, args...)
 		if code != cli.ExitUsage || !strings.Contains(errOut, "not available on the kubernetes runtime") {
 			t.Errorf("%v: exit %d, %q", args, code, errOut)
@@ -178,6 +209,13 @@ func TestCPUpShipsOnlyTheCPsKeysAndRecordsClawkerd(t *testing.T) {
 		return false, nil, nil
 	})
 	h := home(t)
+	// A home from before the egress gateway: cp up makes its CA.
+	if err := os.Remove(filepath.Join(h, consts.EgressCAFile)); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(cli.EnvCPEgressUpstreamDNS, "10.96.7.7:53")
+	t.Setenv(cli.EnvCPEgressUpstreamCA, "")
+	t.Setenv("CLAWKER_CP_LOG_LEVEL", "")
 	out, errOut, code := clawker(t, cs, h, "cp", "up", "--image", "cp:v1", "--clawkerd-image", "clawkerd:v1")
 	if code != 0 || !strings.Contains(out, "ready") {
 		t.Fatalf("cp up: exit %d, %q %q", code, out, errOut)
@@ -192,6 +230,13 @@ func TestCPUpShipsOnlyTheCPsKeysAndRecordsClawkerd(t *testing.T) {
 		if bytes.Equal(b, caKey) || name == consts.CAKeyFile || name == consts.SigningKeyFile {
 			t.Fatalf("the CP's Secret holds %s: the CA and signing keys stay in the home", name)
 		}
+	}
+	if ca, _ := os.ReadFile(filepath.Join(h, consts.EgressCAFile)); len(ca) == 0 || !bytes.Equal(keys.Data[consts.EgressCAFile], ca) || len(keys.Data[consts.EgressCAKeyFile]) == 0 {
+		t.Fatal("the CP's Secret lacks the home's egress CA: its gateway could not intercept")
+	}
+	dep, err := cs.AppsV1().Deployments("agents").Get(ctx, kubecp.Name, metav1.GetOptions{})
+	if err != nil || len(dep.Spec.Template.Spec.Containers[0].Env) != 1 || dep.Spec.Template.Spec.Containers[0].Env[0].Value != "10.96.7.7:53" {
+		t.Fatalf("deployment %v: want the egress upstream passed on, as to the Docker CP", err)
 	}
 	svc, err := cs.CoreV1().Services("agents").Get(ctx, kubecp.Name, metav1.GetOptions{})
 	if err != nil || svc.Annotations[kubecp.ClawkerdImageAnnotation] != "clawkerd:v1" {

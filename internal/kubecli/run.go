@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -134,7 +135,13 @@ func (r *Runtime) run(ctx context.Context, h cli.Host, o runOptions, image strin
 	if err != nil {
 		return err
 	}
-	spec.Project, spec.Agent = project, agent
+	// The gateway's interception CA, which cp up gave the CP: the agent
+	// trusts it for the hosts the egress policy intercepts.
+	egressCA, err := os.ReadFile(home.Path(consts.EgressCAFile))
+	if err != nil {
+		return cli.UsageError(fmt.Errorf("read the egress CA from %s (clawker cp up makes it): %w", home.Dir, err))
+	}
+	spec.Project, spec.Agent, spec.EgressCA = project, agent, egressCA
 	pod, err := kubeagent.Create(ctx, kubeagent.Clients{Core: api.CoreV1(), Networking: api.NetworkingV1()}, ca, signer, spec, h.Now())
 	if apierrors.IsAlreadyExists(err) {
 		name := kubeagent.PodName(project, agent)

@@ -18,7 +18,8 @@ func spec() Spec {
 	for _, f := range KeyFiles {
 		keys[f] = []byte("pem of " + f)
 	}
-	return Spec{Namespace: "agents", Image: "clawker-cp:e2e", Keys: keys, VolumeName: "pv-1"}
+	return Spec{Namespace: "agents", Image: "clawker-cp:e2e", Keys: keys, VolumeName: "pv-1",
+		Env: map[string]string{"CLAWKER_CP_LOG_LEVEL": "debug", "CLAWKER_CP_EGRESS_UPSTREAM_DNS": "10.96.0.53:53"}}
 }
 
 func TestBuildHoldsOnlyWhatTheCPNeeds(t *testing.T) {
@@ -26,8 +27,8 @@ func TestBuildHoldsOnlyWhatTheCPNeeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(o.Keys.Data) != 4 {
-		t.Fatalf("key secret holds %d files, want the 4 CP files", len(o.Keys.Data))
+	if len(o.Keys.Data) != 6 || len(o.Keys.Data[consts.EgressCAKeyFile]) == 0 {
+		t.Fatalf("key secret holds %d files, want the 6 CP files (the gateway's CA among them)", len(o.Keys.Data))
 	}
 	for name := range o.Keys.Data {
 		if name == consts.CAKeyFile || name == consts.SigningKeyFile {
@@ -46,6 +47,21 @@ func TestBuildHoldsOnlyWhatTheCPNeeds(t *testing.T) {
 	args := strings.Join(d.Template.Spec.Containers[0].Command, " ")
 	if !strings.Contains(args, "--runtime=kubernetes") || !strings.Contains(args, "--namespace=agents") {
 		t.Fatalf("command %q", args)
+	}
+	c := d.Template.Spec.Containers[0]
+	if len(c.Env) != 2 || c.Env[0].Name != "CLAWKER_CP_EGRESS_UPSTREAM_DNS" || c.Env[0].Value != "10.96.0.53:53" {
+		t.Fatalf("env %+v: want the passed settings, in name order", c.Env)
+	}
+	// The gateway is served to agents by the Service: DNS on both
+	// protocols and the proxy.
+	var svc []string
+	for _, p := range o.Service.Spec.Ports {
+		svc = append(svc, string(p.Protocol)+"/"+p.TargetPort.String())
+	}
+	for _, want := range []string{"UDP/dns", "TCP/dns-tcp", "/proxy"} {
+		if !slices.Contains(svc, want) {
+			t.Fatalf("service ports %v lack %s", svc, want)
+		}
 	}
 	if o.Data.Spec.VolumeName != "pv-1" || o.Data.Spec.StorageClassName == nil || *o.Data.Spec.StorageClassName != "" {
 		t.Fatalf("claim %+v: want bound to the named volume", o.Data.Spec)

@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -34,8 +36,10 @@ const (
 )
 
 // KeyFiles are the files of the CLI home the CP needs: never the CA's or
-// the assertion signer's private key.
-var KeyFiles = []string{consts.CPCertFile, consts.CPKeyFile, consts.CACertFile, consts.SigningPubFile}
+// the assertion signer's private key. The egress CA's key is the
+// gateway's, to intercept what the policy says to (as on Docker).
+var KeyFiles = []string{consts.CPCertFile, consts.CPKeyFile, consts.CACertFile, consts.SigningPubFile,
+	consts.EgressCAFile, consts.EgressCAKeyFile}
 
 // Spec is one CP in one namespace; its agents run in the same namespace.
 type Spec struct {
@@ -45,6 +49,9 @@ type Spec struct {
 	ClawkerdImage string
 	// Keys holds KeyFiles by name.
 	Keys map[string][]byte
+	// Env is extra environment of the CP: the egress gateway's upstream
+	// overrides, as cp up passes them to the Docker CP.
+	Env map[string]string
 	// Storage is the registry's claim size; VolumeName binds the claim to
 	// a pre-made PersistentVolume ("" lets the default class provision).
 	Storage    resource.Quantity
@@ -90,9 +97,13 @@ func Build(s Spec) (Objects, error) {
 			Name: Name, Image: s.Image, ImagePullPolicy: corev1.PullIfNotPresent,
 			Command: []string{"/clawker-cp", "--runtime=kubernetes", "--namespace=" + s.Namespace,
 				"--config-dir=" + configDir, "--data-dir=" + dataDir},
+			Env: env(s.Env),
 			Ports: []corev1.ContainerPort{
 				{Name: "admin", ContainerPort: consts.PortAdmin}, {Name: "agent", ContainerPort: consts.PortAgent},
 				{Name: "token", ContainerPort: consts.PortToken}, {Name: "health", ContainerPort: consts.PortHealth},
+				{Name: "dns", ContainerPort: consts.PortEgressDNS, Protocol: corev1.ProtocolUDP},
+				{Name: "dns-tcp", ContainerPort: consts.PortEgressDNS, Protocol: corev1.ProtocolTCP},
+				{Name: "proxy", ContainerPort: consts.PortEgressProxy},
 			},
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: "/healthz", Port: intstr.FromInt32(consts.PortHealth)}}, PeriodSeconds: 2},
@@ -140,6 +151,10 @@ func Build(s Spec) (Objects, error) {
 			{Name: "admin", Port: consts.PortAdmin, TargetPort: intstr.FromString("admin")},
 			{Name: "agent", Port: consts.PortAgent, TargetPort: intstr.FromString("agent")},
 			{Name: "token", Port: consts.PortToken, TargetPort: intstr.FromString("token")},
+			// The egress gateway: the agents' resolver and proxy.
+			{Name: "dns", Port: consts.PortEgressDNS, TargetPort: intstr.FromString("dns"), Protocol: corev1.ProtocolUDP},
+			{Name: "dns-tcp", Port: consts.PortEgressDNS, TargetPort: intstr.FromString("dns-tcp"), Protocol: corev1.ProtocolTCP},
+			{Name: "proxy", Port: consts.PortEgressProxy, TargetPort: intstr.FromString("proxy")},
 		}}},
 	}
 	if s.ClawkerdImage != "" {
@@ -153,6 +168,16 @@ func Build(s Spec) (Objects, error) {
 		o.Keys.Data[path.Base(f)] = s.Keys[f]
 	}
 	return o, nil
+}
+
+// env is m as container environment, sorted so the template (and so the
+// rollout decision) does not depend on map order.
+func env(m map[string]string) []corev1.EnvVar {
+	var out []corev1.EnvVar
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, corev1.EnvVar{Name: k, Value: m[k]})
+	}
+	return out
 }
 
 // keysHash is a SHA-256 over the key files, in KeyFiles order.

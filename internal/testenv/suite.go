@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	mobyclient "github.com/moby/moby/client"
 
+	"github.com/clawker/clawker/internal/binimage"
 	"github.com/clawker/clawker/internal/consts"
 )
 
@@ -136,9 +138,10 @@ func BuildBinaries(dir string, more ...string) error {
 }
 
 // ImportBusybox makes an agent image: Debian's static busybox plus one
-// symlink per applet and a minimal /etc/passwd, imported with the Docker
-// API (nothing is pulled) and labelled.
-func ImportBusybox(ctx context.Context, c *mobyclient.Client, ref, label string) error {
+// symlink per applet, a minimal /etc/passwd and the extra files (their
+// directories made), imported with the Docker API (nothing is pulled)
+// and labelled.
+func ImportBusybox(ctx context.Context, c *mobyclient.Client, ref, label string, extra ...binimage.File) error {
 	list, err := exec.Command(BusyboxSrc, "--list").Output()
 	if err != nil {
 		return fmt.Errorf("busybox --list: %w", err)
@@ -166,6 +169,22 @@ func ImportBusybox(ctx context.Context, c *mobyclient.Client, ref, label string)
 			continue
 		}
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + name, Linkname: "busybox", Mode: 0o777}); err != nil {
+			return err
+		}
+	}
+	dirs := map[string]bool{"bin": true, "tmp": true, "root": true, "etc": true}
+	for _, f := range extra {
+		var parents []string
+		for d := path.Dir(f.Name); d != "." && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+			parents = append([]string{d}, parents...)
+		}
+		for _, d := range parents {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755}); err != nil {
+				return err
+			}
+		}
+		if err := writeFile(tw, f.Name, f.Mode, f.Data); err != nil {
 			return err
 		}
 	}

@@ -307,7 +307,7 @@ func impostor(t *testing.T, c *cluster, ns string, pod *corev1.Pod, ca *auth.CA,
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.kube.CoreV1().Secrets(ns).Create(ctx, kubeagent.Secret(created, b), metav1.CreateOptions{}); err != nil {
+	if _, err := c.kube.CoreV1().Secrets(ns).Create(ctx, kubeagent.Secret(created, b, nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return created

@@ -23,6 +23,7 @@ import (
 type kubeCLI struct {
 	c        *cluster
 	ns, home string
+	env      []string // KEY=VALUE added to the environment
 }
 
 func (k *kubeCLI) run(t *testing.T, args ...string) (string, string, int) {
@@ -31,6 +32,7 @@ func (k *kubeCLI) run(t *testing.T, args ...string) (string, string, int) {
 	defer cancel()
 	full := append([]string{"--runtime", "kubernetes", "--kubeconfig", os.Getenv("KUBECONFIG"), "-n", k.ns, "--home", k.home}, args...)
 	cmd := exec.CommandContext(ctx, filepath.Join(k.c.binDir, "clawker"), full...)
+	cmd.Env = append(os.Environ(), k.env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/clawker/clawker/internal/auth"
+	"github.com/clawker/clawker/internal/cli"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/kubecp"
 	"github.com/clawker/clawker/internal/testenv"
@@ -71,6 +72,9 @@ func deployCP(t *testing.T, c *cluster, ns string) *clusterCP {
 	ctx := context.Background()
 	home := auth.Home{Dir: t.TempDir()}
 	if _, err := home.Init(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.EnsureEgressCA(home); err != nil { // as cp up does
 		t.Fatal(err)
 	}
 	keys := map[string][]byte{}

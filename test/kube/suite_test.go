@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/clawker/clawker/internal/binimage"
 	"github.com/clawker/clawker/internal/consts"
 	"github.com/clawker/clawker/internal/testenv"
 )
@@ -93,7 +94,7 @@ func prepare() (*cluster, string, error) {
 		return nil, "", err
 	}
 	c := &cluster{kube: kube, gateway: gw, binDir: dir}
-	if err := testenv.BuildBinaries(c.binDir, "./cmd/clawker-kube", "./test/e2e/attacker"); err != nil {
+	if err := testenv.BuildBinaries(c.binDir, "./cmd/clawker-kube", "./test/e2e/attacker", "./test/e2e/fakenet"); err != nil {
 		return c, "", fmt.Errorf("build: %w", err)
 	}
 	if err := c.loadImages(ctx); err != nil {
@@ -117,7 +118,15 @@ func (c *cluster) loadImages(ctx context.Context) error {
 		}
 	}()
 	label := consts.LabelTest + "=" + testLabel
-	if err := testenv.ImportBusybox(ctx, docker, agentImage, label); err != nil {
+	// The agent image also holds the egress test's client and a system
+	// bundle, for clawkerd to append the gateway's CA to.
+	fakenet, err := os.ReadFile(filepath.Join(c.binDir, "fakenet"))
+	if err != nil {
+		return err
+	}
+	if err := testenv.ImportBusybox(ctx, docker, agentImage, label,
+		binimage.File{Name: "fakenet/fakenet", Mode: 0o755, Data: fakenet},
+		binimage.File{Name: "etc/ssl/certs/ca-certificates.crt", Mode: 0o644, Data: []byte("# the image's roots\n")}); err != nil {
 		return fmt.Errorf("busybox: %w", err)
 	}
 	// The CP's and clawkerd's images as a user builds them.

@@ -101,8 +101,15 @@ func connect(fs *flag.FlagSet, args []string) error {
 
 // query asks one DNS server for a name's A record over UDP.
 func query(fs *flag.FlagSet, args []string) error {
-	server := fs.String("server", "", "ip:port")
+	server := fs.String("server", "", "ip:port (default: the first nameserver of /etc/resolv.conf)")
 	_ = fs.Parse(args)
+	if *server == "" {
+		conf, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+		if err != nil || len(conf.Servers) == 0 {
+			return fmt.Errorf("no -server and no resolver in /etc/resolv.conf: %v", err)
+		}
+		*server = net.JoinHostPort(conf.Servers[0], conf.Port)
+	}
 	m := new(dns.Msg).SetQuestion(dns.Fqdn(fs.Arg(0)), dns.TypeA)
 	cl := &dns.Client{Timeout: 3 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
