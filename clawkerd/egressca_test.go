@@ -25,8 +25,13 @@ func TestTrustEgressCAInstallsThePodsCA(t *testing.T) {
 	if err := os.WriteFile(debian, []byte("system roots"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Alpine's /etc/ssl/cert.pem is a link to the bundle above.
-	if err := os.Symlink("certs/ca-certificates.crt", filepath.Join(root, "etc/ssl/cert.pem")); err != nil {
+	// A bundle that is a link is skipped (on Alpine it names the one
+	// above); here it names a file of no bundle, which must stay as it is.
+	other := filepath.Join(root, "etc/other-roots.pem")
+	if err := os.WriteFile(other, []byte("other roots"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../other-roots.pem", filepath.Join(root, "etc/ssl/cert.pem")); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
@@ -35,6 +40,9 @@ func TestTrustEgressCAInstallsThePodsCA(t *testing.T) {
 	b, err := os.ReadFile(debian)
 	if err != nil || string(b) != "system roots\n"+ca {
 		t.Fatalf("bundle %q, %v: want the roots and the CA once", b, err)
+	}
+	if b, _ := os.ReadFile(other); string(b) != "other roots" {
+		t.Fatalf("a linked bundle's target was written: %q", b)
 	}
 	fi, err := os.Stat(filepath.Join(root, consts.EgressCAPath))
 	if err != nil || fi.Mode().Perm() != 0o444 {

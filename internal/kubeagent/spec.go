@@ -116,7 +116,7 @@ func Pod(s Spec) (*corev1.Pod, error) {
 		k, _, _ := strings.Cut(kv, "=")
 		ours[k] = true
 	}
-	for _, kv := range append(s.Env, gateway...) {
+	for _, kv := range slices.Concat(s.Env, gateway) {
 		k, v, _ := strings.Cut(kv, "=")
 		if ours[k] && !slices.Contains(gateway, kv) {
 			continue
