@@ -3,6 +3,7 @@ package kubeagent
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -110,18 +111,19 @@ func Pod(s Spec) (*corev1.Pod, error) {
 	// The CP's egress gateway is the agent's only way out: its proxy here,
 	// its resolver below. These are clawker's, as on Docker where they
 	// come last: a user's -e of the same name does not replace them.
-	gateway := agentenv.Env(cp)
-	ours := map[string]bool{}
-	for _, kv := range gateway {
-		k, _, _ := strings.Cut(kv, "=")
-		ours[k] = true
-	}
-	for _, kv := range slices.Concat(s.Env, gateway) {
+	gateway := map[string]string{}
+	for _, kv := range agentenv.Env(cp) {
 		k, v, _ := strings.Cut(kv, "=")
-		if ours[k] && !slices.Contains(gateway, kv) {
-			continue
+		gateway[k] = v
+	}
+	for _, kv := range s.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, ours := gateway[k]; !ours {
+			env = append(env, corev1.EnvVar{Name: k, Value: v})
 		}
-		env = append(env, corev1.EnvVar{Name: k, Value: v})
+	}
+	for _, k := range slices.Sorted(maps.Keys(gateway)) {
+		env = append(env, corev1.EnvVar{Name: k, Value: gateway[k]})
 	}
 	root := int64(0)
 	no := false
