@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"iter"
 	"os/exec"
 	"strings"
 	"time"
@@ -155,15 +156,7 @@ func (e *env) measureExec(ctx context.Context, agent, id string, reps, tputReps,
 func execSpans(logs string) stat {
 	var sp sample
 	var open time.Time
-	for _, line := range strings.Split(logs, "\n") {
-		ts, rest, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		t, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil {
-			continue
-		}
+	for t, rest := range timedLines(logs) {
 		switch {
 		case strings.Contains(rest, `"event":"admin_exec_done"`):
 			if !open.IsZero() {
@@ -175,4 +168,24 @@ func execSpans(logs string) stat {
 		}
 	}
 	return sp.stat("ms")
+}
+
+// timedLines yields each line of a container log taken with timestamps:
+// the engine's time and the rest of the line.
+func timedLines(logs string) iter.Seq2[time.Time, string] {
+	return func(yield func(time.Time, string) bool) {
+		for line := range strings.SplitSeq(logs, "\n") {
+			ts, rest, ok := strings.Cut(line, " ")
+			if !ok {
+				continue
+			}
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil {
+				continue
+			}
+			if !yield(t, rest) {
+				return
+			}
+		}
+	}
 }

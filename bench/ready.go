@@ -12,6 +12,8 @@ import (
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	mobyclient "github.com/moby/moby/client"
+
+	"github.com/clawker/clawker/internal/consts"
 )
 
 // readyResult is figure 1.
@@ -196,15 +198,21 @@ type fanoutResult struct {
 	Agents int `json:"agents"`
 	// From `clawker cp up` invoked (old CP already removed) and from the
 	// new CP container's start to every Session connected.
-	UpToAllConnectedMs     float64 `json:"cp_up_to_all_connected_ms"`
-	StartToAllConnectedMs  float64 `json:"cp_start_to_all_connected_ms"`
-	CPUTimeMs              float64 `json:"cp_cpu_time_ms"`
-	MemBaselineBytes       float64 `json:"cp_mem_baseline_bytes"`
-	MemBytes               float64 `json:"cp_mem_bytes"`
-	MemPerSessionBytes     float64 `json:"cp_mem_per_session_bytes"`
-	HeapPerSessionBytes    float64 `json:"cp_go_heap_per_session_bytes"`
-	HeapBaselineBytes      float64 `json:"cp_go_heap_baseline_bytes"`
-	HeapBytes              float64 `json:"cp_go_heap_bytes"`
+	UpToAllConnectedMs    float64 `json:"cp_up_to_all_connected_ms"`
+	StartToAllConnectedMs float64 `json:"cp_start_to_all_connected_ms"`
+	CPUTimeMs             float64 `json:"cp_cpu_time_ms"`
+	MemBaselineBytes      float64 `json:"cp_mem_baseline_bytes"`
+	MemBytes              float64 `json:"cp_mem_bytes"`
+	MemPerSessionBytes    float64 `json:"cp_mem_per_session_bytes"`
+	HeapPerSessionBytes   float64 `json:"cp_go_heap_per_session_bytes"`
+	HeapBaselineBytes     float64 `json:"cp_go_heap_baseline_bytes"`
+	HeapBytes             float64 `json:"cp_go_heap_bytes"`
+	// Offsets from the CP container's start, read from its log's engine
+	// timestamps: its first line (process and Go start), its first and
+	// last agent_session_connected.
+	StartToFirstLogMs      float64 `json:"cp_start_to_first_log_ms"`
+	StartToFirstSessionMs  float64 `json:"cp_start_to_first_session_ms"`
+	StartToLastSessionMs   float64 `json:"cp_start_to_last_session_ms"`
 	SpawnSeconds           float64 `json:"spawn_seconds"`
 	ConnectedBeforeRestart int     `json:"connected_before_restart"`
 }
@@ -266,6 +274,9 @@ func (e *env) measureFanout(ctx context.Context, have []string, n int, base cpSt
 	if err != nil {
 		return res, err
 	}
+	if logs, err := e.logs(ctx, consts.ControlPlaneContainer, true); err == nil {
+		res.StartToFirstLogMs, res.StartToFirstSessionMs, res.StartToLastSessionMs = fanoutSpans(logs, cpStarted)
+	}
 	res.CPUTimeMs = float64(st.CPU) / float64(time.Millisecond)
 	res.MemBytes = st.MemBytes
 	res.MemPerSessionBytes = (st.MemBytes - base.MemBytes) / float64(n)
@@ -315,4 +326,23 @@ func (e *env) waitConnected(ctx context.Context, health string, n int, timeout t
 		}
 		return nil
 	})
+}
+
+// fanoutSpans reads a timestamped CP log: the offsets from start of its
+// first line and of its first and last agent_session_connected, in ms.
+func fanoutSpans(logs string, start time.Time) (firstLog, firstSession, lastSession float64) {
+	ms := func(t time.Time) float64 { return float64(t.Sub(start)) / float64(time.Millisecond) }
+	seen := false
+	for t, rest := range timedLines(logs) {
+		if !seen {
+			firstLog, seen = ms(t), true
+		}
+		if strings.Contains(rest, `"event":"agent_session_connected"`) {
+			if firstSession == 0 {
+				firstSession = ms(t)
+			}
+			lastSession = ms(t)
+		}
+	}
+	return firstLog, firstSession, lastSession
 }

@@ -93,6 +93,8 @@ func renderMarkdown(rep *report) string {
 			row{fmt.Sprintf("2. Fan-out: CP restarted with %d agents → all Sessions connected", f.Agents),
 				fmt.Sprintf("%.0f ms from CP container start (%.0f ms from `cp up` invoked)", f.StartToAllConnectedMs, f.UpToAllConnectedMs), "—", "—",
 				"≤ 1.5 s: " + yesNo(f.StartToAllConnectedMs <= 1500)},
+			row{"2. Fan-out breakdown (CP log): container start → first log line; → first agent_session_connected; → last",
+				fmt.Sprintf("%.0f ms; %.0f ms; %.0f ms", f.StartToFirstLogMs, f.StartToFirstSessionMs, f.StartToLastSessionMs), "—", "—", "—"},
 			row{"2. Fan-out: CP CPU time (start → all connected)", fmt.Sprintf("%.0f ms (%.2f ms per Session)", f.CPUTimeMs, f.CPUTimeMs/float64(f.Agents)), "—", "—", "—"},
 			row{"2. Fan-out: CP memory per Session", fmt.Sprintf("%.1f KiB cgroup memory ((%.1f − %.1f MiB) / %d); Go heap in use %.1f KiB per Session",
 				f.MemPerSessionBytes/1024, f.MemBytes/(1<<20), f.MemBaselineBytes/(1<<20), f.Agents, f.HeapPerSessionBytes/1024), "—", "—",

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestQuantileNearestRank(t *testing.T) {
@@ -39,6 +40,20 @@ func TestExecSpansPairsRequestAndDone(t *testing.T) {
 	st := execSpans(logs)
 	if st.N != 2 || st.Min != 3 || st.Max != 5 {
 		t.Fatalf("spans %+v, want two of 3 and 5 ms", st)
+	}
+}
+
+func TestFanoutSpansFromContainerStart(t *testing.T) {
+	start := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	logs := strings.Join([]string{
+		`2026-12-02T04:00:00.040000000Z {"event":"cp_starting"}`,
+		`2026-12-02T04:00:00.300000000Z {"event":"agent_session_connected","container_id":"a"}`,
+		`2026-12-02T04:00:00.900000000Z {"event":"agent_exec"}`,
+		`2026-12-02T04:00:01.200000000Z {"event":"agent_session_connected","container_id":"b"}`,
+	}, "\n")
+	first, firstSession, lastSession := fanoutSpans(logs, start)
+	if first != 40 || firstSession != 300 || lastSession != 1200 {
+		t.Fatalf("spans %v %v %v, want 40 300 1200 ms", first, firstSession, lastSession)
 	}
 }
 

@@ -17,6 +17,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == holdArg {
+		hold()
+		return
+	}
 	cfg, err := daemon.LoadConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, daemon.ErrHelp) {
 		os.Exit(0)
@@ -33,4 +37,15 @@ func main() {
 		stop()
 		os.Exit(1)
 	}
+}
+
+// holdArg runs the process that owns the CP's network namespace (the
+// clawker-controlplane-net container): it only waits to be stopped, so the
+// CP container can be replaced without rejoining every agent network.
+const holdArg = "hold"
+
+func hold() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	<-ctx.Done()
 }

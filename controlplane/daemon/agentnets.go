@@ -320,9 +320,10 @@ func (a *agentNets) agentExists(ctx context.Context, netName string) bool {
 	return false
 }
 
-// cpNetworks lists the networks the CP container has an endpoint on.
+// cpNetworks lists the networks the CP's namespace has an endpoint on:
+// those of the holder container the CP shares it with.
 func (a *agentNets) cpNetworks(ctx context.Context) (map[string]bool, error) {
-	res, err := a.docker.ContainerInspect(ctx, consts.ControlPlaneContainer, mobyclient.ContainerInspectOptions{})
+	res, err := a.docker.ContainerInspect(ctx, consts.ControlPlaneNetContainer, mobyclient.ContainerInspectOptions{})
 	if err != nil {
 		return nil, err
 	}

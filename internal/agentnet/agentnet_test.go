@@ -75,7 +75,7 @@ func (f *fakeNets) NetworkList(context.Context, mobyclient.NetworkListOptions) (
 func (f *fakeNets) NetworkConnect(_ context.Context, id string, o mobyclient.NetworkConnectOptions) (mobyclient.NetworkConnectResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.connects = append(f.connects, id+" "+o.Container+" "+o.EndpointConfig.IPAMConfig.IPv4Address.String())
+	f.connects = append(f.connects, id+" "+o.Container+" "+o.EndpointConfig.IPAMConfig.IPv4Address.String()+" "+strings.Join(o.EndpointConfig.Aliases, ","))
 	return mobyclient.NetworkConnectResult{}, nil
 }
 
@@ -197,7 +197,8 @@ func TestConnectCPPinsAddress(t *testing.T) {
 	if err := ConnectCP(context.Background(), f, n); err != nil {
 		t.Fatal(err)
 	}
-	if want := "id-x " + consts.ControlPlaneContainer + " 10.213.0.50"; len(f.connects) != 1 || f.connects[0] != want {
+	// The holder joins at .2 and answers to the CP's name there.
+	if want := "id-x " + consts.ControlPlaneNetContainer + " 10.213.0.50 " + consts.ControlPlaneContainer; len(f.connects) != 1 || f.connects[0] != want {
 		t.Fatalf("connects %v, want %q", f.connects, want)
 	}
 }

@@ -159,17 +159,21 @@ func Parse(n network.Network) (Net, bool) {
 	return Net{Name: n.Name, ID: n.ID, Subnet: sub}, true
 }
 
-// ConnectCP attaches the CP container to n at its pinned address; an
-// endpoint already there is success.
+// ConnectCP attaches the CP's network holder (whose namespace the CP
+// container shares) to n at its pinned address; an endpoint already there
+// is success.
 func ConnectCP(ctx context.Context, c Docker, n Net) error {
 	_, err := c.NetworkConnect(ctx, n.ID, mobyclient.NetworkConnectOptions{
-		Container: consts.ControlPlaneContainer,
+		Container: consts.ControlPlaneNetContainer,
 		EndpointConfig: &network.EndpointSettings{
 			IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: n.CPAddr()},
+			// The agent resolves the CP's name to .2, as when the CP
+			// container itself was on the network.
+			Aliases: []string{consts.ControlPlaneContainer},
 		},
 	})
 	if err != nil && !strings.Contains(err.Error(), "already exists") {
-		return fmt.Errorf("connect %s to %s at %s: %w", consts.ControlPlaneContainer, n.Name, n.CPAddr(), err)
+		return fmt.Errorf("connect %s to %s at %s: %w", consts.ControlPlaneNetContainer, n.Name, n.CPAddr(), err)
 	}
 	return nil
 }
@@ -177,7 +181,7 @@ func ConnectCP(ctx context.Context, c Docker, n Net) error {
 // Remove disconnects the CP from the network and removes it; a network
 // already gone is success.
 func Remove(ctx context.Context, c Docker, name string) error {
-	_, _ = c.NetworkDisconnect(ctx, name, mobyclient.NetworkDisconnectOptions{Container: consts.ControlPlaneContainer, Force: true})
+	_, _ = c.NetworkDisconnect(ctx, name, mobyclient.NetworkDisconnectOptions{Container: consts.ControlPlaneNetContainer, Force: true})
 	if _, err := c.NetworkRemove(ctx, name, mobyclient.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove network %s: %w", name, err)
 	}

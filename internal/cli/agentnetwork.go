@@ -62,13 +62,13 @@ func prepareAgentNetOnce(ctx context.Context, c netDocker, p auth.ProjectSlug, a
 			_ = agentnet.Remove(context.WithoutCancel(ctx), c, n.ID)
 		}
 	}
-	cp, err := c.ContainerInspect(ctx, consts.ControlPlaneContainer, mobyclient.ContainerInspectOptions{})
+	cp, err := c.ContainerInspect(ctx, consts.ControlPlaneNetContainer, mobyclient.ContainerInspectOptions{})
 	switch {
 	case cerrdefs.IsNotFound(err):
 		return n, undo, nil
 	case err != nil:
 		undo()
-		return agentnet.Net{}, nil, fmt.Errorf("inspect %s: %w", consts.ControlPlaneContainer, err)
+		return agentnet.Net{}, nil, fmt.Errorf("inspect %s: %w", consts.ControlPlaneNetContainer, err)
 	}
 	if cpOn(cp.Container.NetworkSettings, n) {
 		return n, undo, nil
@@ -89,11 +89,11 @@ func cpOn(ns *container.NetworkSettings, n agentnet.Net) bool {
 	return ep != nil && ep.IPAMConfig != nil && ep.IPAMConfig.IPv4Address == n.CPAddr()
 }
 
-// connectCPToAgentNets attaches the CP container (created, maybe not yet
-// started) to every agent network at its pinned address, so a recreated CP
-// reaches the agents that outlived the old one. A network that refuses is
-// reported and skipped: one broken agent must not keep the CP down.
-func connectCPToAgentNets(ctx context.Context, c netDocker, cpID string, warn func(error)) error {
+// connectCPToAgentNets attaches the CP's network holder to every agent
+// network at its pinned address, so the CP reaches the agents that outlived
+// an earlier one. A network that refuses is reported and skipped: one broken
+// agent must not keep the CP down.
+func connectCPToAgentNets(ctx context.Context, c netDocker, holderID string, warn func(error)) error {
 	nets, err := agentnet.List(ctx, c)
 	if err != nil {
 		return err
@@ -101,9 +101,9 @@ func connectCPToAgentNets(ctx context.Context, c netDocker, cpID string, warn fu
 	if len(nets) == 0 {
 		return nil
 	}
-	cp, err := c.ContainerInspect(ctx, cpID, mobyclient.ContainerInspectOptions{})
+	cp, err := c.ContainerInspect(ctx, holderID, mobyclient.ContainerInspectOptions{})
 	if err != nil {
-		return fmt.Errorf("inspect %s: %w", consts.ControlPlaneContainer, err)
+		return fmt.Errorf("inspect %s: %w", consts.ControlPlaneNetContainer, err)
 	}
 	for _, n := range nets {
 		if cpOn(cp.Container.NetworkSettings, n) {

@@ -49,7 +49,7 @@ func (v *vanishingNets) NetworkCreate(_ context.Context, name string, o mobyclie
 }
 
 func (v *vanishingNets) ContainerInspect(_ context.Context, name string, _ mobyclient.ContainerInspectOptions) (mobyclient.ContainerInspectResult, error) {
-	if name != consts.ControlPlaneContainer {
+	if name != consts.ControlPlaneNetContainer {
 		return mobyclient.ContainerInspectResult{}, cerrdefs.ErrNotFound // the agent's container is gone
 	}
 	return mobyclient.ContainerInspectResult{Container: container.InspectResponse{NetworkSettings: &container.NetworkSettings{}}}, nil

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
-	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -16,7 +15,6 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
-	"github.com/moby/moby/api/types/network"
 	mobyclient "github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
@@ -81,7 +79,7 @@ reports ready.`,
 	}
 	cmd.Flags().StringVar(&policy, "untrusted-policy", "log", "what the CP does to an agent whose identity turns out untrusted: off, log, pause, detach or kill")
 	cmd.Flags().DurationVar(&wait, "wait", 60*time.Second, "how long to wait for the control plane to report ready (0 = don't wait)")
-	cmd.Flags().BoolVar(&recreate, "recreate", false, "replace a running control plane container even if it is up to date")
+	cmd.Flags().BoolVar(&recreate, "recreate", false, "replace the running control plane and the container holding its network, even if up to date (the new one then rejoins every agent network)")
 	return cmd
 }
 
@@ -144,14 +142,18 @@ func (a *app) cpUpWith(ctx context.Context, c cpDocker, p cpUpPlan) error {
 	}
 	credMounts, credEnv := a.credSources(ctx, c, h)
 	env := append(cpEnv(policy), credEnv...)
+	holderID, err := runningCPNet(ctx, c)
+	if err != nil {
+		return err
+	}
 	existing, err := c.ContainerInspect(ctx, consts.ControlPlaneContainer, mobyclient.ContainerInspectOptions{})
 	switch {
 	case err == nil:
 		st := existing.Container.State
 		if !recreate && st != nil && st.Running && existing.Container.Image == imageID && sameEnv(existing.Container.Config, env) &&
-			existing.Container.Config.Labels[labelCPKeys] == keysSum {
+			existing.Container.Config.Labels[labelCPKeys] == keysSum && holderID != "" && sharesNet(existing.Container.HostConfig, holderID) {
 			fmt.Fprintf(a.out, "control plane %s is already running\n", consts.ControlPlaneContainer)
-			if err := connectCPToAgentNets(ctx, c, existing.Container.ID, a.warnf); err != nil {
+			if err := connectCPToAgentNets(ctx, c, holderID, a.warnf); err != nil {
 				return err
 			}
 			return a.waitReady(ctx, c, wait)
@@ -163,7 +165,18 @@ func (a *app) cpUpWith(ctx context.Context, c cpDocker, p cpUpPlan) error {
 		return fmt.Errorf("inspect %s: %w", consts.ControlPlaneContainer, err)
 	}
 
-	id, err := createCPContainer(ctx, c, dockerSocketPath(c), env, credMounts, keysSum)
+	// After the old CP is gone: one from before the holder existed owned
+	// the CP's address on every agent network.
+	if recreate {
+		if _, err := removeCPNet(ctx, c); err != nil {
+			return err
+		}
+	}
+	holderID, err = ensureCPNet(ctx, c)
+	if err != nil {
+		return err
+	}
+	id, err := createCPContainer(ctx, c, holderID, dockerSocketPath(c), env, credMounts, keysSum)
 	if err != nil {
 		return err
 	}
@@ -197,10 +210,9 @@ func (a *app) cpUpWith(ctx context.Context, c cpDocker, p cpUpPlan) error {
 		return fmt.Errorf("start control plane: %w", err)
 	}
 	ok = true
-	// After start, not before: a network removed in between (clawker rm)
-	// would make the start itself fail. The dialer retries until the CP
-	// is attached, and the CP's janitor reattaches whatever this misses.
-	if err := connectCPToAgentNets(ctx, c, id, a.warnf); err != nil {
+	// A holder kept from an earlier CP is on every agent network already:
+	// this joins only what it missed. The CP's janitor reattaches the rest.
+	if err := connectCPToAgentNets(ctx, c, holderID, a.warnf); err != nil {
 		a.warnf(err)
 	}
 	pruneOldCPImages(ctx, c, imageID)
@@ -271,27 +283,18 @@ func filesSHA256(h auth.Home, names []string) (string, error) {
 // peer can fill the host disk through it.
 var cpLogConfig = container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "3"}}
 
-func createCPContainer(ctx context.Context, c containerCreator, sock string, env []string, extra []mount.Mount, keysSum string) (string, error) {
-	loopback := netip.MustParseAddr("127.0.0.1")
-	adminPort := network.MustParsePort(fmt.Sprintf("%d/tcp", consts.PortAdmin))
-	healthPort := network.MustParsePort(fmt.Sprintf("%d/tcp", consts.PortHealth))
+// createCPContainer makes the CP container in the holder's network
+// namespace: it has no endpoint or published port of its own.
+func createCPContainer(ctx context.Context, c containerCreator, holderID, sock string, env []string, extra []mount.Mount, keysSum string) (string, error) {
 	res, err := c.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{
 		Name: consts.ControlPlaneContainer,
 		Config: &container.Config{
-			Image:        consts.ControlPlaneImage,
-			Labels:       managedLabels(map[string]string{consts.LabelPurpose: consts.PurposeControlPlane, labelCPKeys: keysSum}),
-			ExposedPorts: network.PortSet{adminPort: struct{}{}, healthPort: struct{}{}},
-			Env:          env,
+			Image:  consts.ControlPlaneImage,
+			Labels: managedLabels(map[string]string{consts.LabelPurpose: consts.PurposeControlPlane, labelCPKeys: keysSum}),
+			Env:    env,
 		},
 		HostConfig: &container.HostConfig{
-			NetworkMode: container.NetworkMode(consts.NetworkName),
-			// HostPort "" lets Docker pick a free port: two installs (or a
-			// test next to a real install) never clash. The CLI finds the
-			// port by inspecting the container.
-			PortBindings: network.PortMap{
-				adminPort:  {{HostIP: loopback, HostPort: ""}},
-				healthPort: {{HostIP: loopback, HostPort: ""}},
-			},
+			NetworkMode: cpNetMode(holderID),
 			Mounts: append([]mount.Mount{
 				{Type: mount.TypeVolume, Source: consts.ControlPlaneVolume, Target: cpDataDir},
 				{Type: mount.TypeBind, Source: sock, Target: "/var/run/docker.sock"},
@@ -299,14 +302,17 @@ func createCPContainer(ctx context.Context, c containerCreator, sock string, env
 			RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyUnlessStopped},
 			LogConfig:     cpLogConfig,
 		},
-		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
-			consts.NetworkName: {Aliases: []string{consts.ControlPlaneContainer}},
-		}},
 	})
 	if err != nil {
 		return "", fmt.Errorf("create control plane container: %w", err)
 	}
 	return res.ID, nil
+}
+
+// sharesNet reports whether a CP container runs in the holder's namespace:
+// one made before the holder, or before the holder was replaced, does not.
+func sharesNet(hc *container.HostConfig, holderID string) bool {
+	return hc != nil && hc.NetworkMode == cpNetMode(holderID)
 }
 
 // dockerSocketPath is the engine's unix socket on this host, mounted into

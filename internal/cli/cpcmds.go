@@ -21,7 +21,12 @@ func (a *app) cpDownCmd() *cobra.Command {
 		Short: "Stop and remove the control plane container",
 		Long: `down removes the clawker-controlplane container. Agents keep running;
 the registry (volume clawker-cp-data) is kept unless --volumes is given, so
-the next cp up re-dials every agent without re-registering them.`,
+the next cp up re-dials every agent without re-registering them.
+
+While agent containers remain, the container that holds the CP's network
+namespace (clawker-controlplane-net) is kept too: it stays on every agent
+network, so the next cp up joins none of them. down removes it once no
+agent container is left.`,
 		Example: "  clawker cp down\n  clawker cp down --volumes",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -46,6 +51,11 @@ the next cp up re-dials every agent without re-registering them.`,
 				return fmt.Errorf("remove control plane: %w", err)
 			default:
 				fmt.Fprintln(a.out, "control plane removed")
+			}
+			if removed, err := removeCPNetIfUnused(ctx, c); err != nil {
+				return err
+			} else if removed {
+				fmt.Fprintf(a.out, "%s removed\n", consts.ControlPlaneNetContainer)
 			}
 			if volumes {
 				if _, err := c.VolumeRemove(ctx, consts.ControlPlaneVolume, mobyclient.VolumeRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {

@@ -26,19 +26,23 @@ func publishedAddr(ctx context.Context, c containerInspector, port int) (string,
 		}
 		return "", fmt.Errorf("inspect %s: %w", consts.ControlPlaneContainer, err)
 	}
-	ctr := res.Container
-	if ctr.State == nil || !ctr.State.Running {
+	if st := res.Container.State; st == nil || !st.Running {
 		return "", withCode(ExitUnavailable, errors.New("the control plane container is not running: run clawker cp up (or clawker cp logs to see why it stopped)"))
 	}
-	if ctr.NetworkSettings != nil {
+	// The ports are published on the holder of the CP's network namespace.
+	holder, err := c.ContainerInspect(ctx, consts.ControlPlaneNetContainer, mobyclient.ContainerInspectOptions{})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return "", fmt.Errorf("inspect %s: %w", consts.ControlPlaneNetContainer, err)
+	}
+	if ns := holder.Container.NetworkSettings; err == nil && ns != nil {
 		p := network.MustParsePort(fmt.Sprintf("%d/tcp", port))
-		for _, b := range ctr.NetworkSettings.Ports[p] {
+		for _, b := range ns.Ports[p] {
 			if b.HostPort != "" {
 				return "127.0.0.1:" + b.HostPort, nil
 			}
 		}
 	}
-	return "", withCode(ExitUnavailable, fmt.Errorf("control plane port %d is not published: run clawker cp up --recreate", port))
+	return "", withCode(ExitUnavailable, fmt.Errorf("control plane port %d is not published on %s: run clawker cp up --recreate", port, consts.ControlPlaneNetContainer))
 }
 
 // adminAddr asks Docker where the CP's admin port is published (dialCP

@@ -63,6 +63,15 @@ func TestCPUpCreatesThenKeepsThenReplaces(t *testing.T) {
 	if !f.called("network-create", consts.NetworkName) || !f.called("volume-create", consts.ControlPlaneVolume) {
 		t.Errorf("calls %v", f.calls)
 	}
+	// The CP lives in the holder's network namespace, which runs hold.
+	holder := f.find(consts.ControlPlaneNetContainer)
+	if holder == nil || holder.state != container.StateRunning || !slices.Equal(holder.cmd, []string{"hold"}) ||
+		holder.netMode != consts.NetworkName || holder.labels[consts.LabelPurpose] != consts.PurposeControlPlaneNet {
+		t.Fatalf("holder after up: %+v", holder)
+	}
+	if cp.netMode != container.NetworkMode("container:"+holder.id) {
+		t.Fatalf("CP network mode %q, want the holder's namespace", cp.netMode)
+	}
 	if len(cp.copied) != 1 {
 		t.Fatalf("%d copies into the CP", len(cp.copied))
 	}
@@ -96,15 +105,79 @@ func TestCPUpCreatesThenKeepsThenReplaces(t *testing.T) {
 	if !f.called("remove", cp.id) || cp2 == nil || cp2.id == cp.id || !slices.Contains(cp2.env, "CLAWKER_CP_UNTRUSTED_POLICY=kill") {
 		t.Fatalf("policy change did not replace the CP: %v", f.calls)
 	}
+	// Replacing the CP keeps its network namespace: nothing to rejoin.
+	if f.called("remove", holder.id) || f.find(consts.ControlPlaneNetContainer) != holder || cp2.netMode != cp.netMode {
+		t.Fatalf("CP replacement touched the holder: %v", f.calls)
+	}
+	// --recreate replaces both: the way out of a broken holder.
+	p.recreate = true
+	if err := a.cpUpWith(ctx, f, p); err != nil {
+		t.Fatal(err)
+	}
+	holder2, cp3 := f.find(consts.ControlPlaneNetContainer), f.find(consts.ControlPlaneContainer)
+	if !f.called("remove", holder.id) || holder2 == nil || holder2.id == holder.id ||
+		holder2.state != container.StateRunning || cp3.netMode != container.NetworkMode("container:"+holder2.id) {
+		t.Fatalf("--recreate did not replace the holder: CP network mode %q, calls %v", cp3.netMode, f.calls)
+	}
+}
+
+// A CP outside the running holder's namespace is replaced even when its
+// image and settings are current: one from before the holder owned the
+// CP's address on the agent networks, one from before a holder restart has
+// no network at all.
+func TestCPUpReplacesCPOutsideHolder(t *testing.T) {
+	for name, prep := range map[string]func(f *fakeDocker, cp *fakeCtr){
+		"CP on clawker-net itself": func(_ *fakeDocker, cp *fakeCtr) { cp.netMode = consts.NetworkName },
+		"holder stopped": func(f *fakeDocker, _ *fakeCtr) {
+			f.find(consts.ControlPlaneNetContainer).state = container.StateExited
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, out, f, p := cpFixture(t)
+			ctx := context.Background()
+			if err := a.cpUpWith(ctx, f, p); err != nil {
+				t.Fatal(err)
+			}
+			cp := f.find(consts.ControlPlaneContainer)
+			cp.image = "sha256:cpimg"
+			holder := f.find(consts.ControlPlaneNetContainer)
+			prep(f, cp)
+			out.Reset()
+			if err := a.cpUpWith(ctx, f, p); err != nil {
+				t.Fatal(err)
+			}
+			cp2 := f.find(consts.ControlPlaneContainer)
+			if strings.Contains(out.String(), "already running") || cp2 == nil || cp2.id == cp.id {
+				t.Fatalf("CP kept: %q %v", out.String(), f.calls)
+			}
+			if holder.state != container.StateRunning || f.find(consts.ControlPlaneNetContainer) != holder ||
+				cp2.netMode != container.NetworkMode("container:"+holder.id) {
+				t.Fatalf("holder %+v, CP network mode %q", holder, cp2.netMode)
+			}
+		})
+	}
 }
 
 func TestCPDown(t *testing.T) {
 	cp := &fakeCtr{id: strings.Repeat("c", 64), name: consts.ControlPlaneContainer, state: container.StateRunning}
-	f := &fakeDocker{containers: []*fakeCtr{cp}, volumes: map[string]map[string]string{consts.ControlPlaneVolume: nil}}
+	holder := &fakeCtr{id: strings.Repeat("d", 64), name: consts.ControlPlaneNetContainer, state: container.StateRunning}
+	agent := &fakeCtr{id: strings.Repeat("a", 64), name: "clawker.p.a", state: container.StateExited,
+		labels: map[string]string{consts.LabelPurpose: consts.PurposeAgent}}
+	f := &fakeDocker{containers: []*fakeCtr{cp, holder, agent}, volumes: map[string]map[string]string{consts.ControlPlaneVolume: nil}}
 	h := &harness{home: initHome(t), docker: f}
 	out, stderr, code := h.run(t, "cp", "down")
 	if code != 0 || out != "control plane removed\n" || !f.called("stop-t10", cp.id) || !f.called("remove", cp.id) {
 		t.Fatalf("cp down: %d %q %q %v", code, out, stderr, f.calls)
+	}
+	// An agent container is left, even stopped: the holder stays on its
+	// network for the next CP.
+	if f.called("remove", holder.id) {
+		t.Fatal("cp down removed the network holder while an agent remains")
+	}
+	f.containers = slices.DeleteFunc(f.containers, func(c *fakeCtr) bool { return c == agent })
+	if out, _, code := h.run(t, "cp", "down"); code != 0 || !f.called("remove", holder.id) ||
+		!strings.Contains(out, consts.ControlPlaneNetContainer+" removed") {
+		t.Fatalf("cp down with no agent network left: %d %q %v", code, out, f.calls)
 	}
 	if f.called("volume-remove", consts.ControlPlaneVolume) {
 		t.Fatal("cp down removed the registry volume without --volumes")

@@ -38,6 +38,8 @@ type fakeCtr struct {
 	tty      bool
 	image    string
 	env      []string
+	cmd      []string
+	netMode  container.NetworkMode
 	copied   [][]byte // CopyToContainer contents
 	stdout   string
 	stderr   string
@@ -106,7 +108,8 @@ func (f *fakeDocker) ContainerInspect(_ context.Context, ref string, _ mobyclien
 	}
 	return mobyclient.ContainerInspectResult{Container: container.InspectResponse{ID: c.id, Name: "/" + c.name, Image: c.image,
 		State:  &container.State{Status: c.state, Running: c.state == container.StateRunning},
-		Config: &container.Config{Labels: c.labels, Tty: c.tty, Env: c.env}, NetworkSettings: &container.NetworkSettings{}}}, nil
+		Config: &container.Config{Labels: c.labels, Tty: c.tty, Env: c.env, Cmd: c.cmd}, HostConfig: &container.HostConfig{NetworkMode: c.netMode},
+		NetworkSettings: &container.NetworkSettings{}}}, nil
 }
 
 func (f *fakeDocker) ContainerRemove(_ context.Context, ref string, o mobyclient.ContainerRemoveOptions) (mobyclient.ContainerRemoveResult, error) {
@@ -242,7 +245,10 @@ func (f *fakeDocker) ContainerCreate(_ context.Context, o mobyclient.ContainerCr
 	}
 	f.nextID++
 	c := &fakeCtr{id: fmt.Sprintf("%064x", f.nextID), name: o.Name, labels: o.Config.Labels, state: container.StateCreated,
-		image: o.Config.Image, env: o.Config.Env}
+		image: o.Config.Image, env: o.Config.Env, cmd: o.Config.Cmd}
+	if o.HostConfig != nil {
+		c.netMode = o.HostConfig.NetworkMode
+	}
 	f.containers = append(f.containers, c)
 	f.record("create", o.Name)
 	return mobyclient.ContainerCreateResult{ID: c.id}, nil

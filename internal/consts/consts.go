@@ -19,6 +19,8 @@ const (
 
 	PurposeAgent        = "agent"
 	PurposeControlPlane = "controlplane"
+	// PurposeControlPlaneNet labels the CP's network namespace holder.
+	PurposeControlPlaneNet = "controlplane-net"
 	// PurposeClawkerdBin labels an agent's own volume holding clawkerd.
 	PurposeClawkerdBin = "clawkerd-bin"
 
@@ -30,8 +32,13 @@ const (
 
 	// ControlPlaneContainer is the CP container's name and DNS name on clawker-net.
 	ControlPlaneContainer = "clawker-controlplane"
-	ControlPlaneImage     = "clawker-controlplane:local"
-	ControlPlaneVolume    = "clawker-cp-data"
+	// ControlPlaneNetContainer owns the CP's network namespace: its
+	// clawker-net endpoint (with the alias above and the published ports)
+	// and its endpoint on every agent network. The CP container shares it,
+	// so replacing the CP joins no network.
+	ControlPlaneNetContainer = "clawker-controlplane-net"
+	ControlPlaneImage        = "clawker-controlplane:local"
+	ControlPlaneVolume       = "clawker-cp-data"
 
 	// URN prefixes of the agent leaf cert's URI SANs.
 	AgentURNPrefix     = "urn:clawker:agent:"

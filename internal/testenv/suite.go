@@ -213,7 +213,8 @@ func writeFile(tw *tar.Writer, name string, mode int64, data []byte) error {
 }
 
 // Sweep removes every object carrying the suite's label, plus the
-// fixed-name CP container the suite owns while it runs. keepImage keeps the
+// fixed-name CP containers (the CP and its network holder) the suite owns
+// while it runs. keepImage keeps the
 // agent image (between tests).
 func (s *Suite) Sweep(ctx context.Context, keepImage bool) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -225,8 +226,10 @@ func (s *Suite) Sweep(ctx context.Context, keepImage bool) {
 			_, _ = c.ContainerRemove(ctx, ctr.ID, mobyclient.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 		}
 	}
-	if _, err := c.ContainerRemove(ctx, consts.ControlPlaneContainer, mobyclient.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
-		fmt.Fprintln(os.Stderr, "sweep:", err)
+	for _, name := range []string{consts.ControlPlaneContainer, consts.ControlPlaneNetContainer} {
+		if _, err := c.ContainerRemove(ctx, name, mobyclient.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			fmt.Fprintln(os.Stderr, "sweep:", err)
+		}
 	}
 	if res, err := c.NetworkList(ctx, mobyclient.NetworkListOptions{Filters: f}); err == nil {
 		for _, n := range res.Items {

@@ -62,7 +62,7 @@ func startFakeInternet(t *testing.T, bin []byte) string {
 		t.Fatalf("create %s: %v", fakeNetName, err)
 	}
 	t.Cleanup(func() {
-		_, _ = suite.docker.NetworkDisconnect(context.Background(), nres.ID, mobyclient.NetworkDisconnectOptions{Container: consts.ControlPlaneContainer, Force: true})
+		_, _ = suite.docker.NetworkDisconnect(context.Background(), nres.ID, mobyclient.NetworkDisconnectOptions{Container: consts.ControlPlaneNetContainer, Force: true})
 		_, _ = suite.docker.NetworkRemove(context.Background(), nres.ID, mobyclient.NetworkRemoveOptions{})
 	})
 	res, err := suite.docker.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{
@@ -97,7 +97,7 @@ func startFakeInternet(t *testing.T, bin []byte) string {
 func connectCPToFakeNet(t *testing.T) {
 	t.Helper()
 	if _, err := suite.docker.NetworkConnect(context.Background(), fakeNetName, mobyclient.NetworkConnectOptions{
-		Container: consts.ControlPlaneContainer, EndpointConfig: &network.EndpointSettings{}}); err != nil && !strings.Contains(err.Error(), "already exists") {
+		Container: consts.ControlPlaneNetContainer, EndpointConfig: &network.EndpointSettings{}}); err != nil && !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("connect CP to %s: %v", fakeNetName, err)
 	}
 }

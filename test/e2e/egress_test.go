@@ -213,7 +213,7 @@ func checkEgressAudit(t *testing.T, e *env, project string) {
 // cpAddrOn is the CP's address on an agent's network (the gateway's).
 func cpAddrOn(t *testing.T, project, agent string) netip.Addr {
 	t.Helper()
-	ep := inspect(t, consts.ControlPlaneContainer).NetworkSettings.Networks[agentnet.NameOf(project, agent)]
+	ep := inspect(t, consts.ControlPlaneNetContainer).NetworkSettings.Networks[agentnet.NameOf(project, agent)]
 	if ep == nil || !ep.IPAddress.IsValid() {
 		t.Fatalf("CP has no endpoint on %s's network", agent)
 	}

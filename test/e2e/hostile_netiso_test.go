@@ -80,7 +80,7 @@ func netIsolationAttacks(t *testing.T, e *env, project, alice, bob, stranger str
 	bobNet := agentnet.NameOf(project, "bob")
 	listenerUp(t, bob, 8080)
 	var bobCP netip.Addr
-	for name, ep := range inspect(t, consts.ControlPlaneContainer).NetworkSettings.Networks {
+	for name, ep := range inspect(t, consts.ControlPlaneNetContainer).NetworkSettings.Networks {
 		if name == bobNet {
 			bobCP = ep.IPAddress
 		}
@@ -190,7 +190,7 @@ func squatCPAlias(t *testing.T, e *env, project, name string) outcome {
 			o.Message = "carol registered via " + v
 		}
 	}
-	cpEP := inspect(t, consts.ControlPlaneContainer).NetworkSettings.Networks[n]
+	cpEP := inspect(t, consts.ControlPlaneNetContainer).NetworkSettings.Networks[n]
 	if cpEP == nil || !slices.Contains(env, consts.EnvCPAgentAddr+"="+netip.AddrPortFrom(cpEP.IPAddress, consts.PortAgent).String()) {
 		o.Stage, o.Message = "squat-env", fmt.Sprintf("carol not pointed at the CP's pinned address on %s: %v", n, env)
 	}

@@ -170,15 +170,26 @@ func TestLifecycleCPRestart(t *testing.T) {
 	}
 	waitAll("all agents registered and initialised")
 
+	holder := inspectFull(t, consts.ControlPlaneNetContainer).ID
 	e.must("cp", "down")
 	e.must("cp", "up", "--wait", "90s")
 	waitAll("all agents reconnected and initialised after CP restart")
-	// The new CP container joined every agent's own network, at the
-	// address the agent trusts (the CP joins them itself, in parallel).
+	// The new CP runs in the namespace the old one left, which is still on
+	// every agent's own network at the address the agent trusts: the CP
+	// joined none of them.
+	if got := inspectFull(t, consts.ControlPlaneNetContainer).ID; got != holder {
+		t.Errorf("cp down/up replaced the network holder: %s -> %s", holder[:12], got[:12])
+	}
+	if mode := inspectFull(t, consts.ControlPlaneContainer).HostConfig.NetworkMode; string(mode) != "container:"+holder {
+		t.Errorf("CP network mode %q, want the holder's namespace", mode)
+	}
 	for _, id := range ids {
 		if err := cpOnAgentNet(id); err != nil {
 			t.Error(err)
 		}
+	}
+	if r := e.must("cp", "logs"); strings.Contains(r.stdout+r.stderr, "agent_network_cp_connected") {
+		t.Errorf("the restarted CP joined agent networks:\n%s", lastLines(r.stdout+r.stderr, 40))
 	}
 
 	evs := e.replay()
@@ -284,7 +295,7 @@ func cpOnAgentNet(id string) error {
 	if !ok {
 		return fmt.Errorf("%s: not an agent network", name)
 	}
-	cp, err := suite.docker.ContainerInspect(ctx, consts.ControlPlaneContainer, mobyclient.ContainerInspectOptions{})
+	cp, err := suite.docker.ContainerInspect(ctx, consts.ControlPlaneNetContainer, mobyclient.ContainerInspectOptions{})
 	if err != nil {
 		return err
 	}
