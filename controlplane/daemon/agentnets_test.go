@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	mobyclient "github.com/moby/moby/client"
@@ -40,7 +41,12 @@ func (f *fakeNetDocker) ContainerList(context.Context, mobyclient.ContainerListO
 	return mobyclient.ContainerListResult{Items: f.agents}, nil
 }
 
-func (f *fakeNetDocker) ContainerInspect(context.Context, string, mobyclient.ContainerInspectOptions) (mobyclient.ContainerInspectResult, error) {
+// ContainerInspect answers for the holder of the CP's namespace alone: the
+// CP container has no endpoint of its own.
+func (f *fakeNetDocker) ContainerInspect(_ context.Context, name string, _ mobyclient.ContainerInspectOptions) (mobyclient.ContainerInspectResult, error) {
+	if name != consts.ControlPlaneNetContainer {
+		return mobyclient.ContainerInspectResult{}, cerrdefs.ErrNotFound
+	}
 	eps := map[string]*network.EndpointSettings{}
 	for _, n := range f.cpOn {
 		eps[n] = &network.EndpointSettings{}

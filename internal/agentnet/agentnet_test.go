@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,11 +20,12 @@ import (
 // fakeNets is an in-memory Docker network store that refuses overlapping
 // subnets the way the engine does.
 type fakeNets struct {
-	mu       sync.Mutex
-	nets     map[string]network.Network
-	foreign  []netip.Prefix // held by networks the List does not show (another engine user)
-	creates  int
-	connects []string
+	mu          sync.Mutex
+	nets        map[string]network.Network
+	foreign     []netip.Prefix // held by networks the List does not show (another engine user)
+	creates     int
+	connects    []string
+	disconnects []string
 }
 
 func newFakeNets() *fakeNets { return &fakeNets{nets: map[string]network.Network{}} }
@@ -79,7 +81,10 @@ func (f *fakeNets) NetworkConnect(_ context.Context, id string, o mobyclient.Net
 	return mobyclient.NetworkConnectResult{}, nil
 }
 
-func (f *fakeNets) NetworkDisconnect(context.Context, string, mobyclient.NetworkDisconnectOptions) (mobyclient.NetworkDisconnectResult, error) {
+func (f *fakeNets) NetworkDisconnect(_ context.Context, name string, o mobyclient.NetworkDisconnectOptions) (mobyclient.NetworkDisconnectResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.disconnects = append(f.disconnects, name+" "+o.Container)
 	return mobyclient.NetworkDisconnectResult{}, nil
 }
 
@@ -200,6 +205,20 @@ func TestConnectCPPinsAddress(t *testing.T) {
 	// The holder joins at .2 and answers to the CP's name there.
 	if want := "id-x " + consts.ControlPlaneNetContainer + " 10.213.0.50 " + consts.ControlPlaneContainer; len(f.connects) != 1 || f.connects[0] != want {
 		t.Fatalf("connects %v, want %q", f.connects, want)
+	}
+}
+
+// Remove takes the holder's endpoint off, and that of a CP from before the
+// holder, which owned its own.
+func TestRemoveDisconnectsTheCP(t *testing.T) {
+	f := newFakeNets()
+	f.nets["n"] = network.Network{Name: "n", ID: "id-n"}
+	if err := Remove(context.Background(), f, "n"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"n " + consts.ControlPlaneNetContainer, "n " + consts.ControlPlaneContainer}
+	if !slices.Equal(f.disconnects, want) || len(f.nets) != 0 {
+		t.Fatalf("disconnects %v, networks left %v", f.disconnects, f.nets)
 	}
 }
 

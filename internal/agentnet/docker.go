@@ -179,9 +179,12 @@ func ConnectCP(ctx context.Context, c Docker, n Net) error {
 }
 
 // Remove disconnects the CP from the network and removes it; a network
-// already gone is success.
+// already gone is success. A CP from before the holder owned its own
+// endpoint, so both are disconnected.
 func Remove(ctx context.Context, c Docker, name string) error {
-	_, _ = c.NetworkDisconnect(ctx, name, mobyclient.NetworkDisconnectOptions{Container: consts.ControlPlaneNetContainer, Force: true})
+	for _, cp := range []string{consts.ControlPlaneNetContainer, consts.ControlPlaneContainer} {
+		_, _ = c.NetworkDisconnect(ctx, name, mobyclient.NetworkDisconnectOptions{Container: cp, Force: true})
+	}
 	if _, err := c.NetworkRemove(ctx, name, mobyclient.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove network %s: %w", name, err)
 	}

@@ -65,6 +65,12 @@ func prepareAgentNetOnce(ctx context.Context, c netDocker, p auth.ProjectSlug, a
 	cp, err := c.ContainerInspect(ctx, consts.ControlPlaneNetContainer, mobyclient.ContainerInspectOptions{})
 	switch {
 	case cerrdefs.IsNotFound(err):
+		// No CP yet is fine (cp up attaches it later); a CP from before the
+		// holder would never reach this agent.
+		if _, ierr := c.ContainerInspect(ctx, consts.ControlPlaneContainer, mobyclient.ContainerInspectOptions{}); ierr == nil {
+			undo()
+			return agentnet.Net{}, nil, withCode(ExitUnavailable, fmt.Errorf("the control plane is older than %s: run clawker cp up", consts.ControlPlaneNetContainer))
+		}
 		return n, undo, nil
 	case err != nil:
 		undo()

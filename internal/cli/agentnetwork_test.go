@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -26,6 +27,7 @@ type vanishingNets struct {
 	connects int
 	removed  int
 	targets  []string // what each NetworkRemove named
+	oldCP    bool     // a CP from before the holder, and no holder
 }
 
 func (v *vanishingNets) NetworkInspect(_ context.Context, name string, _ mobyclient.NetworkInspectOptions) (mobyclient.NetworkInspectResult, error) {
@@ -49,7 +51,11 @@ func (v *vanishingNets) NetworkCreate(_ context.Context, name string, o mobyclie
 }
 
 func (v *vanishingNets) ContainerInspect(_ context.Context, name string, _ mobyclient.ContainerInspectOptions) (mobyclient.ContainerInspectResult, error) {
-	if name != consts.ControlPlaneNetContainer {
+	want := consts.ControlPlaneNetContainer
+	if v.oldCP {
+		want = consts.ControlPlaneContainer
+	}
+	if name != want {
 		return mobyclient.ContainerInspectResult{}, cerrdefs.ErrNotFound // the agent's container is gone
 	}
 	return mobyclient.ContainerInspectResult{Container: container.InspectResponse{NetworkSettings: &container.NetworkSettings{}}}, nil
@@ -101,5 +107,21 @@ func TestPrepareAgentNetNeverReusesAnOrphan(t *testing.T) {
 	undo()
 	if want := []string{"orphan", "fresh"}; len(v.targets) != 2 || v.targets[0] != want[0] || v.targets[1] != want[1] {
 		t.Fatalf("removed %v, want %v", v.targets, want)
+	}
+}
+
+// A CP from before the holder owns its endpoints and would never join a new
+// agent's network: run refuses until cp up replaces it, and leaves no
+// network behind.
+func TestPrepareAgentNetRefusesACPWithoutHolder(t *testing.T) {
+	p, _ := auth.NewProjectSlug("up")
+	a, _ := auth.NewAgentName("grade")
+	v := &vanishingNets{oldCP: true}
+	_, _, err := prepareAgentNet(context.Background(), v, p, a)
+	if exitCode(err) != ExitUnavailable || !strings.Contains(err.Error(), "cp up") {
+		t.Fatalf("err %v (exit %d), want ExitUnavailable naming cp up", err, exitCode(err))
+	}
+	if len(v.created) != 1 || v.removed != 1 || v.connects != 0 {
+		t.Fatalf("created %v removed %d connects %d: the fresh network must go again", v.created, v.removed, v.connects)
 	}
 }

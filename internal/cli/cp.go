@@ -40,10 +40,12 @@ func (a *app) cpCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cp",
 		Short: "Manage the control plane container (up, down, status, logs, profile)",
-		Long: `The control plane runs as the container clawker-controlplane on the
-clawker-net network, from the image clawker-controlplane:local that clawker
-imports from its own clawker-cp binary. Its admin API and health endpoint are
-published on 127.0.0.1 only, on ports Docker picks.`,
+		Long: `The control plane runs as the container clawker-controlplane, from the
+image clawker-controlplane:local that clawker imports from its own clawker-cp
+binary, in the network namespace of the container clawker-controlplane-net:
+that one is on the clawker-net network and every agent's own network, and
+publishes the admin API and health endpoint on 127.0.0.1 only, on ports
+Docker picks. Replacing the CP keeps the namespace, so it rejoins nothing.`,
 		Example: `  clawker cp up
   clawker cp status -o json
   clawker cp logs -f
@@ -62,10 +64,12 @@ func (a *app) cpUpCmd() *cobra.Command {
 		Short: "Start the control plane (idempotent)",
 		Long: `up imports the control plane image if its binary changed, creates the
 clawker-net network and the clawker-cp-data volume if missing (a clawker-net
-that clawker did not create is refused), copies the CP's cert, the CA and the
-assertion public key into a fresh container, starts it, attaches it at its
-pinned address to every agent's own network, and waits until /healthz
-reports ready.`,
+that clawker did not create is refused), starts the network holder
+clawker-controlplane-net if it is not running (and attaches it at the CP's
+pinned address to every agent's own network), copies the CP's cert, the CA
+and the assertion public key into a fresh CP container in the holder's
+namespace, starts it, and waits until /healthz reports ready. A CP that is
+up to date and in the running holder's namespace is kept.`,
 		Example: "  clawker cp up\n  clawker cp up --recreate --wait 2m",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -142,7 +146,7 @@ func (a *app) cpUpWith(ctx context.Context, c cpDocker, p cpUpPlan) error {
 	}
 	credMounts, credEnv := a.credSources(ctx, c, h)
 	env := append(cpEnv(policy), credEnv...)
-	holderID, err := runningCPNet(ctx, c)
+	holder, err := runningCPNet(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -151,9 +155,9 @@ func (a *app) cpUpWith(ctx context.Context, c cpDocker, p cpUpPlan) error {
 	case err == nil:
 		st := existing.Container.State
 		if !recreate && st != nil && st.Running && existing.Container.Image == imageID && sameEnv(existing.Container.Config, env) &&
-			existing.Container.Config.Labels[labelCPKeys] == keysSum && holderID != "" && sharesNet(existing.Container.HostConfig, holderID) {
+			existing.Container.Config.Labels[labelCPKeys] == keysSum && holder.keeps(existing.Container) {
 			fmt.Fprintf(a.out, "control plane %s is already running\n", consts.ControlPlaneContainer)
-			if err := connectCPToAgentNets(ctx, c, holderID, a.warnf); err != nil {
+			if err := connectCPToAgentNets(ctx, c, holder.id, a.warnf); err != nil {
 				return err
 			}
 			return a.waitReady(ctx, c, wait)
@@ -172,7 +176,7 @@ func (a *app) cpUpWith(ctx context.Context, c cpDocker, p cpUpPlan) error {
 			return err
 		}
 	}
-	holderID, err = ensureCPNet(ctx, c)
+	holderID, err := ensureCPNet(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -307,12 +311,6 @@ func createCPContainer(ctx context.Context, c containerCreator, holderID, sock s
 		return "", fmt.Errorf("create control plane container: %w", err)
 	}
 	return res.ID, nil
-}
-
-// sharesNet reports whether a CP container runs in the holder's namespace:
-// one made before the holder, or before the holder was replaced, does not.
-func sharesNet(hc *container.HostConfig, holderID string) bool {
-	return hc != nil && hc.NetworkMode == cpNetMode(holderID)
 }
 
 // dockerSocketPath is the engine's unix socket on this host, mounted into

@@ -87,7 +87,10 @@ func (a *app) cpStatusCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			st := cpStatus{Container: consts.ControlPlaneContainer, State: "absent"}
+			st := cpStatus{Container: consts.ControlPlaneContainer, State: "absent", NetContainer: consts.ControlPlaneNetContainer, NetState: "absent"}
+			if res, err := c.ContainerInspect(ctx, consts.ControlPlaneNetContainer, mobyclient.ContainerInspectOptions{}); err == nil && res.Container.State != nil {
+				st.NetID, st.NetState = shortID(res.Container.ID), string(res.Container.State.Status)
+			}
 			res, err := c.ContainerInspect(ctx, consts.ControlPlaneContainer, mobyclient.ContainerInspectOptions{})
 			if err != nil && !cerrdefs.IsNotFound(err) {
 				return fmt.Errorf("inspect %s: %w", consts.ControlPlaneContainer, err)
@@ -110,6 +113,7 @@ func (a *app) cpStatusCmd() *cobra.Command {
 			}
 			fmt.Fprintf(a.out, "container:  %s %s\n", st.Container, st.ID)
 			fmt.Fprintf(a.out, "state:      %s\n", st.State)
+			fmt.Fprintf(a.out, "network:    %s %s %s\n", st.NetContainer, st.NetID, st.NetState)
 			if st.AdminAddr != "" {
 				fmt.Fprintf(a.out, "admin:      %s\n", st.AdminAddr)
 				fmt.Fprintf(a.out, "health:     http://%s/healthz  metrics: http://%s/metrics\n", st.HealthAddr, st.HealthAddr)
@@ -131,12 +135,16 @@ func (a *app) cpStatusCmd() *cobra.Command {
 }
 
 type cpStatus struct {
-	Container  string   `json:"container"`
-	ID         string   `json:"id,omitempty"`
-	State      string   `json:"state"`
-	AdminAddr  string   `json:"admin_addr,omitempty"`
-	HealthAddr string   `json:"health_addr,omitempty"`
-	Health     *healthz `json:"health,omitempty"`
+	Container string `json:"container"`
+	ID        string `json:"id,omitempty"`
+	State     string `json:"state"`
+	// The holder of the CP's network namespace (and its published ports).
+	NetContainer string   `json:"net_container"`
+	NetID        string   `json:"net_id,omitempty"`
+	NetState     string   `json:"net_state"`
+	AdminAddr    string   `json:"admin_addr,omitempty"`
+	HealthAddr   string   `json:"health_addr,omitempty"`
+	Health       *healthz `json:"health,omitempty"`
 }
 
 func (a *app) cpLogsCmd() *cobra.Command {

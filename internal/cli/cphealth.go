@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -29,20 +30,21 @@ func publishedAddr(ctx context.Context, c containerInspector, port int) (string,
 	if st := res.Container.State; st == nil || !st.Running {
 		return "", withCode(ExitUnavailable, errors.New("the control plane container is not running: run clawker cp up (or clawker cp logs to see why it stopped)"))
 	}
-	// The ports are published on the holder of the CP's network namespace.
+	// The ports are published on the holder of the CP's network namespace,
+	// on loopback; a holder clawker did not make is not trusted to say.
 	holder, err := c.ContainerInspect(ctx, consts.ControlPlaneNetContainer, mobyclient.ContainerInspectOptions{})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return "", fmt.Errorf("inspect %s: %w", consts.ControlPlaneNetContainer, err)
 	}
-	if ns := holder.Container.NetworkSettings; err == nil && ns != nil {
+	if ns := holder.Container.NetworkSettings; err == nil && ownCPNet(holder.Container) && ns != nil {
 		p := network.MustParsePort(fmt.Sprintf("%d/tcp", port))
 		for _, b := range ns.Ports[p] {
-			if b.HostPort != "" {
-				return "127.0.0.1:" + b.HostPort, nil
+			if b.HostPort != "" && b.HostIP.IsLoopback() {
+				return net.JoinHostPort(b.HostIP.String(), b.HostPort), nil
 			}
 		}
 	}
-	return "", withCode(ExitUnavailable, fmt.Errorf("control plane port %d is not published on %s: run clawker cp up --recreate", port, consts.ControlPlaneNetContainer))
+	return "", withCode(ExitUnavailable, fmt.Errorf("control plane port %d is not published on 127.0.0.1 by %s: run clawker cp up", port, consts.ControlPlaneNetContainer))
 }
 
 // adminAddr asks Docker where the CP's admin port is published (dialCP

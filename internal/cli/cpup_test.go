@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
+	mobyclient "github.com/moby/moby/client"
 
 	"github.com/clawker/clawker/internal/auth"
 	"github.com/clawker/clawker/internal/consts"
@@ -66,11 +68,27 @@ func TestCPUpCreatesThenKeepsThenReplaces(t *testing.T) {
 	// The CP lives in the holder's network namespace, which runs hold.
 	holder := f.find(consts.ControlPlaneNetContainer)
 	if holder == nil || holder.state != container.StateRunning || !slices.Equal(holder.cmd, []string{"hold"}) ||
-		holder.netMode != consts.NetworkName || holder.labels[consts.LabelPurpose] != consts.PurposeControlPlaneNet {
+		holder.hc.NetworkMode != consts.NetworkName || holder.labels[consts.LabelPurpose] != consts.PurposeControlPlaneNet {
 		t.Fatalf("holder after up: %+v", holder)
 	}
-	if cp.netMode != container.NetworkMode("container:"+holder.id) {
-		t.Fatalf("CP network mode %q, want the holder's namespace", cp.netMode)
+	if cp.hc.NetworkMode != container.NetworkMode("container:"+holder.id) {
+		t.Fatalf("CP network mode %q, want the holder's namespace", cp.hc.NetworkMode)
+	}
+	// The holder publishes admin and health on loopback only and answers to
+	// the CP's name on clawker-net; the CP publishes nothing itself.
+	if len(holder.hc.PortBindings) != 2 {
+		t.Fatalf("holder ports %v", holder.hc.PortBindings)
+	}
+	for p, bs := range holder.hc.PortBindings {
+		if len(bs) != 1 || bs[0].HostIP.String() != "127.0.0.1" {
+			t.Fatalf("holder port %s bound to %v", p, bs)
+		}
+	}
+	if ep := holder.nets.EndpointsConfig[consts.NetworkName]; ep == nil || !slices.Equal(ep.Aliases, []string{consts.ControlPlaneContainer}) {
+		t.Fatalf("holder on clawker-net: %+v", ep)
+	}
+	if len(cp.hc.PortBindings) != 0 || cp.nets != nil {
+		t.Fatalf("CP has ports %v or endpoints %+v of its own", cp.hc.PortBindings, cp.nets)
 	}
 	if len(cp.copied) != 1 {
 		t.Fatalf("%d copies into the CP", len(cp.copied))
@@ -106,7 +124,7 @@ func TestCPUpCreatesThenKeepsThenReplaces(t *testing.T) {
 		t.Fatalf("policy change did not replace the CP: %v", f.calls)
 	}
 	// Replacing the CP keeps its network namespace: nothing to rejoin.
-	if f.called("remove", holder.id) || f.find(consts.ControlPlaneNetContainer) != holder || cp2.netMode != cp.netMode {
+	if f.called("remove", holder.id) || f.find(consts.ControlPlaneNetContainer) != holder || cp2.hc.NetworkMode != cp.hc.NetworkMode {
 		t.Fatalf("CP replacement touched the holder: %v", f.calls)
 	}
 	// --recreate replaces both: the way out of a broken holder.
@@ -116,20 +134,24 @@ func TestCPUpCreatesThenKeepsThenReplaces(t *testing.T) {
 	}
 	holder2, cp3 := f.find(consts.ControlPlaneNetContainer), f.find(consts.ControlPlaneContainer)
 	if !f.called("remove", holder.id) || holder2 == nil || holder2.id == holder.id ||
-		holder2.state != container.StateRunning || cp3.netMode != container.NetworkMode("container:"+holder2.id) {
-		t.Fatalf("--recreate did not replace the holder: CP network mode %q, calls %v", cp3.netMode, f.calls)
+		holder2.state != container.StateRunning || cp3.hc.NetworkMode != container.NetworkMode("container:"+holder2.id) {
+		t.Fatalf("--recreate did not replace the holder: CP network mode %q, calls %v", cp3.hc.NetworkMode, f.calls)
 	}
 }
 
 // A CP outside the running holder's namespace is replaced even when its
 // image and settings are current: one from before the holder owned the
-// CP's address on the agent networks, one from before a holder restart has
-// no network at all.
+// CP's address on the agent networks, one from before a holder stop or
+// restart has no network at all. The holder itself is kept.
 func TestCPUpReplacesCPOutsideHolder(t *testing.T) {
 	for name, prep := range map[string]func(f *fakeDocker, cp *fakeCtr){
-		"CP on clawker-net itself": func(_ *fakeDocker, cp *fakeCtr) { cp.netMode = consts.NetworkName },
+		"CP on clawker-net itself": func(_ *fakeDocker, cp *fakeCtr) { cp.hc.NetworkMode = consts.NetworkName },
 		"holder stopped": func(f *fakeDocker, _ *fakeCtr) {
 			f.find(consts.ControlPlaneNetContainer).state = container.StateExited
+		},
+		// Same ID, new namespace: the CP is left with loopback alone.
+		"holder restarted after the CP": func(f *fakeDocker, _ *fakeCtr) {
+			_ = f.setState("restart", consts.ControlPlaneNetContainer, container.StateRunning)
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -151,11 +173,53 @@ func TestCPUpReplacesCPOutsideHolder(t *testing.T) {
 				t.Fatalf("CP kept: %q %v", out.String(), f.calls)
 			}
 			if holder.state != container.StateRunning || f.find(consts.ControlPlaneNetContainer) != holder ||
-				cp2.netMode != container.NetworkMode("container:"+holder.id) {
-				t.Fatalf("holder %+v, CP network mode %q", holder, cp2.netMode)
+				cp2.hc.NetworkMode != container.NetworkMode("container:"+holder.id) {
+				t.Fatalf("holder %s, CP network mode %q", holder.state, cp2.hc.NetworkMode)
 			}
 		})
 	}
+}
+
+// A container under the holder's name that clawker did not make (anyone
+// with the Docker API can), or a stopped holder that will not start, is
+// replaced, never shared.
+func TestCPUpReplacesHolder(t *testing.T) {
+	for name, prep := range map[string]func(h *fakeCtr){
+		"privileged":        func(h *fakeCtr) { h.hc.Privileged = true },
+		"port on 0.0.0.0":   func(h *fakeCtr) { h.hc.PortBindings[cpPorts()[0]][0].HostIP = netip.IPv4Unspecified() },
+		"another command":   func(h *fakeCtr) { h.cmd = []string{"sh"} },
+		"a bind mount":      func(h *fakeCtr) { h.hc.Binds = []string{"/:/host"} },
+		"stopped, no start": func(h *fakeCtr) { h.state, h.noStart = container.StateExited, true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, _, f, p := cpFixture(t)
+			ctx := context.Background()
+			if err := a.cpUpWith(ctx, f, p); err != nil {
+				t.Fatal(err)
+			}
+			old := f.find(consts.ControlPlaneNetContainer)
+			prep(old)
+			if err := a.cpUpWith(ctx, f, p); err != nil {
+				t.Fatal(err)
+			}
+			holder, cp := f.find(consts.ControlPlaneNetContainer), f.find(consts.ControlPlaneContainer)
+			if !f.called("remove", old.id) || holder == nil || holder == old || holder.state != container.StateRunning || !ownCPNet(inspectFake(t, f, holder.id)) {
+				t.Fatalf("holder not replaced: %v", f.calls)
+			}
+			if cp.hc.NetworkMode != container.NetworkMode("container:"+holder.id) {
+				t.Fatalf("CP network mode %q", cp.hc.NetworkMode)
+			}
+		})
+	}
+}
+
+func inspectFake(t *testing.T, f *fakeDocker, id string) container.InspectResponse {
+	t.Helper()
+	res, err := f.ContainerInspect(context.Background(), id, mobyclient.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Container
 }
 
 func TestCPDown(t *testing.T) {

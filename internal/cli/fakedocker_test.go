@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
@@ -28,6 +30,7 @@ type fakeDocker struct {
 	volumes    map[string]map[string]string // name → labels
 	images     map[string]string            // ref → JSON of its inspect result
 	nextID     int
+	clock      int      // seconds on the fake start clock
 	calls      []string // "Op id" in order
 }
 
@@ -39,8 +42,11 @@ type fakeCtr struct {
 	image    string
 	env      []string
 	cmd      []string
-	netMode  container.NetworkMode
-	copied   [][]byte // CopyToContainer contents
+	hc       container.HostConfig      // as created
+	nets     *network.NetworkingConfig // as created
+	started  time.Time                 // set by each start
+	noStart  bool                      // a start fails, as with a network gone since
+	copied   [][]byte                  // CopyToContainer contents
 	stdout   string
 	stderr   string
 }
@@ -106,9 +112,11 @@ func (f *fakeDocker) ContainerInspect(_ context.Context, ref string, _ mobyclien
 	if c == nil {
 		return mobyclient.ContainerInspectResult{}, cerrdefs.ErrNotFound
 	}
+	hc := c.hc
 	return mobyclient.ContainerInspectResult{Container: container.InspectResponse{ID: c.id, Name: "/" + c.name, Image: c.image,
-		State:  &container.State{Status: c.state, Running: c.state == container.StateRunning},
-		Config: &container.Config{Labels: c.labels, Tty: c.tty, Env: c.env, Cmd: c.cmd}, HostConfig: &container.HostConfig{NetworkMode: c.netMode},
+		State: &container.State{Status: c.state, Running: c.state == container.StateRunning,
+			StartedAt: c.started.Format(time.RFC3339Nano)},
+		Config: &container.Config{Labels: c.labels, Tty: c.tty, Env: c.env, Cmd: c.cmd, Image: c.image}, HostConfig: &hc,
 		NetworkSettings: &container.NetworkSettings{}}}, nil
 }
 
@@ -145,7 +153,14 @@ func (f *fakeDocker) setState(op, ref string, st container.ContainerState) error
 		return cerrdefs.ErrNotFound
 	}
 	f.record(op, c.id)
+	if c.noStart && op == "start" {
+		return errors.New("fake: start refused")
+	}
 	c.state = st
+	if st == container.StateRunning {
+		f.clock++
+		c.started = time.Unix(int64(f.clock), 0).UTC()
+	}
 	return nil
 }
 
@@ -245,9 +260,9 @@ func (f *fakeDocker) ContainerCreate(_ context.Context, o mobyclient.ContainerCr
 	}
 	f.nextID++
 	c := &fakeCtr{id: fmt.Sprintf("%064x", f.nextID), name: o.Name, labels: o.Config.Labels, state: container.StateCreated,
-		image: o.Config.Image, env: o.Config.Env, cmd: o.Config.Cmd}
+		image: o.Config.Image, env: o.Config.Env, cmd: o.Config.Cmd, nets: o.NetworkingConfig}
 	if o.HostConfig != nil {
-		c.netMode = o.HostConfig.NetworkMode
+		c.hc = *o.HostConfig
 	}
 	f.containers = append(f.containers, c)
 	f.record("create", o.Name)

@@ -70,8 +70,9 @@ func TestOperatorSurface(t *testing.T) {
 	status := e.must("cp", "status", "-o", "json")
 	var st struct {
 		HealthAddr string `json:"health_addr"`
+		NetState   string `json:"net_state"`
 	}
-	if err := json.Unmarshal([]byte(status.stdout), &st); err != nil || st.HealthAddr == "" {
+	if err := json.Unmarshal([]byte(status.stdout), &st); err != nil || st.HealthAddr == "" || st.NetState != "running" {
 		t.Fatalf("cp status -o json: %v %s", err, status)
 	}
 	hz := httpGet(t, "http://"+st.HealthAddr+"/healthz")
