@@ -17,4 +17,10 @@
 // row (a do-nothing process) and the machine's load around each figure.
 //
 // Quick mode: go run ./bench -agents 10 -fanout 30 -gate 10,100 -exec-reps 10
+//
+// A before/after of a CP change on figure 2 alone, in one run (the
+// restarts of the two binaries alternate over the same agents):
+//
+//	go run ./bench -skip calibration,ready,gate,exec,tty,registry,egress,stdin \
+//	  -agents 1 -anchor-reps 1 -fanout 200 -fanout-restarts 4 -fanout-b /path/to/old/clawker-cp
 package main

@@ -22,6 +22,8 @@ type options struct {
 	kube                  bool
 	kubePods, kubeScale   int
 	agents, fanout        int
+	fanoutRestarts        int
+	fanoutB               string
 	gate                  []int
 	execReps, tputReps    int
 	tputBytes             int
@@ -74,6 +76,8 @@ func mainErr() int {
 	var gate, skip string
 	flag.IntVar(&o.agents, "agents", 50, "agents for the ready-latency figure (started one at a time)")
 	flag.IntVar(&o.fanout, "fanout", 200, "running agents when the CP is restarted")
+	flag.IntVar(&o.fanoutRestarts, "fanout-restarts", 3, "timed CP restarts over the fan-out agents")
+	flag.StringVar(&o.fanoutB, "fanout-b", "", "a second clawker-cp binary: as many restarts with it, alternated (a before/after)")
 	flag.StringVar(&gate, "gate", "10,100,500", "agent-container counts for the identity gate")
 	flag.IntVar(&o.execReps, "exec-reps", 30, "round trips per exec path")
 	flag.IntVar(&o.tputReps, "tput-reps", 7, "throughput runs per exec path")
@@ -106,6 +110,21 @@ func mainErr() int {
 	if o.fanout < o.agents {
 		o.fanout = o.agents
 	}
+	if o.fanoutRestarts < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -fanout-restarts must be at least 1")
+		os.Exit(2)
+	}
+	if o.fanoutB != "" {
+		abs, err := filepath.Abs(o.fanoutB)
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -fanout-b:", err)
+			os.Exit(2)
+		}
+		o.fanoutB = abs
+	}
 
 	if o.profileDir != "" {
 		// Absolute: the CLI that writes the CP profiles runs in another cwd.
@@ -122,7 +141,7 @@ func mainErr() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep := &report{Started: time.Now().UTC(), Options: map[string]any{
-		"agents": o.agents, "fanout": o.fanout, "gate": o.gate, "exec_reps": o.execReps, "tput_reps": o.tputReps,
+		"agents": o.agents, "fanout": o.fanout, "fanout_restarts": o.fanoutRestarts, "fanout_b": o.fanoutB, "gate": o.gate, "exec_reps": o.execReps, "tput_reps": o.tputReps,
 		"tput_bytes": o.tputBytes, "gate_lookups": o.gateLookups, "gate_naive": o.naive,
 		"registry_rows": o.registryRows, "snapshot_reps": o.snapReps, "anchor_reps": o.anchorReps,
 		"tty_keys": o.ttyKeys, "tty_attaches": o.ttyAttaches,
@@ -319,7 +338,7 @@ func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
 		var fr fanoutResult
 		if err := rep.track("fan-out", func() error {
 			var err error
-			fr, err = e.measureFanout(ctx, ids, o.fanout, base, baseHeap)
+			fr, err = e.measureFanout(ctx, ids, o.fanout, o.fanoutRestarts, o.fanoutB, base, baseHeap)
 			return err
 		}); err != nil {
 			return fmt.Errorf("fan-out: %w", err)
@@ -328,6 +347,7 @@ func (e *env) cpPhases(ctx context.Context, o *options, rep *report) error {
 		if o.profileDir != "" {
 			rep.Profiles = append(rep.Profiles, e.heapProfile(ctx, o.profileDir, "cp-fanout",
 				fmt.Sprintf("heap in use with %d Sessions connected", o.fanout)))
+			rep.Profiles = append(rep.Profiles, e.profileRestart(ctx, o.profileDir, o.fanout))
 		}
 	}
 	_, err = e.must(ctx, "cp", "down")

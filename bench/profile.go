@@ -59,6 +59,33 @@ func (e *env) heapProfile(ctx context.Context, dir, name, workload string) cpPro
 	return finishProfile(ctx, p, out, summary, err)
 }
 
+// profileRestart restarts the CP once more and profiles its CPU from the
+// moment its admin API answers: the profile request is retried while
+// `cp up` runs, so figure 2's reconnect burst is in it, while the timed
+// restarts ran unprofiled.
+func (e *env) profileRestart(ctx context.Context, dir string, n int) cpProfile {
+	p := cpProfile{Name: "cp-fanout", Kind: "cpu", File: "cp-fanout.cpu.pprof",
+		Workload: fmt.Sprintf("a CP restart with %d agents running, from its admin API's first answer", n)}
+	out, summary := profilePaths(dir, p.File)
+	if _, err := e.must(ctx, "cp", "down"); err != nil {
+		p.Error = err.Error()
+		return p
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- waitFor(ctx, time.Minute, 10*time.Millisecond, "the CP's admin API", func() error {
+			_, err := e.must(ctx, "cp", "profile", "--kind", "cpu", "--seconds", "3", "-o", out)
+			return err
+		})
+	}()
+	if _, err := e.must(ctx, "cp", "up"); err != nil {
+		<-done
+		p.Error = err.Error()
+		return p
+	}
+	return finishProfile(ctx, p, out, summary, <-done)
+}
+
 // rawProfileDir is the subdirectory of -profile that holds the raw pprof
 // files: git ignores it, only the text summaries beside it are committed.
 const rawProfileDir = "raw"

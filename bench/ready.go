@@ -12,8 +12,6 @@ import (
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	mobyclient "github.com/moby/moby/client"
-
-	"github.com/clawker/clawker/internal/consts"
 )
 
 // readyResult is figure 1.
@@ -193,100 +191,6 @@ func (e *env) measureReady(ctx context.Context, w *evWatch, n, anchorReps int) (
 	return res, ids, nil
 }
 
-// fanoutResult is figure 2.
-type fanoutResult struct {
-	Agents int `json:"agents"`
-	// From `clawker cp up` invoked (old CP already removed) and from the
-	// new CP container's start to every Session connected.
-	UpToAllConnectedMs    float64 `json:"cp_up_to_all_connected_ms"`
-	StartToAllConnectedMs float64 `json:"cp_start_to_all_connected_ms"`
-	CPUTimeMs             float64 `json:"cp_cpu_time_ms"`
-	MemBaselineBytes      float64 `json:"cp_mem_baseline_bytes"`
-	MemBytes              float64 `json:"cp_mem_bytes"`
-	MemPerSessionBytes    float64 `json:"cp_mem_per_session_bytes"`
-	HeapPerSessionBytes   float64 `json:"cp_go_heap_per_session_bytes"`
-	HeapBaselineBytes     float64 `json:"cp_go_heap_baseline_bytes"`
-	HeapBytes             float64 `json:"cp_go_heap_bytes"`
-	// Offsets from the CP container's start, read from its log's engine
-	// timestamps: its first line (process and Go start), its first and
-	// last agent_session_connected.
-	StartToFirstLogMs      float64 `json:"cp_start_to_first_log_ms"`
-	StartToFirstSessionMs  float64 `json:"cp_start_to_first_session_ms"`
-	StartToLastSessionMs   float64 `json:"cp_start_to_last_session_ms"`
-	SpawnSeconds           float64 `json:"spawn_seconds"`
-	ConnectedBeforeRestart int     `json:"connected_before_restart"`
-}
-
-const heapSeries = "go_memstats_heap_inuse_bytes"
-
-// measureFanout brings the agent count to n, restarts the CP and times
-// every Session reconnecting. base is the CP at zero agents (taken right
-// after the first cp up).
-func (e *env) measureFanout(ctx context.Context, have []string, n int, base cpStats, baseHeap float64) (fanoutResult, error) {
-	res := fanoutResult{Agents: n, MemBaselineBytes: base.MemBytes, HeapBaselineBytes: baseHeap}
-	spawnStart := time.Now()
-	missing := n - len(have)
-	if missing > 0 {
-		if err := parallel(missing, 3, func(i int) error {
-			_, err := e.startAgent(ctx, agentImage, fmt.Sprintf("f%03d", i))
-			return err
-		}); err != nil {
-			return res, err
-		}
-	}
-	res.SpawnSeconds = time.Since(spawnStart).Seconds()
-	health, err := e.cpStatusHealth(ctx)
-	if err != nil {
-		return res, err
-	}
-	if err := e.waitConnected(ctx, health, n, 5*time.Minute); err != nil {
-		return res, err
-	}
-	res.ConnectedBeforeRestart = n
-
-	if _, err := e.must(ctx, "cp", "down"); err != nil {
-		return res, err
-	}
-	upStart := time.Now()
-	cmd := e.clawkerCmd(ctx, "cp", "up")
-	if r, err := run(cmd); err != nil || r.code != 0 {
-		return res, fmt.Errorf("cp up: %v %s", err, r)
-	}
-	in, err := e.docker.ContainerInspect(ctx, "clawker-controlplane", mobyclient.ContainerInspectOptions{})
-	if err != nil {
-		return res, err
-	}
-	cpStarted, err := time.Parse(time.RFC3339Nano, in.Container.State.StartedAt)
-	if err != nil {
-		return res, err
-	}
-	health, err = e.cpStatusHealth(ctx)
-	if err != nil {
-		return res, err
-	}
-	if err := e.waitConnected(ctx, health, n, 2*time.Minute); err != nil {
-		return res, err
-	}
-	done := time.Now()
-	res.UpToAllConnectedMs = float64(done.Sub(upStart)) / float64(time.Millisecond)
-	res.StartToAllConnectedMs = float64(done.Sub(cpStarted)) / float64(time.Millisecond)
-	st, err := e.cpStats(ctx)
-	if err != nil {
-		return res, err
-	}
-	if logs, err := e.logs(ctx, consts.ControlPlaneContainer, true); err == nil {
-		res.StartToFirstLogMs, res.StartToFirstSessionMs, res.StartToLastSessionMs = fanoutSpans(logs, cpStarted)
-	}
-	res.CPUTimeMs = float64(st.CPU) / float64(time.Millisecond)
-	res.MemBytes = st.MemBytes
-	res.MemPerSessionBytes = (st.MemBytes - base.MemBytes) / float64(n)
-	if m, err := scrape(ctx, health); err == nil {
-		res.HeapBytes = m[heapSeries]
-		res.HeapPerSessionBytes = (m[heapSeries] - baseHeap) / float64(n)
-	}
-	return res, nil
-}
-
 func (e *env) cpStatusHealth(ctx context.Context) (string, error) {
 	return e.cpStatusField(ctx, "health_addr")
 }
@@ -326,23 +230,4 @@ func (e *env) waitConnected(ctx context.Context, health string, n int, timeout t
 		}
 		return nil
 	})
-}
-
-// fanoutSpans reads a timestamped CP log: the offsets from start of its
-// first line and of its first and last agent_session_connected, in ms.
-func fanoutSpans(logs string, start time.Time) (firstLog, firstSession, lastSession float64) {
-	ms := func(t time.Time) float64 { return float64(t.Sub(start)) / float64(time.Millisecond) }
-	seen := false
-	for t, rest := range timedLines(logs) {
-		if !seen {
-			firstLog, seen = ms(t), true
-		}
-		if strings.Contains(rest, `"event":"agent_session_connected"`) {
-			if firstSession == 0 {
-				firstSession = ms(t)
-			}
-			lastSession = ms(t)
-		}
-	}
-	return firstLog, firstSession, lastSession
 }

@@ -61,11 +61,29 @@ const (
 	sshAgentcSignRequest       = 13
 )
 
-// Kinds lists what containerID may ask for now.
+// credKinds is every kind the broker can answer, in CredEnable's order.
+var credKinds = []clawkerdv1.CredKind{clawkerdv1.CredKind_CRED_KIND_SSH_AGENT, clawkerdv1.CredKind_CRED_KIND_GIT}
+
+// Kinds lists what containerID may ask for now. It reads the container's
+// labels once for every kind: each Session asks this on connect, so a CP
+// restart with N agents costs N label reads, not one per kind.
 func (b *Broker) Kinds(ctx context.Context, containerID string, trusted bool) []clawkerdv1.CredKind {
+	var sourced []clawkerdv1.CredKind
+	for _, k := range credKinds {
+		if b.source(k) == nil {
+			sourced = append(sourced, k)
+		}
+	}
+	if len(sourced) == 0 {
+		return nil
+	}
+	optedIn, err := b.optedIn(ctx, containerID, trusted)
+	if err != nil {
+		return nil
+	}
 	var out []clawkerdv1.CredKind
-	for _, k := range []clawkerdv1.CredKind{clawkerdv1.CredKind_CRED_KIND_SSH_AGENT, clawkerdv1.CredKind_CRED_KIND_GIT} {
-		if b.gate(ctx, containerID, trusted, k) == nil {
+	for _, k := range sourced {
+		if slices.Contains(optedIn, k) {
 			out = append(out, k)
 		}
 	}
@@ -100,12 +118,25 @@ func (b *Broker) Answer(ctx context.Context, containerID string, trusted bool, k
 // gate fails closed: trusted agent, container labelled purpose=agent and
 // opted in to kind, and a configured host source.
 func (b *Broker) gate(ctx context.Context, containerID string, trusted bool, kind clawkerdv1.CredKind) error {
-	if !trusted {
-		return errors.New("agent not proven (untrusted session)")
+	if err := b.source(kind); err != nil {
+		return err
 	}
-	src := b.src.SSHAgentSock
+	optedIn, err := b.optedIn(ctx, containerID, trusted)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(optedIn, kind) {
+		return errors.New("project did not opt in to this credential kind")
+	}
+	return nil
+}
+
+// source is nil when kind has a host source the CP can reach.
+func (b *Broker) source(kind clawkerdv1.CredKind) error {
+	var src string
 	switch kind {
 	case clawkerdv1.CredKind_CRED_KIND_SSH_AGENT:
+		src = b.src.SSHAgentSock
 	case clawkerdv1.CredKind_CRED_KIND_GIT:
 		src = b.src.GitCredSock
 	default:
@@ -117,21 +148,28 @@ func (b *Broker) gate(ctx context.Context, containerID string, trusted bool, kin
 	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("host source unavailable: %w", err)
 	}
+	return nil
+}
+
+// optedIn is what a trusted agent container's labels opt in to; an
+// untrusted Session, or a container not labelled purpose=agent, gets an
+// error.
+func (b *Broker) optedIn(ctx context.Context, containerID string, trusted bool) ([]clawkerdv1.CredKind, error) {
+	if !trusted {
+		return nil, errors.New("agent not proven (untrusted session)")
+	}
 	labels, err := b.labels.ContainerLabels(ctx, containerID)
 	if err != nil {
-		return fmt.Errorf("read container labels: %w", err)
+		return nil, fmt.Errorf("read container labels: %w", err)
 	}
 	if labels[consts.LabelPurpose] != consts.PurposeAgent {
-		return errors.New("container is not an agent")
+		return nil, errors.New("container is not an agent")
 	}
 	kinds, err := clawkerdv1.ParseCredKinds(labels[consts.LabelCredentials])
 	if err != nil {
-		return fmt.Errorf("credentials label: %w", err)
+		return nil, fmt.Errorf("credentials label: %w", err)
 	}
-	if !slices.Contains(kinds, kind) {
-		return errors.New("project did not opt in to this credential kind")
-	}
-	return nil
+	return kinds, nil
 }
 
 // sshAgent relays one allowed message to the host agent and returns its

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -169,5 +170,50 @@ func TestBrokerGitGate(t *testing.T) {
 	case r := <-got:
 		t.Fatalf("a refused request reached the host: %q", r)
 	default:
+	}
+}
+
+// countingLabels counts label reads: each is a Docker inspect in the CP.
+type countingLabels struct {
+	fakeLabels
+	reads int
+}
+
+func (c *countingLabels) ContainerLabels(ctx context.Context, id string) (map[string]string, error) {
+	c.reads++
+	return c.fakeLabels.ContainerLabels(ctx, id)
+}
+
+// Every Session asks Kinds on connect, so a CP restart pays it once per
+// agent: one label read for all kinds, none when no kind has a source.
+func TestBrokerKindsReadsLabelsOnce(t *testing.T) {
+	dir := t.TempDir()
+	ssh, git := filepath.Join(dir, "ssh.sock"), filepath.Join(dir, "git.sock")
+	for _, p := range []string{ssh, git} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	labels := &countingLabels{fakeLabels: fakeLabels{"both": agentLabels("ssh_agent,git"), "git": agentLabels("git")}}
+	ctx := context.Background()
+	b := New(labels, Sources{SSHAgentSock: ssh, GitCredSock: git}, nil)
+	want := []clawkerdv1.CredKind{clawkerdv1.CredKind_CRED_KIND_SSH_AGENT, clawkerdv1.CredKind_CRED_KIND_GIT}
+	if got := b.Kinds(ctx, "both", true); !slices.Equal(got, want) || labels.reads != 1 {
+		t.Fatalf("both: kinds %v after %d label reads, want %v after 1", got, labels.reads, want)
+	}
+	if got := b.Kinds(ctx, "git", true); !slices.Equal(got, want[1:]) || labels.reads != 2 {
+		t.Fatalf("git only: kinds %v after %d label reads", got, labels.reads)
+	}
+	// Only the git source configured: ssh_agent is not offered even to an
+	// agent that opted in to it.
+	if got := New(labels, Sources{GitCredSock: git}, nil).Kinds(ctx, "both", true); !slices.Equal(got, want[1:]) {
+		t.Fatalf("git source only: kinds %v", got)
+	}
+	labels.reads = 0
+	if got := New(labels, Sources{}, nil).Kinds(ctx, "both", true); got != nil || labels.reads != 0 {
+		t.Fatalf("no sources: kinds %v after %d label reads, want none after 0", got, labels.reads)
+	}
+	if got := b.Kinds(ctx, "both", false); got != nil || labels.reads != 0 {
+		t.Fatalf("untrusted: kinds %v after %d label reads, want none after 0", got, labels.reads)
 	}
 }
