@@ -8,30 +8,39 @@ import (
 	"time"
 )
 
-// cpuShares is where the machine's CPU went, as cumulative counters: the
-// whole machine (/proc/stat busy), every Docker container (the cgroup v1
-// cpuacct group of the cgroupfs driver), and the engine's own processes.
-// A fan-out restart is CPU-bound on two cores, so its wall time is read
-// against who spent the CPU.
+// cpuReading is where the machine's CPU had gone at one moment, as
+// cumulative counters: the whole machine (/proc/stat busy), every Docker
+// container (the cgroup v1 cpuacct group of the cgroupfs driver; hasDocker
+// false elsewhere), and the engine's processes by pid. Figure 2 reads a
+// restart's wall time against who spent the CPU.
+type cpuReading struct {
+	machine    time.Duration
+	containers time.Duration
+	hasDocker  bool
+	engine     map[int]time.Duration
+}
+
+// cpuShares is the CPU spent between two readings.
 type cpuShares struct {
 	Machine, Containers, Engine time.Duration
+	HasContainers               bool
 }
 
 // engineComms are the engine's processes by /proc comm (15 characters at
-// most). One that exits inside a window loses its share.
+// most).
 var engineComms = map[string]bool{"dockerd": true, "containerd": true, "containerd-shim": true, "docker-proxy": true}
 
 // clockTick is USER_HZ, the unit of /proc/stat and /proc/<pid>/stat: 100
 // on every Linux architecture Docker supports.
 const clockTick = 10 * time.Millisecond
 
-func readCPUShares() cpuShares {
+// dockerCgroup is the cgroupfs driver's parent group of every container.
+const dockerCgroup = "/sys/fs/cgroup/cpuacct/docker"
+
+func readCPUShares() cpuReading {
 	c := readCPU()
-	s := cpuShares{Machine: time.Duration(c.total-c.idle) * clockTick}
-	if b, err := os.ReadFile("/sys/fs/cgroup/cpuacct/docker/cpuacct.usage"); err == nil {
-		ns, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-		s.Containers = time.Duration(ns)
-	}
+	r := cpuReading{machine: time.Duration(c.total-c.idle) * clockTick, engine: map[int]time.Duration{}}
+	r.containers, r.hasDocker = cgroupCPU(dockerCgroup)
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, p := range stats {
 		b, err := os.ReadFile(p)
@@ -39,10 +48,25 @@ func readCPUShares() cpuShares {
 			continue
 		}
 		if comm, ticks, ok := parseProcStat(string(b)); ok && engineComms[comm] {
-			s.Engine += time.Duration(ticks) * clockTick
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			r.engine[pid] = time.Duration(ticks) * clockTick
 		}
 	}
-	return s
+	return r
+}
+
+// containerCPU is one container's CPU since it started (cgroup v1).
+func containerCPU(id string) (time.Duration, bool) {
+	return cgroupCPU(filepath.Join(dockerCgroup, id))
+}
+
+func cgroupCPU(dir string) (time.Duration, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, "cpuacct.usage"))
+	if err != nil {
+		return 0, false
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return time.Duration(ns), err == nil
 }
 
 // parseProcStat reads comm and utime+stime from one /proc/<pid>/stat.
@@ -61,6 +85,14 @@ func parseProcStat(s string) (comm string, ticks uint64, ok bool) {
 	return s[open+1 : end], u + st, err1 == nil && err2 == nil
 }
 
-func (a cpuShares) until(b cpuShares) cpuShares {
-	return cpuShares{Machine: b.Machine - a.Machine, Containers: b.Containers - a.Containers, Engine: b.Engine - a.Engine}
+// until is the CPU spent from r to later. The engine's share sums, per
+// process alive at the end, what it spent since r (all of it if it was
+// started since); a process that exited in between is not counted.
+func (r cpuReading) until(later cpuReading) cpuShares {
+	s := cpuShares{Machine: later.machine - r.machine,
+		Containers: later.containers - r.containers, HasContainers: r.hasDocker && later.hasDocker}
+	for pid, t := range later.engine {
+		s.Engine += t - min(r.engine[pid], t)
+	}
+	return s
 }

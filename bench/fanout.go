@@ -27,7 +27,7 @@ type fanoutResult struct {
 
 // fanoutSeries is one CP binary's restarts, one value per restart.
 type fanoutSeries struct {
-	Binary string `json:"binary,omitempty"` // "" is the bench's own build
+	Binary string `json:"binary,omitempty"` // "" is the bench's own build (or $CLAWKER_CP_BIN)
 	// From the new CP container's start, and from `clawker cp up` invoked
 	// (old CP already removed), to every Session connected.
 	StartToAllConnected stat `json:"cp_start_to_all_connected"`
@@ -44,8 +44,10 @@ type fanoutSeries struct {
 	MemPerSession  stat `json:"cp_mem_per_session"`
 	HeapPerSession stat `json:"cp_go_heap_per_session"`
 	// Where the machine's CPU went from `cp up` invoked to all connected:
-	// all of it, the agent containers (all containers less the CP), and
-	// the engine's processes (see cpuShares).
+	// all of it, the agent containers (all containers less the CP; none
+	// without cgroup v1), and the engine's processes (see cpuReading).
+	// With -fanout-b these include an image import whenever `cp up` runs
+	// the other binary than the restart before.
 	MachineCPU stat `json:"machine_cpu"`
 	AgentsCPU  stat `json:"agents_cpu"`
 	EngineCPU  stat `json:"engine_cpu"`
@@ -94,7 +96,12 @@ func (e *env) measureFanout(ctx context.Context, have []string, n, restarts int,
 
 	var a, b fanoutSamples
 	restart := func(s *fanoutSamples, bin string) func(int) error {
-		return func(int) error { return e.restartOnce(ctx, s, n, bin, base, baseHeap) }
+		return func(i int) error {
+			if err := e.restartOnce(ctx, s, n, bin, base, baseHeap); err != nil {
+				return fmt.Errorf("restart %d of %s: %w", i+1, binName(bin), err)
+			}
+			return nil
+		}
 	}
 	vs := []variant{{restarts, restart(&a, "")}}
 	if binB != "" {
@@ -102,6 +109,13 @@ func (e *env) measureFanout(ctx context.Context, have []string, n, restarts int,
 	}
 	if err := alternate(vs...); err != nil {
 		return res, err
+	}
+	if binB != "" {
+		// Leave the bench's own build running: the heap and CPU profiles
+		// that follow are labelled as its.
+		if err := restart(&fanoutSamples{}, "")(restarts); err != nil {
+			return res, err
+		}
 	}
 	res.fanoutSeries = a.series("")
 	if binB != "" {
@@ -111,13 +125,22 @@ func (e *env) measureFanout(ctx context.Context, have []string, n, restarts int,
 	return res, nil
 }
 
+// binName names a restart's CP binary in errors.
+func binName(bin string) string {
+	if bin == "" {
+		return "the bench's clawker-cp"
+	}
+	return bin
+}
+
 // restartOnce takes the CP down and up again (with bin as its binary when
 // set) and records the time until all n Sessions are connected.
 func (e *env) restartOnce(ctx context.Context, s *fanoutSamples, n int, bin string, base cpStats, baseHeap float64) error {
 	if _, err := e.must(ctx, "cp", "down"); err != nil {
-		return err
+		return fmt.Errorf("cp down: %w", err)
 	}
-	upStart, shares := time.Now(), readCPUShares()
+	shares := readCPUShares() // first: its /proc scan is not the restart's time
+	upStart := time.Now()
 	cmd := e.clawkerCmd(ctx, "cp", "up")
 	if bin != "" {
 		cmd.Env = append(cmd.Env, "CLAWKER_CP_BIN="+bin)
@@ -127,29 +150,34 @@ func (e *env) restartOnce(ctx context.Context, s *fanoutSamples, n int, bin stri
 	}
 	in, err := e.docker.ContainerInspect(ctx, consts.ControlPlaneContainer, mobyclient.ContainerInspectOptions{})
 	if err != nil {
-		return err
+		return fmt.Errorf("inspect the CP: %w", err)
 	}
 	cpStarted, err := time.Parse(time.RFC3339Nano, in.Container.State.StartedAt)
 	if err != nil {
-		return err
+		return fmt.Errorf("the CP's start time: %w", err)
 	}
 	health, err := e.cpStatusHealth(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("the CP's health address: %w", err)
 	}
 	if err := e.waitConnected(ctx, health, n, 2*time.Minute); err != nil {
 		return err
 	}
-	done, spent := time.Now(), shares.until(readCPUShares())
+	done := time.Now()
+	cpCPU, cpOK := containerCPU(in.Container.ID)
+	spent := shares.until(readCPUShares())
 	s.upToAll.addDur(done.Sub(upStart))
 	s.startToAll.addDur(done.Sub(cpStarted))
 	st, err := e.cpStats(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("the CP's stats: %w", err)
 	}
 	s.cpu.addDur(st.CPU)
 	s.machine.addDur(spent.Machine)
-	s.agents.addDur(spent.Containers - st.CPU)
+	if spent.HasContainers && cpOK {
+		// The CP started inside the window, so all its CPU is in it.
+		s.agents.addDur(spent.Containers - cpCPU)
+	}
 	s.engine.addDur(spent.Engine)
 	s.mem.add((st.MemBytes - base.MemBytes) / float64(n) / 1024)
 	if logs, err := e.logs(ctx, consts.ControlPlaneContainer, true); err == nil {

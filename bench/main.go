@@ -112,7 +112,7 @@ func mainErr() int {
 	}
 	if o.fanoutRestarts < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -fanout-restarts must be at least 1")
-		os.Exit(2)
+		return 2
 	}
 	if o.fanoutB != "" {
 		abs, err := filepath.Abs(o.fanoutB)
@@ -121,7 +121,7 @@ func mainErr() int {
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench: -fanout-b:", err)
-			os.Exit(2)
+			return 2
 		}
 		o.fanoutB = abs
 	}

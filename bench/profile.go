@@ -71,14 +71,19 @@ func (e *env) profileRestart(ctx context.Context, dir string, n int) cpProfile {
 		p.Error = err.Error()
 		return p
 	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- waitFor(ctx, time.Minute, 10*time.Millisecond, "the CP's admin API", func() error {
-			_, err := e.must(ctx, "cp", "profile", "--kind", "cpu", "--seconds", "3", "-o", out)
+		// Every 100 ms: each try is a CLI process, load on the restart
+		// being profiled.
+		done <- waitFor(pctx, time.Minute, 100*time.Millisecond, "the CP's admin API", func() error {
+			_, err := e.must(pctx, "cp", "profile", "--kind", "cpu", "--seconds", "3", "-o", out)
 			return err
 		})
 	}()
 	if _, err := e.must(ctx, "cp", "up"); err != nil {
+		cancel()
 		<-done
 		p.Error = err.Error()
 		return p

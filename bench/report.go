@@ -171,7 +171,13 @@ const methodNotes = `
   memory is the cgroup usage minus inactive page cache, less the zero-agent
   baseline taken after the first cp up, divided by the agent count. With
   ` + "`-fanout-b`" + `, as many restarts run a second CP binary, alternated with the
-  bench's own (a before/after in one run).
+  bench's own (a before/after in one run); its memory is read against the
+  same baseline, and a restart that switches binary re-imports the CP image
+  inside its ` + "`cp up`" + `. The machine-CPU row splits the CPU spent from ` + "`cp up`" + `
+  invoked to all connected: the whole machine (/proc/stat), all containers
+  less the CP (the agents; cgroup v1 cpuacct, n/a elsewhere), and dockerd,
+  containerd, the shims and docker-proxy (/proc/<pid>/stat, per process
+  alive at the end).
 - **Identity gate** (figure 3): the production ` + "`agent.MobyPeerLookup`" + ` (the
   Docker-touching part of every Register), in process against the real
   engine, with N containers labelled as agents on clawker-net, the CP down.
@@ -240,7 +246,7 @@ func fanoutRows(agents int, memBase float64, f fanoutSeries, which string) []row
 		{"2. Fan-out" + which + " breakdown (CP log): container start → first log line; → first agent_session_connected; → last",
 			fmt.Sprintf("%s; %s; %s", f.StartToFirstLog, f.StartToFirstSession, f.StartToLastSession), "—", "—", "—"},
 		{"2. Fan-out" + which + ": CP CPU time (start → all connected)", perSession.String(), "—", "—", "—"},
-		{"2. Fan-out" + which + ": machine CPU from `cp up` invoked → all connected: all; the agents' containers; dockerd, containerd and shims",
+		{"2. Fan-out" + which + ": machine CPU from `cp up` invoked → all connected: all; the agents' containers; dockerd, containerd, shims and docker-proxy",
 			fmt.Sprintf("%s; %s; %s", f.MachineCPU, f.AgentsCPU, f.EngineCPU), "—", "—", "—"},
 		{"2. Fan-out" + which + ": CP memory per Session",
 			fmt.Sprintf("cgroup memory less the %.1f MiB zero-agent baseline: %s; Go heap in use: %s", memBase/(1<<20), f.MemPerSession, f.HeapPerSession),

@@ -25,6 +25,8 @@ import (
 // ErrRefused is every refusal's error; the reason goes to the log only.
 var ErrRefused = errors.New("credential request refused")
 
+var errUntrusted = errors.New("agent not proven (untrusted session)")
+
 // LabelSource reads a container's labels (Docker: labels outrank anything
 // the agent could claim).
 type LabelSource interface {
@@ -61,7 +63,8 @@ const (
 	sshAgentcSignRequest       = 13
 )
 
-// credKinds is every kind the broker can answer, in CredEnable's order.
+// credKinds is every kind the broker can answer, in the order Kinds
+// reports them (and CredEnable carries them).
 var credKinds = []clawkerdv1.CredKind{clawkerdv1.CredKind_CRED_KIND_SSH_AGENT, clawkerdv1.CredKind_CRED_KIND_GIT}
 
 // Kinds lists what containerID may ask for now. It reads the container's
@@ -118,6 +121,10 @@ func (b *Broker) Answer(ctx context.Context, containerID string, trusted bool, k
 // gate fails closed: trusted agent, container labelled purpose=agent and
 // opted in to kind, and a configured host source.
 func (b *Broker) gate(ctx context.Context, containerID string, trusted bool, kind clawkerdv1.CredKind) error {
+	if !trusted {
+		// First: the reason an operator most needs to see in the log.
+		return errUntrusted
+	}
 	if err := b.source(kind); err != nil {
 		return err
 	}
@@ -156,7 +163,7 @@ func (b *Broker) source(kind clawkerdv1.CredKind) error {
 // error.
 func (b *Broker) optedIn(ctx context.Context, containerID string, trusted bool) ([]clawkerdv1.CredKind, error) {
 	if !trusted {
-		return nil, errors.New("agent not proven (untrusted session)")
+		return nil, errUntrusted
 	}
 	labels, err := b.labels.ContainerLabels(ctx, containerID)
 	if err != nil {
