@@ -64,6 +64,15 @@ func TestGateRefusesAPodOnAReusedIP(t *testing.T) {
 		}
 		return nil
 	})
+	// The API drops a pod deleted with no grace before the kubelet's CNI
+	// DEL frees its address: until host-local's file for it is gone, the
+	// next pod would get the address after it.
+	testenv.Eventually(t, time.Minute, "the victim's IP released", func() error {
+		if _, err := os.Stat(filepath.Join(ipam, ip.String())); !os.IsNotExist(err) {
+			return fmt.Errorf("%s still reserved (%v)", ip, err)
+		}
+		return nil
+	})
 	// host-local hands out the address after the last one it reserved:
 	// with the victim's predecessor recorded, the next pod gets its IP.
 	if err := os.WriteFile(filepath.Join(ipam, "last_reserved_ip.0"), []byte(ip.Prev().String()), 0o644); err != nil {
